@@ -1,0 +1,33 @@
+# Two entry points on a fresh machine: `make demo` runs the pipeline on the embedded stack, `make test` runs the tests.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: setup system demo test stack-down clean
+
+setup: system $(STAMP)
+
+system:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java 17 and Maven"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+demo: setup
+	$(BIN)/governed-ft stack up
+	$(BIN)/governed-ft bootstrap
+	$(BIN)/governed-ft stack status
+
+test: setup
+	bash .ci/pytest.sh
+
+stack-down:
+	$(BIN)/governed-ft stack down
+
+clean: stack-down
+	rm -rf .governed_ft

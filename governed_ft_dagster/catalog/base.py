@@ -1,0 +1,191 @@
+"""The catalog interface every deployment implements, and its value types."""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, Sequence
+
+
+class Principal(str, Enum):
+    """The four job principals of the governance model."""
+
+    INGEST = "ingest"
+    PREPROCESS = "preprocess"
+    TRAIN = "train"
+    REGISTRAR = "registrar"
+
+
+class Privilege(str, Enum):
+    """Privileges as the OSS catalog spells them; `sdk_name` is the Databricks enum spelling."""
+
+    USE_CATALOG = "USE CATALOG"
+    USE_SCHEMA = "USE SCHEMA"
+    CREATE_TABLE = "CREATE TABLE"
+    CREATE_MODEL = "CREATE MODEL"
+    SELECT = "SELECT"
+    MODIFY = "MODIFY"
+    EXECUTE = "EXECUTE"
+    WRITE_FILES = "WRITE FILES"
+    READ_FILES = "READ FILES"
+    ALL_PRIVILEGES = "ALL PRIVILEGES"
+
+    @property
+    def sdk_name(self) -> str:
+        return self.value.replace(" ", "_")
+
+    @classmethod
+    def parse(cls, text: str) -> "Privilege":
+        return cls(text.strip().upper().replace("_", " "))
+
+
+SecurableType = Literal["catalog", "schema", "table", "registered_model", "external_location"]
+TableOperation = Literal["READ", "READ_WRITE"]
+PathOperation = Literal["PATH_READ", "PATH_READ_WRITE", "PATH_CREATE_TABLE"]
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """One column of a catalog table."""
+
+    name: str
+    type_name: str
+    type_text: str
+    position: int
+    nullable: bool = True
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What the catalog knows of a table."""
+
+    full_name: str
+    table_id: str
+    storage_location: str
+    data_source_format: str
+    table_type: str
+    columns: tuple[ColumnInfo, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VendedCredentials:
+    """Temporary credentials the catalog vended for one table or path."""
+
+    location: str
+    operation: str
+    expiration: dt.datetime | None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.location.startswith("file:") or self.location.startswith("/")
+
+    def expires_within(self, seconds: float, now: dt.datetime | None = None) -> bool:
+        if self.expiration is None:
+            return False
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return (self.expiration - now).total_seconds() < seconds
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A privilege granted to a principal on a securable."""
+
+    securable_type: SecurableType
+    full_name: str
+    principal: str
+    privilege: Privilege
+
+
+class CatalogError(RuntimeError):
+    """A catalog request failed; the message says what and how to fix it."""
+
+
+class CatalogUnavailableError(CatalogError):
+    """The catalog could not be reached."""
+
+
+class CatalogPermissionError(CatalogError):
+    """The catalog refused a principal for lack of a privilege on a securable."""
+
+    def __init__(self, principal: str, securable: str, privilege: str | Sequence[str], detail: str = ""):
+        self.principal = principal
+        self.securable = securable
+        self.privileges = (privilege,) if isinstance(privilege, str) else tuple(privilege)
+        missing = ", ".join(self.privileges)
+        message = (
+            f"principal '{principal}' lacks {missing} on {securable}; "
+            f"grant it with `GRANT {missing} ON {securable} TO `{principal}`` or run the job as a principal that has it"
+        )
+        if detail:
+            message += f" (catalog said: {detail})"
+        super().__init__(message)
+
+
+class CatalogClient(abc.ABC):
+    """Operations the pipeline needs from the catalog, acting as one principal."""
+
+    principal: str
+
+    @abc.abstractmethod
+    def get_table(self, full_name: str) -> TableInfo:
+        """Return the table's id, storage location, format and columns."""
+
+    @abc.abstractmethod
+    def table_exists(self, full_name: str) -> bool:
+        """Whether the table is registered."""
+
+    @abc.abstractmethod
+    def temporary_table_credentials(self, full_name: str, operation: TableOperation) -> VendedCredentials:
+        """Vend credentials for a table (looks up its id first)."""
+
+    @abc.abstractmethod
+    def temporary_path_credentials(self, url: str, operation: PathOperation) -> VendedCredentials:
+        """Vend credentials for a storage path."""
+
+    @abc.abstractmethod
+    def register_external_table(
+        self,
+        full_name: str,
+        storage_location: str,
+        columns: Sequence[ColumnInfo],
+        properties: dict[str, str] | None = None,
+        comment: str | None = None,
+    ) -> TableInfo:
+        """Register an external Delta table, or return it when it already exists at that location."""
+
+    @abc.abstractmethod
+    def effective_privileges(self, securable_type: SecurableType, full_name: str, principal: str) -> set[Privilege]:
+        """Privileges the principal holds on the securable, inherited ones included."""
+
+    @abc.abstractmethod
+    def update_grants(
+        self,
+        securable_type: SecurableType,
+        full_name: str,
+        principal: str,
+        add: Sequence[Privilege] = (),
+        remove: Sequence[Privilege] = (),
+    ) -> None:
+        """Grant and revoke privileges of one principal on one securable."""
+
+    @abc.abstractmethod
+    def create_registered_model(self, full_name: str, comment: str | None = None) -> str:
+        """Create the registered model unless it exists; return its full name."""
+
+    def require(self, principal: str, requirements: Sequence[tuple[SecurableType, str, Privilege]]) -> None:
+        """Fail with one error naming every missing privilege before any data is touched."""
+        by_securable: dict[tuple[str, str], set[Privilege]] = {}
+        for securable_type, full_name, privilege in requirements:
+            key = (securable_type, full_name)
+            if key not in by_securable:
+                by_securable[key] = self.effective_privileges(securable_type, full_name, principal)
+            held = by_securable[key]
+            if privilege not in held and Privilege.ALL_PRIVILEGES not in held:
+                raise CatalogPermissionError(principal, f"{securable_type} {full_name}", privilege.value)

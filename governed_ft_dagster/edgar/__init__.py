@@ -1,0 +1,1 @@
+"""SEC EDGAR access and Risk Factors extraction (pure, no Dagster imports)."""

@@ -1,0 +1,52 @@
+"""Pinned versions of everything the local stack fetches from Maven Central."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# EMR Serverless release emr-7.2.0 ships Spark 3.5.1 / Scala 2.12; Delta 3.2.0 is built for it.
+EMR_RELEASE_LABEL = "emr-7.2.0"
+SPARK_VERSION = "3.5.3"
+SCALA_BINARY = "2.12"
+DELTA_VERSION = "3.2.0"
+HADOOP_VERSION = "3.3.4"
+AWS_SDK_BUNDLE_VERSION = "1.12.262"
+UC_SERVER_VERSION = "0.4.1"
+UC_SPARK_CONNECTOR_VERSION = "0.2.1"
+JACKSON_VERSION = "2.15.4"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One Maven coordinate."""
+
+    group: str
+    artifact: str
+    version: str
+    transitive: bool = True
+
+    @property
+    def coordinate(self) -> str:
+        return f"{self.group}:{self.artifact}:{self.version}"
+
+    @property
+    def jar_name(self) -> str:
+        return f"{self.artifact}-{self.version}.jar"
+
+
+JAR_GROUPS: dict[str, tuple[Artifact, ...]] = {
+    "uc-server": (
+        Artifact("io.unitycatalog", "unitycatalog-server", UC_SERVER_VERSION),
+        Artifact("com.fasterxml.jackson.core", "jackson-databind", JACKSON_VERSION),
+    ),
+    "spark": (
+        Artifact("io.delta", f"delta-spark_{SCALA_BINARY}", DELTA_VERSION, transitive=False),
+        Artifact("io.delta", "delta-storage", DELTA_VERSION, transitive=False),
+        Artifact("org.antlr", "antlr4-runtime", "4.9.3", transitive=False),
+        Artifact("org.apache.hadoop", "hadoop-aws", HADOOP_VERSION, transitive=False),
+        Artifact("com.amazonaws", "aws-java-sdk-bundle", AWS_SDK_BUNDLE_VERSION, transitive=False),
+    ),
+    "uc-spark": (
+        Artifact("io.unitycatalog", f"unitycatalog-spark_{SCALA_BINARY}", UC_SPARK_CONNECTOR_VERSION, transitive=False),
+    ),
+}

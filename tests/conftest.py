@@ -1,0 +1,53 @@
+"""Shared fixtures: a temporary state folder and the local stack built in it."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from governed_ft_dagster.settings import load_settings
+from governed_ft_dagster.stack import jars
+from governed_ft_dagster.stack.errors import StackError
+from governed_ft_dagster.stack.local import LocalStack
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A loopback port whose successor is free too (the catalog binds PORT and PORT+1)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+    raise RuntimeError("no free loopback port pair")
+
+
+@pytest.fixture
+def stack_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """Environment for a local stack under a temporary state folder."""
+    env = {"GOVERNED_FT_HOME": str(tmp_path / "state"), "GOVERNED_FT_UC_PORT": str(free_port()),
+           "GOVERNED_FT_DEPLOYMENT": "local"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def local_stack(stack_env) -> LocalStack:
+    return LocalStack(load_settings(stack_env))
+
+
+@pytest.fixture(scope="session")
+def uc_server_jars(tmp_path_factory) -> Path:
+    """A state folder with the catalog server's jars, or a skip that says why they are missing."""
+    home = tmp_path_factory.mktemp("jar-cache")
+    try:
+        jars.fetch_group(home, "uc-server")
+    except StackError as exc:
+        pytest.skip(f"the open-source catalog server cannot run here: {exc}")
+    return home
