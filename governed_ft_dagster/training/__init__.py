@@ -1,0 +1,1 @@
+"""Base model, tokenizer and LoRA training logic (no Dagster imports)."""
