@@ -1,0 +1,712 @@
+"""A local stand-in for a Databricks workspace: real REST paths and shapes, in-memory state, recorded requests.
+
+Usage::
+
+    with FakeDatabricks() as fake:
+        fake.add_service_principal("app-train", "train-secret")
+        fake.add_table("main.raw.filings", "s3://bucket/raw/filings")
+        fake.grant("catalog", "main", "app-train", "USE_CATALOG")
+        ...  # point a WorkspaceClient at fake.url
+        assert fake.paths("/api/") == [...]
+
+Routes live in a table (`FakeDatabricks.routes`); add one with `fake.add_route("GET", r"/api/2.0/x/(?P<id>[^/]+)", fn)`
+where `fn(fake, request, **groups)` returns `(status, json_body)` or raises `ApiError`.
+Grants are kept per (securable type, full name) and per principal, in the SDK's underscore spelling; privileges
+granted on a catalog or schema are inherited by what it contains, and owners and admins hold every privilege.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+Handler = Callable[..., "tuple[int, Any]"]
+
+_PARENT_TYPES = ("catalog", "schema")
+_DISPLAY_TYPE = {
+    "catalog": "Catalog",
+    "schema": "Schema",
+    "table": "Table",
+    "function": "Function",
+    "external_location": "External Location",
+}
+
+
+class ApiError(Exception):
+    """An error answer in the Databricks JSON shape."""
+
+    def __init__(self, status: int, error_code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received; header names are lower-case."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+    raw_body: bytes = field(repr=False)
+    principal: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A method and a full-match path pattern served by a handler."""
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    authenticated: bool = True
+
+
+@dataclass
+class _Injected:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    body: Any
+    times: int
+
+
+class FakeDatabricks:
+    """A threaded HTTP server on 127.0.0.1 that answers like a Databricks workspace with Unity Catalog."""
+
+    def __init__(
+        self, *, workspace_id: str = "1234567890123456", account_id: str | None = None, token_ttl_s: int = 3600
+    ):
+        self.workspace_id = workspace_id
+        self.account_id = account_id or str(uuid.UUID(int=0x0FA4E))
+        self.token_ttl_s = token_ttl_s
+        self.credential_ttl_s = 3600
+        self.metastore_id = str(uuid.uuid4())
+        self.clients: dict[str, str] = {}
+        self.admins: set[str] = set()
+        self.tokens: dict[str, str] = {}
+        self.tables: dict[str, dict[str, Any]] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.external_locations: dict[str, dict[str, Any]] = {}
+        self.grants: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self.vended: list[dict[str, Any]] = []
+        self.requests: list[RecordedRequest] = []
+        self.routes: list[Route] = []
+        self._injected: list[_Injected] = []
+        self._counter = itertools.count(1)
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._install_default_routes()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> "FakeDatabricks":
+        """Listen on a free loopback port and serve in a daemon thread."""
+        fake = self
+
+        class _Handler(_RequestHandler):
+            owner = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-databricks", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, drop kept-alive connections and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "FakeDatabricks":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "call start() first"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- state set-up -----------------------------------------------------------------------------------------
+
+    def add_service_principal(self, client_id: str, client_secret: str, *, admin: bool = False) -> None:
+        """Register an OAuth M2M client; its application id (client_id) is the principal name in grants."""
+        with self._lock:
+            self.clients[client_id] = client_secret
+            if admin:
+                self.admins.add(client_id)
+
+    def add_table(
+        self,
+        full_name: str,
+        storage_location: str,
+        columns: Iterable[dict[str, Any]] = (),
+        *,
+        owner: str = "admin",
+        table_type: str = "EXTERNAL",
+        data_source_format: str = "DELTA",
+        properties: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Register a table directly, bypassing permission checks."""
+        catalog, schema, name = _split3(full_name)
+        info = {
+            "name": name,
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "full_name": full_name,
+            "table_id": str(uuid.uuid4()),
+            "table_type": table_type,
+            "data_source_format": data_source_format,
+            "storage_location": storage_location,
+            "columns": [dict(c) for c in columns],
+            "properties": dict(properties or {}),
+            "owner": owner,
+            "metastore_id": self.metastore_id,
+            "created_at": _now_ms(),
+            "created_by": owner,
+            "updated_at": _now_ms(),
+            "updated_by": owner,
+        }
+        with self._lock:
+            self.tables[full_name] = info
+        return info
+
+    def add_external_location(self, name: str, url: str, *, owner: str = "admin") -> None:
+        """Register an external location covering every path under url."""
+        with self._lock:
+            self.external_locations[name] = {"name": name, "url": url.rstrip("/"), "owner": owner}
+
+    def grant(self, securable_type: str, full_name: str, principal: str, *privileges: str) -> None:
+        """Grant privileges (either spelling) directly, bypassing permission checks."""
+        with self._lock:
+            held = self.grants.setdefault((_norm_type(securable_type), full_name), {}).setdefault(principal, set())
+            held.update(_norm_priv(p) for p in privileges)
+
+    def revoke(self, securable_type: str, full_name: str, principal: str, *privileges: str) -> None:
+        """Revoke privileges directly."""
+        with self._lock:
+            held = self.grants.get((_norm_type(securable_type), full_name), {}).get(principal, set())
+            held.difference_update(_norm_priv(p) for p in privileges)
+
+    def add_route(self, method: str, pattern: str, handler: Handler, *, authenticated: bool = True) -> None:
+        """Serve `method pattern` (a full-match regex on the path) with handler(fake, request, **groups)."""
+        self.routes.insert(0, Route(method.upper(), re.compile(pattern), handler, authenticated))
+
+    def fail_next(self, method: str, pattern: str, status: int, body: Any, *, times: int = 1) -> None:
+        """Answer the next `times` matching requests with status and body instead of the route."""
+        with self._lock:
+            self._injected.append(_Injected(method.upper(), re.compile(pattern), status, body, times))
+
+    # ---- assertions -------------------------------------------------------------------------------------------
+
+    def calls(self, prefix: str = "") -> list[RecordedRequest]:
+        """Recorded requests whose path starts with prefix."""
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith(prefix)]
+
+    def paths(self, prefix: str = "") -> list[str]:
+        """`METHOD path` of recorded requests whose path starts with prefix."""
+        return [f"{r.method} {r.path}" for r in self.calls(prefix)]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    # ---- privilege model --------------------------------------------------------------------------------------
+
+    def effective(self, securable_type: str, full_name: str, principal: str) -> list[dict[str, Any]]:
+        """Effective privileges of principal on a securable as the API lists them, inherited ones included."""
+        securable_type = _norm_type(securable_type)
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for kind, name in _lineage(securable_type, full_name):
+                for privilege in sorted(self.grants.get((kind, name), {}).get(principal, set())):
+                    entry: dict[str, Any] = {"privilege": privilege}
+                    if (kind, name) != (securable_type, full_name):
+                        entry["inherited_from_type"] = kind.upper()
+                        entry["inherited_from_name"] = name
+                    out.append(entry)
+        return out
+
+    def holds(self, principal: str, securable_type: str, full_name: str, privilege: str) -> bool:
+        """Whether principal holds privilege on the securable (admin, owner, direct, inherited or ALL_PRIVILEGES)."""
+        securable_type = _norm_type(securable_type)
+        if principal in self.admins or self._owner(securable_type, full_name) == principal:
+            return True
+        held = {e["privilege"] for e in self.effective(securable_type, full_name, principal)}
+        return privilege in held or "ALL_PRIVILEGES" in held
+
+    def require(self, principal: str, securable_type: str, full_name: str, *privileges: str) -> None:
+        """Raise the 403 the service gives for the first privilege the principal lacks."""
+        for privilege in privileges:
+            if not self.holds(principal, securable_type, full_name, privilege):
+                kind = _DISPLAY_TYPE.get(_norm_type(securable_type), securable_type)
+                raise ApiError(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"User does not have {privilege.replace('_', ' ')} on {kind} '{full_name}'.",
+                )
+
+    def require_table_path(self, principal: str, full_name: str, *privileges: str) -> None:
+        """USE CATALOG and USE SCHEMA on the parents, then privileges on the table itself."""
+        catalog, schema, _ = _split3(full_name)
+        self.require(principal, "catalog", catalog, "USE_CATALOG")
+        self.require(principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
+        self.require(principal, "table", full_name, *privileges)
+
+    def _owner(self, securable_type: str, full_name: str) -> str | None:
+        if securable_type == "table":
+            return self.tables.get(full_name, {}).get("owner")
+        if securable_type == "function":
+            return self.models.get(full_name, {}).get("owner")
+        return None
+
+    # ---- credentials ------------------------------------------------------------------------------------------
+
+    def mint_storage_credentials(self, location: str, operation: str, principal: str) -> dict[str, Any]:
+        """Recognisable fake AWS STS credentials; replace this method to vend real ones (e.g. from moto)."""
+        n = next(self._counter)
+        creds = {
+            "access_key_id": f"ASIAFAKE{n:012d}",
+            "secret_access_key": f"fake-vended-secret-{n}-{secrets.token_hex(8)}",
+            "session_token": f"fake-vended-session-{n}-{secrets.token_hex(16)}",
+        }
+        with self._lock:
+            self.vended.append({"location": location, "operation": operation, "principal": principal, **creds})
+        return creds
+
+    def _credential_response(self, location: str, operation: str, principal: str) -> dict[str, Any]:
+        return {
+            "aws_temp_credentials": self.mint_storage_credentials(location, operation, principal),
+            "expiration_time": _now_ms() + self.credential_ttl_s * 1000,
+            "url": location,
+        }
+
+    # ---- dispatch ---------------------------------------------------------------------------------------------
+
+    def _dispatch(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> tuple[int, Any]:
+        split = urlsplit(raw_path)
+        path = unquote(split.path)
+        query = parse_qs(split.query, keep_blank_values=True)
+        body = _parse_body(headers.get("content-type", ""), raw_body)
+        principal = self._bearer_principal(headers.get("authorization", ""))
+        request = RecordedRequest(method, path, query, headers, body, raw_body, principal)
+        with self._lock:
+            self.requests.append(request)
+            for injected in self._injected:
+                if injected.times > 0 and injected.method == method and injected.pattern.fullmatch(path):
+                    injected.times -= 1
+                    return injected.status, injected.body
+        allowed = False
+        for route in self.routes:
+            match = route.pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route.method != method:
+                allowed = True
+                continue
+            if route.authenticated and principal is None:
+                message = "Credential was not sent or was of an unsupported type for this API."
+                return 401, {"error_code": "UNAUTHENTICATED", "message": message}
+            try:
+                return route.handler(self, request, **match.groupdict())
+            except ApiError as exc:
+                return exc.status, {"error_code": exc.error_code, "message": exc.message}
+        if allowed:
+            return 405, {"error_code": "BAD_REQUEST", "message": f"Method {method} is not allowed for {path}."}
+        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
+
+    def _bearer_principal(self, authorization: str) -> str | None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        with self._lock:
+            return self.tokens.get(token.strip())
+
+    # ---- default routes ---------------------------------------------------------------------------------------
+
+    def _install_default_routes(self) -> None:
+        uc = "/api/2.1/unity-catalog"
+        for method, pattern, handler, authenticated in [
+            ("GET", r"/\.well-known/databricks-config", _host_metadata, False),
+            ("GET", r"/oidc/\.well-known/oauth-authorization-server", _oidc_discovery, False),
+            ("GET", r"/oidc/\.well-known/openid-configuration", _oidc_discovery, False),
+            ("POST", r"/oidc/v1/token", _token, False),
+            ("GET", rf"{uc}/tables/(?P<full_name>[^/]+)/exists", _table_exists, True),
+            ("GET", rf"{uc}/tables/(?P<full_name>[^/]+)", _get_table, True),
+            ("POST", rf"{uc}/tables", _create_table, True),
+            ("POST", r"/api/2\.0/unity-catalog/temporary-table-credentials", _table_credentials, True),
+            ("POST", r"/api/2\.0/unity-catalog/temporary-path-credentials", _path_credentials, True),
+            ("GET", rf"{uc}/permissions/(?P<securable_type>[^/]+)/(?P<full_name>[^/]+)", _get_permissions, True),
+            ("PATCH", rf"{uc}/permissions/(?P<securable_type>[^/]+)/(?P<full_name>[^/]+)", _update_permissions, True),
+            (
+                "GET",
+                rf"{uc}/effective-permissions/(?P<securable_type>[^/]+)/(?P<full_name>[^/]+)",
+                _get_effective_permissions,
+                True,
+            ),
+            ("POST", rf"{uc}/models", _create_model, True),
+            ("GET", rf"{uc}/models/(?P<full_name>[^/]+)", _get_model, True),
+        ]:
+            self.routes.append(Route(method, re.compile(pattern), handler, authenticated))
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    owner: FakeDatabricks
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.owner._lock:
+            self.owner._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.owner._lock:
+            self.owner._connections.discard(self.connection)
+        super().finish()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw_body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, body = self.owner._dispatch(self.command, self.path, headers, raw_body)
+        payload = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# ---- handlers ------------------------------------------------------------------------------------------------
+
+
+def _host_metadata(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    return 200, {
+        "oidc_endpoint": f"{fake.url}/oidc",
+        "account_id": fake.account_id,
+        "workspace_id": fake.workspace_id,
+        "cloud": "AWS",
+    }
+
+
+def _oidc_discovery(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    issuer = f"{fake.url}/oidc"
+    return 200, {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/v1/authorize",
+        "token_endpoint": f"{issuer}/v1/token",
+        "jwks_uri": f"{issuer}/jwks.json",
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "response_types_supported": ["code"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": ["all-apis", "offline_access", "sql"],
+    }
+
+
+def _token(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    form = request.body if isinstance(request.body, dict) else {}
+    if form.get("grant_type") != "client_credentials":
+        return 400, {"error": "unsupported_grant_type", "error_description": "Only client_credentials is supported."}
+    client_id, client_secret = form.get("client_id"), form.get("client_secret")
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            client_id, _, client_secret = base64.b64decode(encoded).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            client_id = client_secret = None
+    with fake._lock:
+        known = client_id is not None and fake.clients.get(client_id) == client_secret
+        if not known:
+            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        token = f"fake-oauth-{secrets.token_urlsafe(24)}"
+        fake.tokens[token] = client_id  # type: ignore[assignment]
+    return 200, {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": fake.token_ttl_s,
+        "scope": form.get("scope", "all-apis"),
+    }
+
+
+def _table_exists(fake: FakeDatabricks, request: RecordedRequest, full_name: str) -> tuple[int, Any]:
+    catalog, schema, _ = _split3(full_name)
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
+    return 200, {"table_exists": full_name in fake.tables}
+
+
+def _get_table(fake: FakeDatabricks, request: RecordedRequest, full_name: str) -> tuple[int, Any]:
+    catalog, schema, _ = _split3(full_name)
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
+    info = fake.tables.get(full_name)
+    if info is None:
+        raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+    if not any(fake.holds(request.principal, "table", full_name, p) for p in ("SELECT", "MODIFY", "BROWSE")):
+        fake.require(request.principal, "table", full_name, "SELECT")
+    return 200, info
+
+
+def _create_table(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    body = request.body or {}
+    required = ("name", "catalog_name", "schema_name", "table_type", "data_source_format")
+    missing = [k for k in required if not body.get(k)]
+    if missing:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing required field(s): {', '.join(missing)}.")
+    if body["table_type"] != "EXTERNAL" or body["data_source_format"] != "DELTA":
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "Only EXTERNAL DELTA tables can be created through this API.")
+    if not body.get("storage_location"):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "storage_location is required for an external table.")
+    catalog, schema = body["catalog_name"], body["schema_name"]
+    full_name = f"{catalog}.{schema}.{body['name']}"
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA", "CREATE_TABLE")
+    with fake._lock:
+        if full_name in fake.tables:
+            raise ApiError(409, "TABLE_ALREADY_EXISTS", f"Table '{full_name}' already exists.")
+        info = fake.add_table(
+            full_name,
+            body["storage_location"],
+            body.get("columns") or (),
+            owner=request.principal or "",
+            properties=body.get("properties"),
+        )
+    return 200, info
+
+
+def _table_credentials(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    body = request.body or {}
+    operation = body.get("operation")
+    if operation not in ("READ", "READ_WRITE"):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid operation: {operation!r}.")
+    table = next((t for t in fake.tables.values() if t["table_id"] == body.get("table_id")), None)
+    if table is None:
+        raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table with id '{body.get('table_id')}' does not exist.")
+    needed = ("SELECT",) if operation == "READ" else ("SELECT", "MODIFY")
+    fake.require_table_path(request.principal, table["full_name"], *needed)
+    return 200, fake._credential_response(table["storage_location"], operation, request.principal or "")
+
+
+_PATH_PRIVILEGE = {
+    "PATH_READ": "READ_FILES",
+    "PATH_READ_WRITE": "WRITE_FILES",
+    "PATH_CREATE_TABLE": "CREATE_EXTERNAL_TABLE",
+}
+_TABLE_PATH_PRIVILEGES = {"PATH_READ": ("SELECT",), "PATH_READ_WRITE": ("SELECT", "MODIFY")}
+
+
+def _path_credentials(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    body = request.body or {}
+    url, operation = str(body.get("url") or "").rstrip("/"), body.get("operation")
+    if not url or operation not in _PATH_PRIVILEGE:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "url and a valid operation are required.")
+    table = next((t for t in fake.tables.values() if _under(url, t["storage_location"])), None)
+    if table is not None and operation in _TABLE_PATH_PRIVILEGES:
+        fake.require_table_path(request.principal, table["full_name"], *_TABLE_PATH_PRIVILEGES[operation])
+    else:
+        location = next((loc for loc in fake.external_locations.values() if _under(url, loc["url"])), None)
+        if location is None:
+            raise ApiError(404, "EXTERNAL_LOCATION_DOES_NOT_EXIST", f"No external location covers '{url}'.")
+        fake.require(request.principal, "external_location", location["name"], _PATH_PRIVILEGE[operation])
+    if body.get("dry_run"):
+        return 200, {}
+    return 200, fake._credential_response(url, operation, request.principal or "")
+
+
+def _may_manage(fake: FakeDatabricks, principal: str | None, securable_type: str, full_name: str) -> bool:
+    return fake.holds(principal or "", securable_type, full_name, "MANAGE")
+
+
+def _assignments(grants: dict[str, set[str]], principal: str | None) -> list[dict[str, Any]]:
+    return [
+        {"principal": p, "privileges": sorted(privs)}
+        for p, privs in sorted(grants.items())
+        if privs and (principal is None or p == principal)
+    ]
+
+
+def _get_permissions(
+    fake: FakeDatabricks, request: RecordedRequest, securable_type: str, full_name: str
+) -> tuple[int, Any]:
+    securable_type = _norm_type(securable_type)
+    wanted = (request.query.get("principal") or [None])[0]
+    if wanted != request.principal and not _may_manage(fake, request.principal, securable_type, full_name):
+        fake.require(request.principal, securable_type, full_name, "MANAGE")
+    with fake._lock:
+        grants = fake.grants.get((securable_type, full_name), {})
+        return 200, {"privilege_assignments": _assignments(grants, wanted)}
+
+
+def _update_permissions(
+    fake: FakeDatabricks, request: RecordedRequest, securable_type: str, full_name: str
+) -> tuple[int, Any]:
+    securable_type = _norm_type(securable_type)
+    if not _may_manage(fake, request.principal, securable_type, full_name):
+        fake.require(request.principal, securable_type, full_name, "MANAGE")
+    changes = (request.body or {}).get("changes") or []
+    with fake._lock:
+        for change in changes:
+            if not change.get("principal"):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "Each change needs a principal.")
+            fake.grant(securable_type, full_name, change["principal"], *(change.get("add") or ()))
+            fake.revoke(securable_type, full_name, change["principal"], *(change.get("remove") or ()))
+        if (request.body or {}).get("omit_permissions_in_response"):
+            return 200, {}
+        return 200, {"privilege_assignments": _assignments(fake.grants.get((securable_type, full_name), {}), None)}
+
+
+def _get_effective_permissions(
+    fake: FakeDatabricks, request: RecordedRequest, securable_type: str, full_name: str
+) -> tuple[int, Any]:
+    securable_type = _norm_type(securable_type)
+    wanted = (request.query.get("principal") or [None])[0]
+    if wanted != request.principal and not _may_manage(fake, request.principal, securable_type, full_name):
+        fake.require(request.principal, securable_type, full_name, "MANAGE")
+    with fake._lock:
+        lineage = _lineage(securable_type, full_name)
+        principals = {p for key, grants in fake.grants.items() if key in lineage for p in grants}
+    if wanted is not None:
+        principals = {wanted}
+    assignments = []
+    for principal in sorted(principals):
+        privileges = fake.effective(securable_type, full_name, principal)
+        if privileges:
+            assignments.append({"principal": principal, "privileges": privileges})
+    return 200, {"privilege_assignments": assignments}
+
+
+def _create_model(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    body = request.body or {}
+    missing = [k for k in ("name", "catalog_name", "schema_name") if not body.get(k)]
+    if missing:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing required field(s): {', '.join(missing)}.")
+    catalog, schema = body["catalog_name"], body["schema_name"]
+    full_name = f"{catalog}.{schema}.{body['name']}"
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA", "CREATE_MODEL")
+    with fake._lock:
+        if full_name in fake.models:
+            raise ApiError(409, "RESOURCE_ALREADY_EXISTS", f"Registered model '{full_name}' already exists.")
+        info = {
+            "name": body["name"],
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "full_name": full_name,
+            "comment": body.get("comment"),
+            "owner": request.principal,
+            "metastore_id": fake.metastore_id,
+            "storage_location": f"s3://fake-metastore/models/{uuid.uuid4()}",
+            "created_at": _now_ms(),
+            "created_by": request.principal,
+            "updated_at": _now_ms(),
+            "updated_by": request.principal,
+        }
+        fake.models[full_name] = info
+    return 200, info
+
+
+def _get_model(fake: FakeDatabricks, request: RecordedRequest, full_name: str) -> tuple[int, Any]:
+    catalog, schema, _ = _split3(full_name)
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
+    info = fake.models.get(full_name)
+    if info is None:
+        raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{full_name}' does not exist.")
+    fake.require(request.principal, "function", full_name, "EXECUTE")
+    return 200, info
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _split3(full_name: str) -> tuple[str, str, str]:
+    parts = full_name.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid three-level name '{full_name}'.")
+    return parts[0], parts[1], parts[2]
+
+
+def _norm_type(securable_type: str) -> str:
+    kind = securable_type.lower()
+    return {"registered_model": "function", "model": "function"}.get(kind, kind)
+
+
+def _norm_priv(privilege: str) -> str:
+    return privilege.strip().upper().replace(" ", "_")
+
+
+def _lineage(securable_type: str, full_name: str) -> list[tuple[str, str]]:
+    """The securable itself, then the schema and catalog it inherits from."""
+    parts = full_name.split(".")
+    chain = [(securable_type, full_name)]
+    if securable_type in ("table", "function") and len(parts) == 3:
+        chain += [("schema", ".".join(parts[:2])), ("catalog", parts[0])]
+    elif securable_type == "schema" and len(parts) == 2:
+        chain.append(("catalog", parts[0]))
+    return chain
+
+
+def _under(url: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return url == root or url.startswith(root + "/")
+
+
+def _parse_body(content_type: str, raw: bytes) -> Any:
+    if not raw:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    if "json" in content_type or text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    if "x-www-form-urlencoded" in content_type:
+        return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    return text
