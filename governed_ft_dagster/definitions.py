@@ -2,9 +2,11 @@
 
 import dagster as dg
 
+from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.resources import build_resources
 from governed_ft_dagster.settings import load_settings
 
 defs = dg.Definitions(
+    assets=[raw_risk_factors],
     resources=build_resources(load_settings()),
 )

@@ -23,6 +23,8 @@ class Settings:
     home: Path
     catalog_name: str
     uc_port: int
+    edgar_source: str = "sample"
+    fiscal_years: tuple[int, ...] = (2023, 2024)
     uc_host: str = "127.0.0.1"
 
     @property
@@ -44,9 +46,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         raise SettingsError(f"GOVERNED_FT_UC_PORT={port_text!r} is not a port number") from None
     home = Path(env.get("GOVERNED_FT_HOME", ".governed_ft")).expanduser().resolve()
+    edgar_source = env.get("GOVERNED_FT_EDGAR_SOURCE", "sample" if deployment == "local" else "live").strip().lower()
+    if edgar_source not in ("sample", "live"):
+        raise SettingsError(f"GOVERNED_FT_EDGAR_SOURCE={edgar_source!r} is not a source; set it to 'sample' or 'live'")
+    fiscal_years = _years(env.get("GOVERNED_FT_FISCAL_YEARS", "2023-2024"))
     return Settings(
         deployment=deployment,  # type: ignore[arg-type]
         home=home,
         catalog_name=env.get("GOVERNED_FT_CATALOG", "governed_ft"),
         uc_port=port,
+        edgar_source=edgar_source,
+        fiscal_years=fiscal_years,
     )
+
+
+def _years(text: str) -> tuple[int, ...]:
+    """'2023-2024' or '2022,2024' as a tuple of years."""
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-", 1))
+            years = tuple(range(first, last + 1))
+        else:
+            years = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        years = ()
+    if not years or any(y < 1994 or y > 2100 for y in years):
+        raise SettingsError(f"GOVERNED_FT_FISCAL_YEARS={text!r} is not a period; write it as 2023-2024 or 2022,2024")
+    return years

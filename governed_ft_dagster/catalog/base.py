@@ -179,8 +179,9 @@ class CatalogClient(abc.ABC):
     def create_registered_model(self, full_name: str, comment: str | None = None) -> str:
         """Create the registered model unless it exists; return its full name."""
 
-    def require(self, principal: str, requirements: Sequence[tuple[SecurableType, str, Privilege]]) -> None:
-        """Fail with one error naming every missing privilege before any data is touched."""
+    def require(self, principal: str, requirements: Sequence[tuple[SecurableType, str, Privilege]],
+                display: str | None = None) -> None:
+        """Fail with one error naming the missing privilege before any data is touched."""
         by_securable: dict[tuple[str, str], set[Privilege]] = {}
         for securable_type, full_name, privilege in requirements:
             key = (securable_type, full_name)
@@ -188,4 +189,4 @@ class CatalogClient(abc.ABC):
                 by_securable[key] = self.effective_privileges(securable_type, full_name, principal)
             held = by_securable[key]
             if privilege not in held and Privilege.ALL_PRIVILEGES not in held:
-                raise CatalogPermissionError(principal, f"{securable_type} {full_name}", privilege.value)
+                raise CatalogPermissionError(display or principal, f"{securable_type} {full_name}", privilege.value)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from governed_ft_dagster.catalog.base import CatalogClient, Principal, Privilege, SecurableType
+from governed_ft_dagster.storage import S3Endpoint
 
 
 class CatalogResource(dg.ConfigurableResource, abc.ABC):
     """Hands out catalog clients that act as one of the pipeline's principals."""
 
     catalog: str = Field(description="Catalog that holds the raw, curated and ml schemas.")
+    storage_root: str = Field(description="Root of the governed storage: s3://bucket or file:///path.")
+    storage_region: str = Field(default="us-east-1", description="Region of the governed bucket.")
+    s3_endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint (tests only).")
 
     @abc.abstractmethod
     def client(self, principal: Principal) -> CatalogClient:
@@ -27,10 +32,32 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def table_name(self, relative: str) -> str:
         return f"{self.catalog}.{relative}"
 
+    def location(self, relative: str) -> str:
+        return f"{self.storage_root.rstrip('/')}/{relative.lstrip('/')}"
+
+    def endpoint(self) -> S3Endpoint:
+        return S3Endpoint(region=self.storage_region, endpoint_url=self.s3_endpoint_url)
+
+    def grant_table_readers(self, owner: Principal, relative_table: str) -> list[str]:
+        """As the table's owner, grant the design's table-level privileges on it; return what was granted."""
+        from governed_ft_dagster.governance import GRANTS
+
+        client = self.client(owner)
+        granted = []
+        for grant in GRANTS:
+            if grant.securable_type == "table" and grant.name == relative_table:
+                grantee = self.principal_name(grant.principal)
+                full_name = self.table_name(relative_table)
+                if grant.privilege not in client.effective_privileges("table", full_name, grantee):
+                    client.update_grants("table", full_name, grantee, add=[grant.privilege])
+                    granted.append(f"{grant.privilege.value} on {full_name} to {grant.principal.value}")
+        return granted
+
     def preflight(self, principal: Principal, requirements: list[tuple[SecurableType, str, Privilege]]) -> None:
         """Fail before any job starts when the principal lacks a privilege it needs."""
-        client = self.client(principal)
-        client.require(self.principal_name(principal), requirements)
+        name = self.principal_name(principal)
+        display = principal.value if name == principal.value else f"{principal.value} ({name})"
+        self.client(principal).require(name, requirements, display=display)
 
 
 class LocalCatalogResource(CatalogResource):
@@ -58,14 +85,21 @@ class DatabricksCatalogResource(CatalogResource):
     region: str = Field(description="AWS region of the principals' secrets.")
     secret_prefix: str = Field(default="governed-ft/", description="Secrets Manager id prefix; the id is prefix + principal.")
     application_ids: dict[str, str] = Field(default_factory=dict, description="Service principal application id per principal role.")
+    aws_endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for Secrets Manager (tests only).")
     timeout_s: float = 30.0
+    _clients: dict = PrivateAttr(default_factory=dict)
 
     def client(self, principal: Principal) -> CatalogClient:
         from governed_ft_dagster.catalog.databricks import DatabricksCatalogClient, secret_from_aws
 
-        client_id, client_secret = secret_from_aws(f"{self.secret_prefix}{principal.value}", self.region)
-        return DatabricksCatalogClient(self.host, principal.value, client_id, client_secret,
-                                       catalog=self.catalog, timeout_s=self.timeout_s)
+        if principal not in self._clients:
+            client_id, client_secret = secret_from_aws(f"{self.secret_prefix}{principal.value}", self.region,
+                                                       endpoint_url=self.aws_endpoint_url)
+            self._clients[principal] = DatabricksCatalogClient(self.host, principal.value, client_id, client_secret,
+                                                               catalog=self.catalog, timeout_s=self.timeout_s)
+        return self._clients[principal]
 
     def principal_name(self, principal: Principal) -> str:
-        return self.application_ids.get(principal.value, principal.value)
+        if principal.value in self.application_ids:
+            return self.application_ids[principal.value]
+        return self.client(principal).client_id  # type: ignore[attr-defined]

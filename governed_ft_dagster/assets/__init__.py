@@ -1,0 +1,1 @@
+"""The asset graph: raw filings to a registered model version."""

@@ -1,0 +1,80 @@
+"""raw_risk_factors: EDGAR filings, Risk Factors extracted, landed as JSON and merged into the raw Delta table."""
+
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.catalog.base import Principal, Privilege
+from governed_ft_dagster.edgar.extract import DEFAULT_MAX_BYTES
+from governed_ft_dagster.edgar.landing import LANDING_PREFIX
+from governed_ft_dagster.edgar.universe import load_universe
+from governed_ft_dagster.governance import RAW_TABLE
+from governed_ft_dagster.ingest import RawTarget, ingest
+from governed_ft_dagster.partitions import raw_partitions
+from governed_ft_dagster.resources.catalog import CatalogResource
+from governed_ft_dagster.resources.edgar import EdgarResource
+
+
+class RawRiskFactorsConfig(dg.Config):
+    """Run parameters of the EDGAR ingestion."""
+
+    universe: Optional[str] = Field(default=None, description="'sp500', a ticker file, or comma-separated tickers; default: the source's own universe.")
+    include_amendments: bool = Field(default=True, description="Also ingest 10-K/A and 10-Q/A (flagged).")
+    max_document_mb: int = Field(default=DEFAULT_MAX_BYTES // (1024 * 1024), description="Larger documents become error rows without parsing.")
+
+
+@dg.asset(
+    partitions_def=raw_partitions,
+    group_name="ingestion",
+    kinds={"python", "delta", "unitycatalog"},
+    owners=["team:governed-ft"],
+    tags={"principal": Principal.INGEST.value},
+)
+def raw_risk_factors(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig, catalog: CatalogResource,
+                     edgar: EdgarResource) -> dg.MaterializeResult:
+    """Risk Factors sections of 10-K/10-Q filings, one row per filing, in the raw schema."""
+    with readable_failures():
+        return _materialize(context, config, catalog, edgar)
+
+
+def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig, catalog: CatalogResource,
+                 edgar: EdgarResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    fiscal_year, form_type = int(keys["fiscal_year"]), keys["form_type"]
+    table = catalog.table_name(RAW_TABLE)
+    raw_schema = catalog.table_name("raw")
+    catalog.preflight(Principal.INGEST, [
+        ("catalog", catalog.catalog, Privilege.USE_CATALOG),
+        ("schema", raw_schema, Privilege.USE_SCHEMA),
+        ("schema", raw_schema, Privilege.CREATE_TABLE),
+        ("schema", raw_schema, Privilege.MODIFY),
+    ])
+    tickers = load_universe(config.universe) if config.universe else edgar.default_universe()
+    target = RawTarget(table=table, table_location=catalog.location("raw/tables/risk_factors"),
+                       landing_root=catalog.location(LANDING_PREFIX), endpoint=catalog.endpoint())
+    report = ingest(edgar.filing_source(), tickers, form_type, fiscal_year, catalog.client(Principal.INGEST), target,
+                    context.log.info, include_amendments=config.include_amendments,
+                    max_bytes=config.max_document_mb * 1024 * 1024)
+    granted = catalog.grant_table_readers(Principal.INGEST, RAW_TABLE) if report.delta_version is not None else []
+    for line in granted:
+        context.log.info(f"granted {line}")
+    for reject in report.rejects[:50]:
+        context.log.warning(f"rejected {reject['key']}: {reject['reason']}")
+    if len(report.rejects) > 50:
+        context.log.warning(f"... and {len(report.rejects) - 50} more rejects (see the 'rejects_sample' metadata)")
+    return dg.MaterializeResult(metadata={
+        "catalog_table": dg.MetadataValue.text(table),
+        "delta_version": dg.MetadataValue.int(report.delta_version if report.delta_version is not None else -1),
+        "filings_in": dg.MetadataValue.int(report.filings_in),
+        "rows": dg.MetadataValue.int(report.rows),
+        "rejects": dg.MetadataValue.int(len(report.rejects)),
+        "rejects_sample": dg.MetadataValue.json(report.rejects[:100]),
+        "rows_by_status": dg.MetadataValue.json(dict(sorted(report.rows_by_status.items()))),
+        "rows_inserted": dg.MetadataValue.int(report.inserted),
+        "rows_updated": dg.MetadataValue.int(report.updated),
+        "unknown_tickers": dg.MetadataValue.json(report.unknown_tickers),
+        "landing_root": dg.MetadataValue.path(target.landing_root),
+    })

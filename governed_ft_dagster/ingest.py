@@ -1,0 +1,135 @@
+"""Ingestion of one partition: list, download, extract, land and merge into the raw table (no Dagster)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pyarrow as pa
+
+from governed_ft_dagster.catalog.base import CatalogClient
+from governed_ft_dagster.edgar.client import FilingRef, FilingSource
+from governed_ft_dagster.edgar.extract import DEFAULT_MAX_BYTES, EXTRACTOR_VERSION, extract_risk_factors
+from governed_ft_dagster.edgar.landing import RAW_SCHEMA, build_record, catalog_columns, landing_key
+from governed_ft_dagster.storage import S3Endpoint, delta_version, join, merge_rows, put_json, storage_options
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RawTarget:
+    """Where the raw table and its landing zone live."""
+
+    table: str
+    table_location: str
+    landing_root: str
+    endpoint: S3Endpoint = S3Endpoint()
+
+
+@dataclass
+class IngestReport:
+    """Counts of one ingestion run; filings in = rows + rejects."""
+
+    filings_in: int = 0
+    rows_by_status: Counter = field(default_factory=Counter)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    unknown_tickers: list[str] = field(default_factory=list)
+    delta_version: int | None = None
+    inserted: int = 0
+    updated: int = 0
+    table_created: bool = False
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_status.values())
+
+
+def list_filings(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_year: int,
+                 include_amendments: bool, report: IngestReport, log: Log) -> list[FilingRef]:
+    """Filings of the universe in one form and fiscal year; a company that fails to list is a reject."""
+    resolution = source.resolve(tickers)
+    report.unknown_tickers = sorted(getattr(resolution, "unknown", []) or [])
+    if report.unknown_tickers:
+        log(f"{len(report.unknown_tickers)} tickers are not in EDGAR's ticker list: {', '.join(report.unknown_tickers[:20])}")
+    refs: list[FilingRef] = []
+    for ticker, (cik, _name) in sorted(resolution.items()):
+        try:
+            refs.extend(source.filings(cik, forms=(form_type,), fiscal_years=(fiscal_year,),
+                                       include_amendments=include_amendments, ticker=ticker))
+        except Exception as exc:  # one company's listing failure must not fail the batch
+            report.rejects.append({"key": f"{ticker} ({cik})", "reason": f"listing failed: {_short(exc)}"})
+    unique = {ref.accession_number: ref for ref in refs}
+    return [unique[key] for key in sorted(unique)]
+
+
+def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_year: int, client: CatalogClient,
+           target: RawTarget, log: Log, include_amendments: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
+           now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> IngestReport:
+    """Run one partition end to end with credentials vended to the ingest principal."""
+    report = IngestReport()
+    refs = list_filings(source, tickers, form_type, fiscal_year, include_amendments, report, log)
+    report.filings_in = len(refs) + len(report.rejects)
+    log(f"{len(refs)} {form_type} filings for fiscal year {fiscal_year} from {len(tickers)} tickers")
+    landing_creds = client.temporary_path_credentials(target.landing_root, "PATH_READ_WRITE")
+    records: list[dict] = []
+    started = time.monotonic()
+    for index, ref in enumerate(refs, 1):
+        try:
+            document = source.download(ref).read_bytes()
+        except Exception as exc:
+            report.rejects.append({"key": ref.accession_number, "reason": f"download failed: {_short(exc)}"})
+            continue
+        result = extract_risk_factors(document, ref.original_form, max_bytes=max_bytes)
+        record = build_record(ref, result.status.value, result.text, result.reason, EXTRACTOR_VERSION,
+                              now().isoformat(timespec="seconds"))
+        try:
+            put_json(join(target.landing_root, landing_key(ref)), record, landing_creds, target.endpoint)
+        except Exception as exc:
+            report.rejects.append({"key": ref.accession_number, "reason": f"landing failed: {_short(exc)}"})
+            continue
+        records.append(record)
+        report.rows_by_status[record["status"]] += 1
+        if index % 25 == 0 or index == len(refs):
+            log(f"extracted {index}/{len(refs)} filings ({time.monotonic() - started:.1f} s)")
+    if records:
+        _merge(client, target, pa.Table.from_pylist(records, schema=RAW_SCHEMA), report)
+    else:
+        report.delta_version = _current_version(client, target)
+    return report
+
+
+def _merge(client: CatalogClient, target: RawTarget, rows: pa.Table, report: IngestReport, attempts: int = 5) -> None:
+    changed = "t.text_sha256 != s.text_sha256 OR t.extractor_version != s.extractor_version OR t.status != s.status"
+    for attempt in range(1, attempts + 1):
+        exists = client.table_exists(target.table)
+        creds = (client.temporary_table_credentials(target.table, "READ_WRITE") if exists
+                 else client.temporary_path_credentials(target.table_location, "PATH_CREATE_TABLE"))
+        try:
+            result = merge_rows(target.table_location, rows, "accession_number",
+                                storage_options(creds, target.endpoint), changed)
+            break
+        except Exception as exc:
+            if "commit" not in str(exc).lower() or attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+    if not exists:
+        client.register_external_table(target.table, target.table_location, catalog_columns(),
+                                       properties={"governed_ft.layer": "raw"},
+                                       comment="Risk Factors sections of SEC 10-K and 10-Q filings")
+    report.delta_version, report.inserted, report.updated = result.version, result.inserted, result.updated
+    report.table_created = result.created
+
+
+def _current_version(client: CatalogClient, target: RawTarget) -> int | None:
+    if not client.table_exists(target.table):
+        return None
+    creds = client.temporary_table_credentials(target.table, "READ")
+    return delta_version(target.table_location, storage_options(creds, target.endpoint))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:300]

@@ -1,0 +1,45 @@
+"""The EDGAR resource: the live SEC site, or a local EDGAR-shaped folder with the same interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from governed_ft_dagster.edgar.client import EdgarClient, FilingSource, LocalEdgarSource
+
+
+class EdgarResource(dg.ConfigurableResource):
+    """Hands out the filing source for ingestion."""
+
+    source: str = Field(default="sample", description="'live' for sec.gov, 'sample' for the generated local corpus, 'folder' for local_root.")
+    user_agent: str | None = Field(default=None, description="Declared User-Agent with a contact address (live only).")
+    cache_dir: str = Field(description="Document cache, so a re-run downloads nothing it already has.")
+    local_root: str = Field(description="Local EDGAR-shaped folder (generated on first use for 'sample').")
+    base_url: str = "https://www.sec.gov"
+    data_url: str = "https://data.sec.gov"
+    max_rps: float = 10.0
+    sample_companies: int = 12
+
+    def filing_source(self) -> FilingSource:
+        if self.source == "live":
+            return EdgarClient(self.user_agent or "", base_url=self.base_url, data_url=self.data_url,
+                               cache_dir=Path(self.cache_dir), max_rps=self.max_rps)
+        root = Path(self.local_root)
+        if self.source == "sample" and not (root / "files" / "company_tickers.json").exists():
+            from governed_ft_dagster.edgar.sample_corpus import build_sample_corpus
+
+            build_sample_corpus(root, companies=self.sample_companies)
+        return LocalEdgarSource(root)
+
+    def default_universe(self) -> list[str]:
+        """S&P 500 live; every company with submissions in the local folder otherwise."""
+        from governed_ft_dagster.edgar.client import submissions_name
+        from governed_ft_dagster.edgar.universe import load_universe
+
+        if self.source == "live":
+            return load_universe(None)
+        source = self.filing_source()
+        submissions = Path(self.local_root) / "submissions"
+        return sorted(t for t, cik in source.ticker_to_cik().items() if (submissions / submissions_name(cik)).exists())

@@ -1,0 +1,72 @@
+"""Local stand-ins for what cannot run here: moto in server mode and the recording fake Databricks workspace."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import boto3
+import requests
+from moto.server import ThreadedMotoServer
+
+from fake_databricks import FakeDatabricks
+from governed_ft_dagster.catalog.base import Principal
+from governed_ft_dagster.governance import GRANTS
+from governed_ft_dagster.resources.catalog import DatabricksCatalogResource
+
+BUCKET = "governed-lake"
+REGION = "us-east-1"
+CATALOG = "governed_ft"
+
+
+@dataclass
+class AwsWorld:
+    """A moto server with the governed bucket and principals' secrets, and a fake workspace with the grants."""
+
+    moto_url: str
+    databricks: FakeDatabricks
+
+    def boto(self, service: str):
+        return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def catalog_resource(self) -> DatabricksCatalogResource:
+        return DatabricksCatalogResource(
+            catalog=CATALOG, host=self.databricks.url, region=REGION, storage_root=f"s3://{BUCKET}",
+            storage_region=REGION, s3_endpoint_url=self.moto_url, aws_endpoint_url=self.moto_url,
+            application_ids={p.value: application_id(p) for p in Principal},
+        )
+
+
+def application_id(principal: Principal) -> str:
+    return f"00000000-0000-4000-8000-{principal.value:0>12}"[:36]
+
+
+def secret_value(principal: Principal) -> str:
+    return f"dose-planted-secret-{principal.value}-5f1c"
+
+
+def start_world(monkeypatch, moto_port: int) -> tuple[AwsWorld, ThreadedMotoServer]:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+    server.start()
+    requests.post(f"http://127.0.0.1:{moto_port}/moto-api/reset", timeout=10).raise_for_status()
+    fake = FakeDatabricks().start()
+    world = AwsWorld(f"http://127.0.0.1:{moto_port}", fake)
+    world.boto("s3").create_bucket(Bucket=BUCKET)
+    secrets = world.boto("secretsmanager")
+    for principal in Principal:
+        fake.add_service_principal(application_id(principal), secret_value(principal))
+        secrets.create_secret(Name=f"governed-ft/{principal.value}", SecretString=json.dumps(
+            {"client_id": application_id(principal), "client_secret": secret_value(principal)}))
+    fake.add_external_location("governed", f"s3://{BUCKET}")
+    for grant in GRANTS:
+        if grant.securable_type != "table":
+            fake.grant(grant.securable_type, grant.full_name(CATALOG), application_id(grant.principal),
+                       grant.privilege.sdk_name)
+    for principal, privileges in ((Principal.INGEST, ("READ_FILES", "WRITE_FILES", "CREATE_EXTERNAL_TABLE")),
+                                  (Principal.PREPROCESS, ("READ_FILES", "WRITE_FILES", "CREATE_EXTERNAL_TABLE"))):
+        fake.grant("external_location", "governed", application_id(principal), *privileges)
+    return world, server

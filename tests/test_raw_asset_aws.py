@@ -1,0 +1,88 @@
+"""raw_risk_factors on the aws path: fake Databricks workspace for the catalog, moto for S3 and secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from deltalake import DeltaTable
+
+from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
+from conftest import free_port
+from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.catalog.base import Principal
+from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
+from governed_ft_dagster.resources.edgar import EdgarResource
+
+SHARED = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "sec_samples"))
+
+
+@pytest.fixture
+def world(monkeypatch):
+    world, server = start_world(monkeypatch, free_port())
+    yield world
+    world.databricks.stop()
+    server.stop()
+
+
+@pytest.fixture
+def edgar(tmp_path) -> EdgarResource:
+    root = tmp_path / "edgar"
+    mirror_shared_samples(SHARED, root)
+    return EdgarResource(source="folder", cache_dir=str(tmp_path / "cache"), local_root=str(root))
+
+
+def materialize(world, edgar, partition: str):
+    return dg.materialize([raw_risk_factors], partition_key=partition,
+                          resources={"catalog": world.catalog_resource(), "edgar": edgar}, raise_on_error=False)
+
+
+def raw_rows(world) -> list[dict]:
+    options = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL": world.moto_url, "AWS_ALLOW_HTTP": "true"}
+    return DeltaTable(f"s3://{BUCKET}/raw/tables/risk_factors", storage_options=options).to_pyarrow_table().to_pylist()
+
+
+def test_raw_asset_lands_json_merges_delta_and_registers_the_table(world, edgar):
+    result = materialize(world, edgar, "2024|10-K")
+    assert result.success
+    metadata = result.asset_materializations_for_node("raw_risk_factors")[0].metadata
+    rows = raw_rows(world)
+    assert metadata["rows"].value == len(rows) > 0
+    assert metadata["filings_in"].value == metadata["rows"].value + metadata["rejects"].value
+    assert {r["form_type"] for r in rows} == {"10-K"} and {r["fiscal_year"] for r in rows} == {2024}
+    apple = next(r for r in rows if r["accession_number"] == "0000320193-24-000123")
+    assert apple["status"] == "extracted" and apple["risk_factors_text"].startswith("Item 1A")
+    s3 = world.boto("s3")
+    landing = json.loads(s3.get_object(Bucket=BUCKET, Key="raw/risk_factors/form_type=10-K/fiscal_year=2024/"
+                                       "cik=0000320193/risk_factors.json")["Body"].read())
+    assert landing["accession_number"] == apple["accession_number"] and landing["text_sha256"] == apple["text_sha256"]
+    table = world.databricks.tables[f"{CATALOG}.raw.risk_factors"]
+    assert table["storage_location"] == f"s3://{BUCKET}/raw/tables/risk_factors"
+    assert table["owner"] == application_id(Principal.INGEST)
+    assert world.databricks.holds(application_id(Principal.PREPROCESS), "table", f"{CATALOG}.raw.risk_factors", "SELECT")
+    assert not world.databricks.holds(application_id(Principal.TRAIN), "table", f"{CATALOG}.raw.risk_factors", "SELECT")
+    assert all(v["principal"] == application_id(Principal.INGEST) for v in world.databricks.vended)
+
+
+def test_materializing_again_adds_no_rows(world, edgar):
+    assert materialize(world, edgar, "2024|10-K").success
+    before = sorted(r["accession_number"] for r in raw_rows(world))
+    again = materialize(world, edgar, "2024|10-K")
+    assert again.success
+    assert sorted(r["accession_number"] for r in raw_rows(world)) == before
+    assert again.asset_materializations_for_node("raw_risk_factors")[0].metadata["rows_inserted"].value == 0
+
+
+def test_ingest_without_modify_on_raw_fails_before_any_write(world, edgar):
+    world.databricks.revoke("schema", f"{CATALOG}.raw", application_id(Principal.INGEST), "MODIFY")
+    result = materialize(world, edgar, "2024|10-K")
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "ingest" in failure and f"{CATALOG}.raw" in failure and "MODIFY" in failure
+    assert world.databricks.vended == []
+    assert "Contents" not in world.boto("s3").list_objects_v2(Bucket=BUCKET)
+    assert secret_value(Principal.INGEST) not in failure
