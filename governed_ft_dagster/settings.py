@@ -25,6 +25,7 @@ class Settings:
     uc_port: int
     edgar_source: str = "sample"
     fiscal_years: tuple[int, ...] = (2023, 2024)
+    jar_mirror: Path | None = None
     uc_host: str = "127.0.0.1"
 
     @property
@@ -57,6 +58,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         uc_port=port,
         edgar_source=edgar_source,
         fiscal_years=fiscal_years,
+        jar_mirror=Path(env["GOVERNED_FT_JAR_MIRROR"]).expanduser() if env.get("GOVERNED_FT_JAR_MIRROR") else None,
     )
 
 

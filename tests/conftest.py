@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from governed_ft_dagster.stack.errors import StackError
 from governed_ft_dagster.stack.local import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLES = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", REPO.parent / "shared" / "sec_samples"))
 
 
 def free_port() -> int:
@@ -46,8 +48,9 @@ def local_stack(stack_env) -> LocalStack:
 def uc_server_jars(tmp_path_factory) -> Path:
     """A state folder with the catalog server's jars, or a skip that says why they are missing."""
     home = tmp_path_factory.mktemp("jar-cache")
+    mirror = load_settings().jar_mirror
     try:
-        jars.fetch_group(home, "uc-server")
+        jars.fetch_group(home, "uc-server", mirror=mirror)
     except StackError as exc:
         pytest.skip(f"the open-source catalog server cannot run here: {exc}")
     return home

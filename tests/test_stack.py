@@ -53,7 +53,7 @@ def test_an_artifact_maven_cannot_fetch_is_named_with_the_fix(tmp_path, monkeypa
         jars.fetch_group(tmp_path, "absent")
     message = str(caught.value)
     assert "io.governed-ft.absent:no-such-artifact" in message
-    assert str(tmp_path / "jars" / "absent") in message
+    assert "GOVERNED_FT_JAR_MIRROR" in message
     assert not (tmp_path / "jars" / "absent").exists()
 
 
@@ -108,3 +108,11 @@ def test_mlflow_store_lives_in_the_state_folder_and_is_created_once(local_stack)
     experiment = client.get_experiment(first)
     assert experiment.artifact_location.startswith(local_stack.mlflow_dir.as_uri())
     assert local_stack.status()["mlflow"]["present"] is True
+
+
+def test_a_jar_mirror_folder_installs_a_group_without_maven(tmp_path):
+    mirror = tmp_path / "mirror" / "spark"
+    mirror.mkdir(parents=True)
+    (mirror / "delta-spark_2.12-3.2.0.jar").write_bytes(b"PK\x03\x04 not a real jar")
+    status = jars.fetch_group(tmp_path / "home", "spark", mvn="/nonexistent/mvn", mirror=tmp_path / "mirror")
+    assert status.complete and status.jars == ("delta-spark_2.12-3.2.0.jar",)

@@ -68,11 +68,36 @@ def _pom(artifacts: tuple[Artifact, ...]) -> str:
     )
 
 
-def fetch_group(home: Path, group: str, mvn: str | None = None, timeout_s: float = 900) -> JarGroupStatus:
-    """Resolve one group with Maven and install it atomically; a complete group is left alone."""
+def copy_from_mirror(home: Path, group: str, mirror: Path) -> JarGroupStatus | None:
+    """Install a group from a folder of pre-fetched jars (mirror/group/*.jar), for machines without Maven access."""
+    source = mirror / group
+    found = sorted(source.glob("*.jar")) if source.is_dir() else []
+    if not found:
+        return None
+    target = group_dir(home, group)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{group}-") as tmp:
+        staging = Path(tmp) / "jars"
+        staging.mkdir()
+        for jar in found:
+            shutil.copy2(jar, staging / jar.name)
+        (staging / MARKER).write_text(f"copied from {source}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    return group_status(home, group)
+
+
+def fetch_group(home: Path, group: str, mvn: str | None = None, timeout_s: float = 900,
+                mirror: Path | None = None) -> JarGroupStatus:
+    """Install one group from the jar mirror if it has it, else resolve it with Maven; a complete group is left alone."""
     current = group_status(home, group)
     if current.complete:
         return current
+    if mirror is not None:
+        copied = copy_from_mirror(home, group, mirror)
+        if copied is not None:
+            return copied
     artifacts = JAR_GROUPS[group]
     mvn = mvn or shutil.which("mvn")
     if not mvn:
@@ -112,5 +137,5 @@ def _explain_failure(group: str, artifacts: tuple[Artifact, ...], output: str, t
     return (
         f"Maven could not fetch {what} for the '{group}' jars from Maven Central; "
         f"make that artifact reachable (network, proxy or a mirror in ~/.m2/settings.xml) "
-        f"or put the jar and its dependencies in {target} with an empty {MARKER} file"
+        f"or put the jar and its dependencies in a folder '{group}' under GOVERNED_FT_JAR_MIRROR"
     )

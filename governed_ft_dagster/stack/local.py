@@ -56,7 +56,7 @@ class LocalStack:
         outcome: dict[str, str] = {}
         for group in groups:
             try:
-                jars.fetch_group(self.home, group)
+                jars.fetch_group(self.home, group, mirror=self.settings.jar_mirror)
                 outcome[group] = "present"
             except StackError as exc:
                 if group in REQUIRED_GROUPS:
