@@ -1,0 +1,421 @@
+"""The training-job resource: one interface, a local-process and a SageMaker implementation of script mode."""
+
+import abc
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import dagster as dg
+from dagster._core.errors import DagsterPipesExecutionError
+from pydantic import Field
+
+JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+EXCLUDED_FROM_CODE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                      ".governed_ft", "node_modules", ".ipynb_checkpoints"}
+MAX_CODE_BYTES = 256 * 1024 * 1024
+
+Context = Union[dg.AssetExecutionContext, dg.OpExecutionContext]
+
+# Runs the script with stderr copied to a file, so a failure can quote its last lines; forwards SIGINT/SIGTERM.
+_STDERR_TEE = """
+import signal, subprocess, sys
+stderr_path, exit_code_path, *command = sys.argv[1:]
+child = subprocess.Popen(command, stderr=subprocess.PIPE)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+with open(stderr_path, "wb") as copy:
+    for line in child.stderr:
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+        copy.write(line)
+        copy.flush()
+code = child.wait()
+with open(exit_code_path, "w") as out:
+    out.write(str(code))
+sys.exit(code if 0 <= code < 256 else 1)
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingJobSpec:
+    """What to train: an entry script inside its source folder, hyperparameters, non-secret environment, a job name."""
+
+    script: str
+    source_dir: str
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    job_name: str
+
+    def __post_init__(self) -> None:
+        if not JOB_NAME_PATTERN.fullmatch(self.job_name):
+            raise ValueError(f"job name {self.job_name!r} is not a SageMaker job name: 1-63 letters, digits and "
+                             "hyphens, starting and ending with a letter or digit")
+        self.entry_point()
+        bad = [k for k, v in {**self.hyperparameters, **self.env}.items()
+               if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"hyperparameters and env take strings only; not strings: {', '.join(map(str, bad))}")
+        reserved = [k for k in self.hyperparameters if k.startswith("sagemaker_")]
+        if reserved:
+            raise ValueError(f"hyperparameter names starting with 'sagemaker_' are SageMaker's: {', '.join(reserved)}")
+
+    def entry_point(self) -> str:
+        """The script's path relative to source_dir, as SageMaker's sagemaker_program expects it."""
+        script, source = Path(self.script).resolve(), Path(self.source_dir).resolve()
+        if not script.is_relative_to(source):
+            raise ValueError(f"script {self.script} is not inside source_dir {self.source_dir}")
+        return script.relative_to(source).as_posix()
+
+    def argv(self) -> list[str]:
+        """Hyperparameters as SageMaker's training toolkit passes them: keys sorted, --key value (-k for one letter)."""
+        return [item for key in sorted(self.hyperparameters)
+                for item in (f"--{key}" if len(key) > 1 else f"-{key}", self.hyperparameters[key])]
+
+
+@dataclass(frozen=True)
+class TrainingJobResult:
+    """What a finished training job left: where the model is, facts about the run, and what the script reported."""
+
+    kind: str
+    run_id: str
+    state: str
+    model_artifacts: str
+    properties: dict[str, str]
+    materialize_result: Optional[dg.MaterializeResult] = None
+
+
+class TrainingJobResource(dg.ConfigurableResource, abc.ABC):
+    """Runs a training script under SageMaker's script-mode contract and returns what it produced."""
+
+    @abc.abstractmethod
+    def run(self, context: Context, spec: TrainingJobSpec) -> TrainingJobResult:
+        """Run the job to its end; a failed job raises dg.Failure."""
+
+
+def _reported_materialization(invocation: Any) -> Optional[dg.MaterializeResult]:
+    reported = invocation.get_results(implicit_materializations=False)
+    if any(isinstance(result, dg.MaterializeResult) for result in reported):
+        return invocation.get_materialize_result(implicit_materialization=False)
+    return None
+
+
+def _count_gpus() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+class LocalTrainingResource(TrainingJobResource):
+    """Runs the script as a local process through Pipes, in a job folder laid out like /opt/ml."""
+
+    work_dir: str = Field(description="State folder; job folders go under work_dir/training_jobs/<job name>.")
+    python: Optional[str] = Field(default=None, description="Interpreter for the script; this one by default.")
+    num_gpus: Optional[int] = Field(default=None, description="SM_NUM_GPUS; counted with nvidia-smi by default.")
+    num_cpus: Optional[int] = Field(default=None, description="SM_NUM_CPUS; the CPUs this process may use by default.")
+    stderr_tail_lines: int = Field(default=20, description="stderr lines quoted when the script fails.")
+
+    def job_dir(self, job_name: str) -> Path:
+        return Path(self.work_dir).resolve() / "training_jobs" / job_name
+
+    def run(self, context: Context, spec: TrainingJobSpec) -> TrainingJobResult:
+        job_dir = self.job_dir(spec.job_name)
+        dirs = {name: job_dir / rel for name, rel in (
+            ("model", "model"), ("output", "output"), ("output_data", "output/data"), ("input", "input"),
+            ("input_config", "input/config"), ("checkpoints", "checkpoints"), ("logs", "logs"))}
+        for name in ("model", "output", "logs"):
+            shutil.rmtree(dirs[name], ignore_errors=True)
+        for path in dirs.values():
+            path.mkdir(parents=True, exist_ok=True)
+        resumed = any(dirs["checkpoints"].iterdir())
+        num_gpus = self.num_gpus if self.num_gpus is not None else _count_gpus()
+        num_cpus = self.num_cpus or len(os.sched_getaffinity(0))
+        env = local_sagemaker_environment(spec, dirs, num_gpus=num_gpus, num_cpus=num_cpus)
+        (dirs["input_config"] / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
+        (dirs["input_config"] / "resourceconfig.json").write_text(
+            json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}, indent=2))
+        stderr_log, exit_code_file = dirs["logs"] / "stderr.log", dirs["logs"] / "exit_code"
+        python = self.python or sys.executable
+        script = str(Path(spec.script).resolve())
+        command = [python, "-c", _STDERR_TEE, str(stderr_log), str(exit_code_file),
+                   python, script, *spec.argv(), "--checkpoint_dir", str(dirs["checkpoints"])]
+        context.log.info(f"Local training job {spec.job_name}: {spec.entry_point()} in {job_dir}"
+                         + (" (resuming from its checkpoints)" if resumed else ""))
+        started = time.monotonic()
+        client = dg.PipesSubprocessClient(cwd=str(Path(spec.source_dir).resolve()))
+        try:
+            invocation = client.run(context=context, command=command, env=env,
+                                    extras={"training_job_name": spec.job_name, "kind": "LocalTrainingJob"})
+        except DagsterPipesExecutionError:
+            raise self._failure(spec.job_name, job_dir, stderr_log, exit_code_file) from None
+        elapsed = time.monotonic() - started
+        context.log.info(f"Local training job {spec.job_name}: Completed in {elapsed:.1f} s")
+        return TrainingJobResult(
+            kind="LocalTrainingJob",
+            run_id=spec.job_name,
+            state="Completed",
+            model_artifacts=dirs["model"].as_uri(),
+            properties={
+                "job_dir": str(job_dir),
+                "model_dir": str(dirs["model"]),
+                "checkpoint_dir": str(dirs["checkpoints"]),
+                "entry_point": spec.entry_point(),
+                "num_gpus": str(num_gpus),
+                "num_cpus": str(num_cpus),
+                "elapsed_seconds": f"{elapsed:.1f}",
+                "resumed_from_checkpoint": str(resumed).lower(),
+            },
+            materialize_result=_reported_materialization(invocation),
+        )
+
+    def _failure(self, job_name: str, job_dir: Path, stderr_log: Path, exit_code_file: Path) -> dg.Failure:
+        code = exit_code_file.read_text().strip() if exit_code_file.exists() else "unknown"
+        stderr = stderr_log.read_text(errors="replace").splitlines() if stderr_log.exists() else []
+        tail = stderr[-self.stderr_tail_lines:]
+        failure_file = job_dir / "output" / "failure"
+        reason = failure_file.read_text(errors="replace").strip() if failure_file.exists() else ""
+        lines = [f"Local training job {job_name} failed with exit code {code}."]
+        if reason:
+            lines.append(f"Failure reason: {reason}")
+        if tail:
+            lines += [f"Last {len(tail)} stderr lines:", *tail]
+        lines.append(f"Job folder: {job_dir} (full stderr in {stderr_log})")
+        return dg.Failure(description="\n".join(lines),
+                          metadata={"exit_code": code, "job_dir": dg.MetadataValue.path(str(job_dir)),
+                                    "stderr_log": dg.MetadataValue.path(str(stderr_log))})
+
+
+def local_sagemaker_environment(spec: TrainingJobSpec, dirs: dict[str, Path], *, num_gpus: int,
+                                num_cpus: int) -> dict[str, str]:
+    """The environment SageMaker's training toolkit gives a script-mode entry point, pointed at local folders."""
+    source_dir = str(Path(spec.source_dir).resolve())
+    training_env = {
+        "job_name": spec.job_name,
+        "hyperparameters": spec.hyperparameters,
+        "user_entry_point": spec.entry_point(),
+        "module_dir": source_dir,
+        "model_dir": str(dirs["model"]),
+        "output_dir": str(dirs["output"]),
+        "output_data_dir": str(dirs["output_data"]),
+        "input_dir": str(dirs["input"]),
+        "input_config_dir": str(dirs["input_config"]),
+        "channel_input_dirs": {},
+        "input_data_config": {},
+        "current_host": "algo-1",
+        "hosts": ["algo-1"],
+        "master_hostname": "algo-1",
+        "is_master": True,
+        "num_gpus": num_gpus,
+        "num_cpus": num_cpus,
+        "log_level": 20,
+    }
+    env = {
+        **spec.env,
+        "TRAINING_JOB_NAME": spec.job_name,
+        "SM_MODEL_DIR": str(dirs["model"]),
+        "SM_OUTPUT_DIR": str(dirs["output"]),
+        "SM_OUTPUT_DATA_DIR": str(dirs["output_data"]),
+        "SM_INPUT_DIR": str(dirs["input"]),
+        "SM_INPUT_CONFIG_DIR": str(dirs["input_config"]),
+        "SM_CHECKPOINT_DIR": str(dirs["checkpoints"]),
+        "SM_CHANNELS": "[]",
+        "SM_NUM_GPUS": str(num_gpus),
+        "SM_NUM_CPUS": str(num_cpus),
+        "SM_HPS": json.dumps(spec.hyperparameters),
+        "SM_USER_ARGS": json.dumps(spec.argv()),
+        "SM_USER_ENTRY_POINT": spec.entry_point(),
+        "SM_MODULE_DIR": source_dir,
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_LOG_LEVEL": "20",
+        "SM_TRAINING_ENV": json.dumps(training_env),
+        "PYTHONPATH": os.pathsep.join(p for p in (source_dir, os.environ.get("PYTHONPATH", "")) if p),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({f"SM_HP_{key.upper()}": value for key, value in spec.hyperparameters.items()})
+    return env
+
+
+def source_tarball(source_dir: str) -> bytes:
+    """A reproducible sourcedir.tar.gz of the folder (sorted, zeroed times and owners, caches left out)."""
+    root = Path(source_dir).resolve()
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if any(part in EXCLUDED_FROM_CODE for part in rel.parts) or path.suffix == ".pyc" or not path.is_file():
+                continue
+            info = tar.gettarinfo(str(path), arcname=rel.as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
+    data = buffer.getvalue()
+    if len(data) > MAX_CODE_BYTES:
+        raise ValueError(f"source_dir {source_dir} packs to {len(data) // 2**20} MiB; point it at the job's code")
+    return data
+
+
+class SageMakerTrainingResource(TrainingJobResource):
+    """Runs the script as a SageMaker script-mode training job through Pipes, with no channel on governed data."""
+
+    region: str = Field(description="AWS region of the training job.")
+    role_arn: str = Field(description="Execution role of the training job.")
+    image_uri: str = Field(description="Training image (a SageMaker PyTorch/Hugging Face image with the toolkit).")
+    instance_type: str = "ml.g5.16xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 100
+    max_runtime_s: int = Field(default=24 * 3600, description="StoppingCondition.MaxRuntimeInSeconds.")
+    use_spot: bool = Field(default=False, description="Managed spot training.")
+    max_wait_s: Optional[int] = Field(default=None,
+                                      description="MaxWaitTimeInSeconds with spot; twice max_runtime_s by default.")
+    checkpoint_s3_uri: str = Field(description="Checkpoint prefix; one folder per job name, synced both ways.")
+    output_s3_uri: str = Field(description="OutputDataConfig.S3OutputPath (the ml/ prefix for artifacts).")
+    code_s3_prefix: str = Field(description="Where source_dir tarballs go, keyed by content hash.")
+    subnets: list[str] = Field(default_factory=list, description="VPC subnets; with security_group_ids.")
+    security_group_ids: list[str] = Field(default_factory=list, description="VPC security groups; with subnets.")
+    endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for every client (tests only).")
+    poll_interval_s: float = Field(default=30.0, description="Seconds between status and log polls.")
+    stream_logs: bool = Field(default=True, description="Copy the job's CloudWatch log lines into the Dagster run.")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    def boto_client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
+                            config=Config(retries={"mode": "standard", "max_attempts": 10}))
+
+    def run(self, context: Context, spec: TrainingJobSpec) -> TrainingJobResult:
+        from governed_ft_dagster.pipes_sagemaker import (
+            PipesSageMakerClient,
+            PipesSageMakerContextInjector,
+            PipesSageMakerMessageReader,
+            job_console_link,
+            log_group_link,
+        )
+
+        sagemaker, s3, logs = self.boto_client("sagemaker"), self.boto_client("s3"), self.boto_client("logs")
+        code_uri = self.upload_code(s3, spec)
+        job_name = self.free_job_name(sagemaker, spec.job_name)
+        params = self.create_training_job_params(spec, job_name, code_uri)
+        forward = (lambda host, line: context.log.info(f"[{job_name} {host}] {line}")) if self.stream_logs else None
+        client = PipesSageMakerClient(
+            client=sagemaker,
+            context_injector=PipesSageMakerContextInjector(
+                s3_client=s3, spill_s3_uri=f"{self.code_s3_prefix.rstrip('/')}/pipes"),
+            message_reader=PipesSageMakerMessageReader(client=logs, interval=self.poll_interval_s),
+            logs_client=logs,
+            poll_interval=self.poll_interval_s,
+            forward_logs=forward,
+        )
+        invocation = client.run(context=context, create_training_job_params=params,
+                                extras={"training_job_name": job_name, "kind": "SageMakerTrainingJob"})
+        response = sagemaker.describe_training_job(TrainingJobName=job_name)
+        artifacts = (response.get("ModelArtifacts") or {}).get("S3ModelArtifacts", "")
+        properties = {
+            "job_arn": response.get("TrainingJobArn", ""),
+            "job_name": job_name,
+            "region": self.region,
+            "image": self.image_uri,
+            "instance_type": self.instance_type,
+            "instance_count": str(self.instance_count),
+            "billable_seconds": str(response.get("BillableTimeInSeconds", "")),
+            "training_seconds": str(response.get("TrainingTimeInSeconds", "")),
+            "spot": str(self.use_spot).lower(),
+            "secondary_status": response.get("SecondaryStatus", ""),
+            "model_artifacts": artifacts,
+            "checkpoint_s3_uri": params["CheckpointConfig"]["S3Uri"],
+            "code_s3_uri": code_uri,
+            "log_link": log_group_link(self.region, job_name),
+            "console_link": job_console_link(self.region, job_name),
+        }
+        billable, training = response.get("BillableTimeInSeconds"), response.get("TrainingTimeInSeconds")
+        if self.use_spot and billable is not None and training:
+            properties["spot_savings"] = f"{100 * (1 - billable / training):.0f}%"
+        return TrainingJobResult(kind="SageMakerTrainingJob", run_id=job_name, state=response["TrainingJobStatus"],
+                                 model_artifacts=artifacts, properties=properties,
+                                 materialize_result=_reported_materialization(invocation))
+
+    def upload_code(self, s3: Any, spec: TrainingJobSpec) -> str:
+        """Upload the source_dir tarball under its content hash unless it is there already; its s3:// URI."""
+        from botocore.exceptions import ClientError
+
+        from governed_ft_dagster.pipes_sagemaker import split_s3_uri
+
+        data = source_tarball(spec.source_dir)
+        uri = f"{self.code_s3_prefix.rstrip('/')}/{hashlib.sha256(data).hexdigest()[:20]}/sourcedir.tar.gz"
+        bucket, key = split_s3_uri(uri)
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+        return uri
+
+    def free_job_name(self, sagemaker: Any, base: str) -> str:
+        """The spec's job name, or base-rN when earlier runs used it (SageMaker job names are never reused)."""
+        from botocore.exceptions import ClientError
+
+        for attempt in range(1, 1000):
+            suffix = "" if attempt == 1 else f"-r{attempt}"
+            name = base[:63 - len(suffix)].rstrip("-") + suffix
+            try:
+                sagemaker.describe_training_job(TrainingJobName=name)
+            except ClientError as err:
+                message = err.response.get("Error", {}).get("Message", "")
+                if "not found" in message.lower() or "could not find" in message.lower():
+                    return name
+                raise
+        raise RuntimeError(f"no free SageMaker job name left for {base}")
+
+    def create_training_job_params(self, spec: TrainingJobSpec, job_name: str, code_uri: str) -> dict[str, Any]:
+        """The CreateTrainingJob request, before the Pipes client adds its bootstrap environment and run tags."""
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("set both subnets and security_group_ids for a VPC job, or neither")
+        max_wait = self.max_wait_s if self.max_wait_s is not None else 2 * self.max_runtime_s
+        if self.use_spot and max_wait < self.max_runtime_s:
+            raise ValueError(f"max_wait_s ({max_wait}) must be at least max_runtime_s ({self.max_runtime_s}) with spot")
+        hyperparameters = {key: json.dumps(value) for key, value in spec.hyperparameters.items()}
+        hyperparameters.update({
+            "sagemaker_program": json.dumps(spec.entry_point()),
+            "sagemaker_submit_directory": json.dumps(code_uri),
+            "sagemaker_container_log_level": "20",
+            "sagemaker_job_name": json.dumps(job_name),
+            "sagemaker_region": json.dumps(self.region),
+        })
+        stopping: dict[str, int] = {"MaxRuntimeInSeconds": self.max_runtime_s}
+        if self.use_spot:
+            stopping["MaxWaitTimeInSeconds"] = max_wait
+        params: dict[str, Any] = {
+            "TrainingJobName": job_name,
+            "RoleArn": self.role_arn,
+            "AlgorithmSpecification": {"TrainingImage": self.image_uri, "TrainingInputMode": "File"},
+            "HyperParameters": hyperparameters,
+            "Environment": dict(spec.env),
+            "OutputDataConfig": {"S3OutputPath": self.output_s3_uri},
+            "ResourceConfig": {"InstanceType": self.instance_type, "InstanceCount": self.instance_count,
+                               "VolumeSizeInGB": self.volume_size_gb},
+            "StoppingCondition": stopping,
+            "EnableManagedSpotTraining": self.use_spot,
+            "CheckpointConfig": {"S3Uri": f"{self.checkpoint_s3_uri.rstrip('/')}/{spec.job_name}/",
+                                 "LocalPath": SAGEMAKER_CHECKPOINT_DIR},
+            "Tags": [{"Key": key, "Value": value} for key, value in self.tags.items()],
+        }
+        if self.subnets:
+            params["VpcConfig"] = {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
+        return params
