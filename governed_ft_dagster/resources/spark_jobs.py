@@ -1,0 +1,519 @@
+"""The preprocessing resource: one Spark job interface, a local spark-submit and an EMR Serverless implementation."""
+
+import abc
+import copy
+import hashlib
+import json
+import re
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import dagster as dg
+from dagster._core.errors import DagsterPipesExecutionError
+from dagster._core.pipes.utils import forward_only_logs_to_file
+from dagster._utils.merger import deep_merge_dicts
+from dagster_aws.pipes import PipesCloudWatchLogReader, PipesCloudWatchMessageReader, PipesEMRServerlessClient
+from dagster_aws.pipes.message_readers import get_log_events
+from dagster_pipes import PIPES_PROTOCOL_VERSION_FIELD
+from pydantic import Field, PrivateAttr
+
+from governed_ft_dagster.stack import jars, versions
+from governed_ft_dagster.stack.errors import StackError
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+DELTA_JARS = (f"delta-spark_{versions.SCALA_BINARY}-{versions.DELTA_VERSION}.jar",
+              f"delta-storage-{versions.DELTA_VERSION}.jar")
+DELTA_PACKAGES = (f"io.delta:delta-spark_{versions.SCALA_BINARY}:{versions.DELTA_VERSION}",)
+OUTPUT_TAIL_LINES = 20
+_SECRETISH = re.compile(r"(^|_)(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?|PRIVATE_KEY|ACCESS_KEY|API_KEY)(_|$)", re.I)
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class SparkJobSpec:
+    """What to run: a job script from the repository, its arguments, Python files and non-secret environment."""
+
+    script: str
+    args: list[str] = field(default_factory=list)
+    py_files: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def job_name(self) -> str:
+        return self.name or Path(self.script).stem
+
+
+@dataclass
+class SparkJobResult:
+    """A finished job run: its lineage identity, properties and what the script reported through Pipes."""
+
+    kind: str
+    run_id: str
+    state: str
+    properties: dict[str, str]
+    materialize_result: Optional[dg.MaterializeResult] = None
+
+
+class SparkJobResource(dg.ConfigurableResource, abc.ABC):
+    """Runs a PySpark job script that reports back through Dagster Pipes."""
+
+    @abc.abstractmethod
+    def run(self, context: dg.AssetExecutionContext, spec: SparkJobSpec) -> SparkJobResult:
+        """Run the job to completion; raise dg.Failure when it does not succeed."""
+
+
+class LocalSparkResource(SparkJobResource):
+    """pyspark's own spark-submit on this machine, with the Delta jars from the offline jar cache."""
+
+    home: str = Field(description="State folder: holds the jar cache and one folder per job run.")
+    master: str = Field(default="local[2]", description="Spark master URL.")
+    driver_memory: str = Field(default="2g", description="spark-submit --driver-memory.")
+    shuffle_partitions: int = Field(default=4, description="spark.sql.shuffle.partitions.")
+    jar_groups: list[str] = Field(default_factory=lambda: ["spark"], description="Cached jar groups put on --jars.")
+    log_level: str = Field(default="WARN", description="Root log4j level of the Spark JVM.")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf; overrides the defaults.")
+
+    def run(self, context: dg.AssetExecutionContext, spec: SparkJobSpec) -> SparkJobResult:
+        _refuse_secret_env(spec.env)
+        home = Path(self.home).resolve()
+        run_id = f"local-{uuid.uuid4().hex[:12]}"
+        run_dir = home / "spark-jobs" / run_id
+        run_dir.mkdir(parents=True)
+        output_log, exit_code_file = run_dir / "output.log", run_dir / "exit_code"
+        script = Path(spec.script).resolve()
+        command = [sys.executable, "-c", _TEE, str(output_log), str(exit_code_file), *self.submit_command(spec)]
+        env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+               "SPARK_CONF_DIR": str(_log4j_conf_dir(home, self.log_level)), "SPARK_LOCAL_IP": "127.0.0.1",
+               **spec.env}
+        properties = {"master": self.master, "spark_version": _pyspark_version(),
+                      "delta_spark_version": versions.DELTA_VERSION, "log_location": str(output_log),
+                      "code_version": _sha256(script)[:16]}
+        started = time.monotonic()
+        try:
+            invocation = dg.PipesSubprocessClient(cwd=str(run_dir)).run(context=context, command=command, env=env)
+        except DagsterPipesExecutionError:
+            exit_code = exit_code_file.read_text().strip() if exit_code_file.exists() else "unknown"
+            properties.update(exit_code=exit_code, duration_s=f"{time.monotonic() - started:.1f}")
+            tail = _tail_lines(output_log, OUTPUT_TAIL_LINES)
+            raise dg.Failure(
+                description=(f"Spark job '{spec.job_name}' failed: spark-submit exited with code {exit_code} "
+                             f"(run {run_id}). Last {len(tail)} lines of its output ({output_log}):\n" + "\n".join(tail)),
+                metadata={**properties, "run_id": run_id},
+            ) from None
+        properties.update(exit_code="0", duration_s=f"{time.monotonic() - started:.1f}")
+        return SparkJobResult("LocalSparkJobRun", run_id, "SUCCEEDED", properties, _materialize_result(invocation))
+
+    def submit_command(self, spec: SparkJobSpec) -> list[str]:
+        """The spark-submit command line (offline: cached jars, never --packages)."""
+        home = Path(self.home).resolve()
+        try:
+            jar_paths = [str(p) for group in self.jar_groups for p in jars.classpath(home, group)]
+        except StackError as exc:
+            raise dg.Failure(description=f"cannot run Spark locally: {exc}") from None
+        conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+                "spark.databricks.delta.snapshotPartitions": str(self.shuffle_partitions), **DELTA_CONF, **self.spark_conf}
+        command = [str(spark_submit_path()), "--master", self.master, "--name", spec.job_name,
+                   "--driver-memory", self.driver_memory, "--jars", ",".join(jar_paths)]
+        for key, value in conf.items():
+            command += ["--conf", f"{key}={value}"]
+        if spec.py_files:
+            command += ["--py-files", ",".join(str(Path(p).resolve()) for p in spec.py_files)]
+        return [*command, str(Path(spec.script).resolve()), *spec.args]
+
+
+class EmrServerlessResource(SparkJobResource):
+    """Amazon EMR Serverless through dagster-aws' Pipes client; Pipes messages come back through CloudWatch Logs."""
+
+    region: str = Field(description="AWS region of the application, bucket and log group.")
+    application_id: Optional[str] = Field(default=None, description="Existing application; wins over application_name.")
+    application_name: str = Field(default="governed-ft-preprocess", description="Application found (or created) by name.")
+    create_application_if_missing: bool = Field(default=False, description="Create the named application when absent.")
+    release_label: str = Field(default=versions.EMR_RELEASE_LABEL, description="EMR release (Spark/Delta versions).")
+    execution_role_arn: str = Field(description="Job runtime role: its secret, its logs; no data-plane access.")
+    code_prefix: str = Field(description="s3://bucket/code/ — script, py-files and jars, keyed by content hash.")
+    log_group: str = Field(description="CloudWatch log group of the driver's stdout/stderr (Pipes reads it).")
+    log_stream_prefix: str = Field(default="governed-ft", description="CloudWatch log stream name prefix.")
+    jar_source: str = Field(default="upload", description=(
+        "'upload': cached jars copied to code_prefix, passed with --jars; 'packages': --packages, Maven at job start."))
+    jars_home: Optional[str] = Field(default=None, description="State folder with the jar cache (jar_source=upload).")
+    upload_jars: list[str] = Field(default_factory=lambda: list(DELTA_JARS), description="Jar names taken from the cache.")
+    spark_packages: list[str] = Field(default_factory=lambda: list(DELTA_PACKAGES),
+                                      description="Maven coordinates (jar_source=packages).")
+    spark_conf: dict[str, str] = Field(default_factory=lambda: dict(DELTA_CONF), description="--conf pairs of every run.")
+    python_env_archive: Optional[str] = Field(default=None, description="venv-pack tar.gz for native dependencies.")
+    ship_dagster_pipes: bool = Field(default=True, description="Add a zip of dagster_pipes to --py-files.")
+    execution_timeout_minutes: int = Field(default=120, description="EMR kills the run after this.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags of every job run.")
+    endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for every service (tests only).")
+    endpoint_urls: dict[str, str] = Field(default_factory=dict, description="Per-service endpoints (tests only).")
+    poll_interval_s: float = Field(default=10.0, description="Seconds between GetJobRun polls.")
+    _application: Optional[str] = PrivateAttr(default=None)
+
+    def boto_client(self, service: str):
+        import boto3
+
+        return boto3.client(service, region_name=self.region,
+                            endpoint_url=self.endpoint_urls.get(service, self.endpoint_url))
+
+    def run(self, context: dg.AssetExecutionContext, spec: SparkJobSpec) -> SparkJobResult:
+        _refuse_secret_env(spec.env)
+        emr, logs = self.boto_client("emr-serverless"), self.boto_client("logs")
+        application_id = self.resolve_application(emr)
+        request = self.start_job_run_request(spec, application_id)
+        pipes_client = _EMRServerlessPipesClient(
+            client=emr, message_reader=PipesCloudWatchMessageReader(client=logs), poll_interval=self.poll_interval_s)
+        invocation = pipes_client.run(context=context, start_job_run_params=copy.deepcopy(request))
+        job_run = pipes_client.final_response["jobRun"]
+        properties = self._properties(job_run, request)
+        if job_run["state"] != "SUCCESS":
+            stream = properties["log_stream"]
+            # The Python driver's stderr (tracebacks) is merged into the driver JVM's stdout by Spark's PythonRunner.
+            tails = [(output, _cloudwatch_tail(logs, self.log_group, f"{stream}/{output}", OUTPUT_TAIL_LINES))
+                     for output in ("stdout", "stderr")]
+            raise dg.Failure(
+                description=(
+                    f"EMR Serverless job run {job_run['jobRunId']} ({spec.job_name}) ended in state {job_run['state']}: "
+                    f"{(job_run.get('stateDetails') or 'no state details').rstrip('. ')}. Driver logs: CloudWatch log group "
+                    f"{self.log_group}, streams {stream}/stdout and {stream}/stderr. "
+                    f"Console: {properties['console_url']}"
+                    + "".join(f"\nLast {len(lines)} lines of the driver's {output}:\n" + "\n".join(lines)
+                              for output, lines in tails if lines)),
+                metadata=properties,
+            ) from None
+        return SparkJobResult("EMRServerlessJobRun", job_run["jobRunId"], job_run["state"], properties,
+                              _materialize_result(invocation))
+
+    def resolve_application(self, emr) -> str:
+        """The configured application id, or the id of the application with the configured name (created if allowed)."""
+        if self.application_id:
+            return self.application_id
+        if self._application:
+            return self._application
+        for page in emr.get_paginator("list_applications").paginate():
+            for app in page["applications"]:
+                if app["name"] == self.application_name and app["state"] not in ("TERMINATING", "TERMINATED"):
+                    if app["releaseLabel"] != self.release_label:
+                        raise dg.Failure(description=(
+                            f"EMR Serverless application {self.application_name} ({app['id']}) runs {app['releaseLabel']}, "
+                            f"but the job is pinned to {self.release_label}; upgrade the application or set release_label"))
+                    self._application = app["id"]
+                    return app["id"]
+        if not self.create_application_if_missing:
+            raise dg.Failure(description=(
+                f"no EMR Serverless application named {self.application_name} in {self.region}; create it, set "
+                f"application_id, or set create_application_if_missing=true"))
+        created = emr.create_application(name=self.application_name, releaseLabel=self.release_label, type="SPARK",
+                                         tags={"governed-ft": "true"})
+        self._application = created["applicationId"]
+        return self._application
+
+    def start_job_run_request(self, spec: SparkJobSpec, application_id: str) -> dict[str, Any]:
+        """The StartJobRun request before dagster-aws adds its tags and the Pipes context; uploads the code first."""
+        s3 = self.boto_client("s3")
+        entry_point = self._stage(s3, spec.script)
+        conf = dict(self.spark_conf)
+        submit: list[str] = []
+        if self.jar_source == "upload":
+            submit += ["--jars", ",".join(self._stage(s3, str(p)) for p in self._cached_jars())]
+        elif self.jar_source == "packages":
+            submit += ["--packages", ",".join(self.spark_packages)]
+        else:
+            raise dg.Failure(description=f"jar_source must be 'upload' or 'packages', not {self.jar_source!r}")
+        py_files = [self._stage(s3, p) for p in spec.py_files]
+        if self.ship_dagster_pipes:
+            with tempfile.TemporaryDirectory() as tmp:
+                py_files.append(self._stage(s3, str(package_zip(["dagster_pipes"], Path(tmp)))))
+        if py_files:
+            submit += ["--py-files", ",".join(py_files)]
+        if self.python_env_archive:
+            conf["spark.archives"] = self._stage(s3, self.python_env_archive) + "#environment"
+            conf["spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON"] = "./environment/bin/python"
+            conf["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] = "./environment/bin/python"
+            conf["spark.executorEnv.PYSPARK_PYTHON"] = "./environment/bin/python"
+        for key, value in spec.env.items():
+            conf[f"spark.emr-serverless.driverEnv.{key}"] = value
+            conf[f"spark.executorEnv.{key}"] = value
+        tokens = [token for key, value in conf.items() for token in ("--conf", f"{key}={value}")] + submit
+        spaced = [t for t in tokens if re.search(r"\s", t) or not t]
+        if spaced:
+            raise dg.Failure(description=f"EMR Serverless splits sparkSubmitParameters on whitespace; these values "
+                                         f"contain some or are empty: {spaced}")
+        return {
+            "applicationId": application_id,
+            "executionRoleArn": self.execution_role_arn,
+            "name": spec.job_name,
+            "jobDriver": {"sparkSubmit": {"entryPoint": entry_point, "entryPointArguments": list(spec.args),
+                                          "sparkSubmitParameters": " ".join(tokens)}},
+            "configurationOverrides": {"monitoringConfiguration": {"cloudWatchLoggingConfiguration": {
+                "enabled": True, "logGroupName": self.log_group, "logStreamNamePrefix": self.log_stream_prefix}}},
+            "tags": {"governed-ft": "true", "governed-ft/job": spec.job_name, **self.tags},
+            "executionTimeoutMinutes": self.execution_timeout_minutes,
+        }
+
+    def _stage(self, s3, path: str) -> str:
+        """Upload a local file under code_prefix/<sha256[:16]>/<name> unless that key exists; s3:// paths pass through."""
+        if path.startswith("s3://"):
+            return path
+        from botocore.exceptions import ClientError
+
+        local = Path(path).resolve()
+        bucket, _, prefix = self.code_prefix.removeprefix("s3://").partition("/")
+        key = f"{prefix.rstrip('/') + '/' if prefix.strip('/') else ''}{_sha256(local)[:16]}/{local.name}"
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            s3.upload_file(str(local), bucket, key)
+        return f"s3://{bucket}/{key}"
+
+    def _cached_jars(self) -> list[Path]:
+        if not self.jars_home:
+            raise dg.Failure(description="jar_source=upload needs jars_home (the state folder with the jar cache)")
+        found = []
+        for name in self.upload_jars:
+            hits = sorted(Path(self.jars_home).glob(f"jars/*/{name}"))
+            if not hits:
+                raise dg.Failure(description=(f"{name} is not in the jar cache under {self.jars_home}/jars; "
+                                              f"run `governed-ft stack fetch` while Maven Central is reachable"))
+            found.append(hits[0])
+        return found
+
+    def _properties(self, job_run: dict, request: dict) -> dict[str, str]:
+        app, run = job_run["applicationId"], job_run["jobRunId"]
+        stream = driver_log_stream(app, run, job_run.get("attempt"), self.log_stream_prefix)
+        billed = job_run.get("billedResourceUtilization") or {}
+        properties = {
+            "application_id": app, "job_run_id": run, "job_run_arn": job_run.get("arn", ""),
+            "release_label": job_run.get("releaseLabel", self.release_label), "state": job_run["state"],
+            "log_group": self.log_group, "log_stream": stream, "console_url": console_url(self.region, app, run),
+            "entry_point": request["jobDriver"]["sparkSubmit"]["entryPoint"],
+            "config_hash": hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16],
+        }
+        if job_run.get("totalExecutionDurationSeconds") is not None:
+            properties["duration_s"] = str(job_run["totalExecutionDurationSeconds"])
+        for key, value in billed.items():
+            properties[f"billed_{key}"] = str(value)
+        return properties
+
+
+def driver_log_stream(application_id: str, job_run_id: str, attempt: Optional[int], prefix: Optional[str],
+                      worker_type: str = "SPARK_DRIVER") -> str:
+    """CloudWatch stream of the driver (without /stdout or /stderr), named as dagster-aws and EMR Serverless name it."""
+    stream = f"/applications/{application_id}/jobs/{job_run_id}"
+    if attempt is not None and attempt > 1:
+        stream += f"/attempts/{attempt}"
+    return f"{prefix or ''}{stream}/{worker_type}"
+
+
+def console_url(region: str, application_id: str, job_run_id: str) -> str:
+    return (f"https://{region}.console.aws.amazon.com/emr/home?region={region}"
+            f"#/serverless-applications/{application_id}/job-runs/{job_run_id}")
+
+
+def spark_submit_path() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "bin" / "spark-submit"
+
+
+def package_zip(packages: list[str], out_dir: Path) -> Path:
+    """A byte-for-byte reproducible zip of importable pure-Python packages, for --py-files."""
+    import importlib.util
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{'-'.join(packages)}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for package in packages:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise ValueError(f"{package} is not an importable package")
+            root = Path(list(spec.submodule_search_locations)[0])
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    info = zipfile.ZipInfo(f"{package}/{path.relative_to(root).as_posix()}", _ZIP_EPOCH)
+                    info.external_attr = 0o644 << 16
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    archive.writestr(info, path.read_bytes())
+    return target
+
+
+def _materialize_result(invocation) -> Optional[dg.MaterializeResult]:
+    reported = [r for r in invocation.get_results(implicit_materializations=False) if isinstance(r, dg.MaterializeResult)]
+    return invocation.get_materialize_result(implicit_materialization=False) if len(reported) == 1 else None
+
+
+def _refuse_secret_env(env: dict[str, str]) -> None:
+    secretish = sorted(k for k in env if _SECRETISH.search(k))
+    if secretish:
+        raise dg.Failure(description=(f"SparkJobSpec.env is for non-secret settings; {', '.join(secretish)} look like "
+                                      f"secrets: let the job read them from its secret store"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pyspark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def _tail_lines(path: Path, n: int) -> list[str]:
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return [line.rstrip("\n") for line in deque((line for line in handle if line.strip()), maxlen=n)]
+
+
+def _log4j_conf_dir(home: Path, level: str) -> Path:
+    conf_dir = home / "spark-conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "log4j2.properties").write_text(
+        f"rootLogger.level = {level.lower()}\n"
+        "rootLogger.appenderRef.stderr.ref = console\n"
+        "appender.console.type = Console\n"
+        "appender.console.name = console\n"
+        "appender.console.target = SYSTEM_ERR\n"
+        "appender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n"
+    )
+    return conf_dir
+
+
+def _cloudwatch_tail(logs, group: str, stream: str, n: int) -> list[str]:
+    """Last non-Pipes lines of a log stream, or none when it cannot be read (the Failure must not fail)."""
+    try:
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=False, limit=4 * n)["events"]
+    except Exception:
+        return []
+    lines = [line for event in events for line in event.get("message", "").splitlines() if line.strip()]
+    return [line for line in lines if not _is_pipes_message(line)][-n:]
+
+
+def _is_pipes_message(line: str) -> bool:
+    try:
+        return PIPES_PROTOCOL_VERSION_FIELD in json.loads(line)
+    except (ValueError, TypeError):
+        return False
+
+
+# spark-submit's output goes on to Dagster's compute log and into one file whose tail explains a failure. Both streams:
+# Spark's PythonRunner merges the Python driver's stderr into the JVM's stdout, so a script's traceback lands there.
+_TEE = """
+import signal, subprocess, sys, threading
+log_path, exit_code_path, command = sys.argv[1], sys.argv[2], sys.argv[3:]
+child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+lock = threading.Lock()
+def pump(source, target, log):
+    for line in source:
+        with lock:
+            target.write(line)
+            target.flush()
+            log.write(line)
+with open(log_path, "wb") as log:
+    pumps = [threading.Thread(target=pump, args=(child.stdout, sys.stdout.buffer, log)),
+             threading.Thread(target=pump, args=(child.stderr, sys.stderr.buffer, log))]
+    for thread in pumps:
+        thread.start()
+    for thread in pumps:
+        thread.join()
+code = child.wait()
+with open(exit_code_path, "w") as handle:
+    handle.write(str(code))
+sys.exit(code if 0 <= code < 256 else 1)
+"""
+
+
+class _DrainingCloudWatchLogReader(PipesCloudWatchLogReader):
+    """Forwards a stream until the Pipes session is closed and the stream is drained (upstream tails forever)."""
+
+    def start(self, params, is_session_closed: threading.Event) -> None:
+        self.thread = threading.Thread(target=self._drain, args=(is_session_closed,), daemon=True)
+        self.thread.start()
+
+    def _drain(self, is_session_closed: threading.Event) -> None:
+        request: dict[str, Any] = {"logGroupName": self.log_group, "logStreamName": self.log_stream,
+                                   "startFromHead": True}
+        if self.start_time is not None:
+            request["startTime"] = self.start_time
+        while True:
+            response = get_log_events(client=self.client, max_retries=self.max_retries, **request)
+            for event in response.get("events", []):
+                for line in event.get("message", "").splitlines():
+                    if line:
+                        forward_only_logs_to_file(line, self.target_stream)
+            drained = not response.get("events")
+            request["nextToken"] = response["nextForwardToken"]
+            if drained:
+                if is_session_closed.is_set():
+                    return
+                is_session_closed.wait(1.0)
+
+
+class _EMRServerlessPipesClient(PipesEMRServerlessClient):
+    """dagster-aws' client, changed where it does not fit a governed run.
+
+    A FAILED or CANCELLED run is returned, not raised, so its Pipes messages and logs are still read and the
+    resource can raise a Failure with the reason; the pre-authenticated Spark UI dashboard URL is not logged;
+    the application type is compared case-insensitively; log streams are drained and then released.
+    """
+
+    final_response: dict
+
+    def _wait_for_completion(self, context, start_response):
+        while True:
+            response = self.client.get_job_run(applicationId=start_response["applicationId"],
+                                               jobRunId=start_response["jobRunId"])
+            if response["jobRun"]["state"] in ("SUCCESS", "FAILED", "CANCELLED"):
+                self.final_response = response
+                context.log.info(f"[pipes] EMR Serverless job run {start_response['jobRunId']} ended in state "
+                                 f"{response['jobRun']['state']}")
+                return response
+            time.sleep(self.poll_interval)
+
+    def _read_messages(self, context, session, response):
+        job_run = response["jobRun"]
+        application = self.client.get_application(applicationId=job_run["applicationId"])["application"]
+        monitoring = deep_merge_dicts(application.get("monitoringConfiguration", {}),
+                                      job_run.get("configurationOverrides", {}).get("monitoringConfiguration", {}))
+        cloudwatch = monitoring.get("cloudWatchLoggingConfiguration", {})
+        if cloudwatch.get("enabled") is not True:
+            context.log.warning("[pipes] CloudWatch logging is off for this job run: no Pipes messages can be read")
+            return
+        worker_type = {"SPARK": "SPARK_DRIVER", "HIVE": "HIVE_DRIVER"}[application["type"].upper()]
+        group = cloudwatch.get("logGroupName") or "/aws/emr-serverless"
+        stream = driver_log_stream(job_run["applicationId"], job_run["jobRunId"], job_run.get("attempt"),
+                                   cloudwatch.get("logStreamNamePrefix"), worker_type)
+        log_types = cloudwatch.get("logTypes") or {}
+        outputs = [t.lower() for t in log_types.get(worker_type, ["STDOUT", "STDERR"]) if t.upper() in ("STDOUT", "STDERR")]
+        session.report_launched({"extras": {"log_group": group, "log_stream": f"{stream}/stdout"}})
+        for output in outputs:
+            reader = _DrainingCloudWatchLogReader(
+                client=self.message_reader.client, log_group=group, log_stream=f"{stream}/{output}",
+                target_stream=sys.stdout if output == "stdout" else sys.stderr,
+                start_time=int(session.created_at.timestamp() * 1000), debug_info=output)
+            # A run that failed before its driver started has no streams: do not wait a minute for them.
+            if job_run["state"] == "SUCCESS" or reader.target_is_readable({}):
+                self.message_reader.add_log_reader(reader)
