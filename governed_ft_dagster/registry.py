@@ -256,6 +256,7 @@ def register_adapter(
     experiment: str,
     env: Mapping[str, str | None] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    artifact_location: str | None = None,
 ) -> RegisteredVersion:
     """Log the adapter as a pyfunc model in an MLflow run and register it, unless this adapter already is."""
     adapter_dir = Path(adapter_dir)
@@ -283,7 +284,7 @@ def register_adapter(
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
         with _logged_model(adapter_dir, base_model_ref, experiment, version_tags,
-                           redact(hyperparameters or {})) as (run_id, source, model_id):
+                           redact(hyperparameters or {}), artifact_location) as (run_id, source, model_id):
             version_tags[TAG_MLFLOW_RUN] = run_id
             if oss:  # the open-source catalog keeps no version tags: the facts travel in the comment
                 description = f"{description}\n\n" + "\n".join(f"{k}={v}" for k, v in sorted(version_tags.items()))
@@ -328,14 +329,15 @@ def _find_version(client: mlflow.MlflowClient, name: str, sha: str, oss: bool) -
 
 @contextmanager
 def _logged_model(
-    adapter_dir: Path, base_model_ref: str, experiment: str, tags: Mapping[str, str], params: Mapping[str, str]
+    adapter_dir: Path, base_model_ref: str, experiment: str, tags: Mapping[str, str], params: Mapping[str, str],
+    artifact_location: str | None = None,
 ) -> Iterator[tuple[str, str, str | None]]:
     """Log the pyfunc model in a run kept open (FAILED if the block fails): run id, artifact location, model id."""
     artifacts = {"adapter": str(adapter_dir)}
     if Path(base_model_ref).is_dir():
         artifacts["base_model"] = str(base_model_ref)
     found = mlflow.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment, artifact_location=artifact_location)
     with tempfile.TemporaryDirectory(prefix="governed-ft-code-") as code_root:
         package = Path(__file__).resolve().parent
         code = Path(code_root) / package.name

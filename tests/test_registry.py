@@ -87,7 +87,7 @@ def register(world, adapter, tmp_path, principal: Principal = Principal.REGISTRA
     }
     with registry_env_for_databricks(world.databricks.url, application_id(principal), secret_value(principal)):
         return register_adapter(
-            registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(),
             model_full_name=MODEL, adapter_dir=adapter_dir, base_model_ref=str(base),
             description="LoRA adapter for SEC risk-factor instructions", tags=tags, experiment="governed-ft",
             env=None, hyperparameters=HYPERPARAMETERS,
@@ -214,7 +214,7 @@ def test_a_wrong_client_secret_is_a_clear_sign_in_error(world, adapter, tmp_path
     with pytest.raises(CatalogError) as failed:
         with registry_env_for_databricks(world.databricks.url, principal, "dose-wrong-secret-0000"):
             register_adapter(
-                registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(),
                 model_full_name=MODEL, adapter_dir=adapter[1], base_model_ref=str(adapter[0]), description="d",
                 tags={}, experiment="governed-ft", env=None,
             )
@@ -228,7 +228,7 @@ def test_an_unreachable_registry_gives_one_sentence(world, adapter, tmp_path):
     world.databricks.stop()
     with pytest.raises(RegistryUnavailableError) as failed:
         register_adapter(
-            registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", model_full_name=MODEL,
+            registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(), model_full_name=MODEL,
             adapter_dir=adapter[1], base_model_ref=str(adapter[0]), description="d", tags={}, experiment="e",
             env={"DATABRICKS_HOST": url, "DATABRICKS_CLIENT_ID": "registrar", "DATABRICKS_CLIENT_SECRET": "s"},
         )
@@ -254,13 +254,13 @@ def test_registers_into_the_open_source_catalog(adapter, tmp_path):
     url = os.environ["GOVERNED_FT_UC_URL"]
     with registry_env_for_oss(url, os.environ.get("GOVERNED_FT_UC_TOKEN", "")):
         first = register_adapter(
-            registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(),
             model_full_name=f"{os.environ.get('GOVERNED_FT_UC_CATALOG', CATALOG)}.{MODEL_NAME}",
             adapter_dir=adapter_dir, base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft",
             env=None,
         )
         again = register_adapter(
-            registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", model_full_name=first.name,
+            registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(), model_full_name=first.name,
             adapter_dir=adapter_dir, base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft",
             env=None,
         )
