@@ -129,5 +129,7 @@ def extract_command(paths: tuple[Path, ...], form_type: str, with_text: bool) ->
         click.echo(json.dumps(record, ensure_ascii=False))
 
 
+from governed_ft_dagster.cli_provision import aws, catalog_group  # noqa: E402
+main.add_command(aws); main.add_command(catalog_group)  # noqa: E702
 if __name__ == "__main__":
     main()

@@ -13,6 +13,8 @@ Routes live in a table (`FakeDatabricks.routes`); add one with `fake.add_route("
 where `fn(fake, request, **groups)` returns `(status, json_body)` or raises `ApiError`.
 Grants are kept per (securable type, full name) and per principal, in the SDK's underscore spelling; privileges
 granted on a catalog or schema are inherited by what it contains, and owners and admins hold every privilege.
+Provisioning routes (admins only): storage credentials, external locations, catalogs, schemas, table and model
+listings, SCIM service principals and their OAuth secrets (a new secret becomes the client's login secret).
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ class FakeDatabricks:
         self.models: dict[str, dict[str, Any]] = {}
         self.external_locations: dict[str, dict[str, Any]] = {}
         self.grants: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self.storage_credentials: dict[str, dict[str, Any]] = {}
+        self.catalogs: dict[str, dict[str, Any]] = {}
+        self.schemas: dict[str, dict[str, Any]] = {}
+        self.service_principals: dict[str, dict[str, Any]] = {}
+        self.sp_secrets: dict[str, list[dict[str, Any]]] = {}
         self.vended: list[dict[str, Any]] = []
         self.requests: list[RecordedRequest] = []
         self.routes: list[Route] = []
@@ -384,6 +391,31 @@ class FakeDatabricks:
             ),
             ("POST", rf"{uc}/models", _create_model, True),
             ("GET", rf"{uc}/models/(?P<full_name>[^/]+)", _get_model, True),
+            # provisioning (metastore admin): storage credentials, external locations, catalogs, schemas, listings
+            ("POST", rf"{uc}/storage-credentials", _create_storage_credential, True),
+            ("GET", rf"{uc}/storage-credentials/(?P<name>[^/]+)", _get_storage_credential, True),
+            ("PATCH", rf"{uc}/storage-credentials/(?P<name>[^/]+)", _update_storage_credential, True),
+            ("DELETE", rf"{uc}/storage-credentials/(?P<name>[^/]+)", _delete_storage_credential, True),
+            ("POST", rf"{uc}/external-locations", _create_external_location, True),
+            ("GET", rf"{uc}/external-locations/(?P<name>[^/]+)", _get_external_location, True),
+            ("PATCH", rf"{uc}/external-locations/(?P<name>[^/]+)", _update_external_location, True),
+            ("DELETE", rf"{uc}/external-locations/(?P<name>[^/]+)", _delete_external_location, True),
+            ("POST", rf"{uc}/catalogs", _create_catalog, True),
+            ("GET", rf"{uc}/catalogs/(?P<name>[^/]+)", _get_catalog, True),
+            ("DELETE", rf"{uc}/catalogs/(?P<name>[^/]+)", _delete_catalog, True),
+            ("POST", rf"{uc}/schemas", _create_schema, True),
+            ("GET", rf"{uc}/schemas", _list_schemas, True),
+            ("GET", rf"{uc}/schemas/(?P<full_name>[^/]+)", _get_schema, True),
+            ("DELETE", rf"{uc}/schemas/(?P<full_name>[^/]+)", _delete_schema, True),
+            ("GET", rf"{uc}/tables", _list_tables, True),
+            ("GET", rf"{uc}/models", _list_models, True),
+            # workspace SCIM service principals and their OAuth secrets
+            ("POST", r"/api/2\.0/preview/scim/v2/ServicePrincipals", _create_service_principal, True),
+            ("GET", r"/api/2\.0/preview/scim/v2/ServicePrincipals", _list_service_principals, True),
+            ("GET", r"/api/2\.0/preview/scim/v2/ServicePrincipals/(?P<sp_id>[^/]+)", _get_service_principal, True),
+            ("DELETE", r"/api/2\.0/preview/scim/v2/ServicePrincipals/(?P<sp_id>[^/]+)", _delete_service_principal, True),
+            ("POST", r"/api/2\.0/accounts/servicePrincipals/(?P<sp_id>[^/]+)/credentials/secrets", _create_sp_secret, True),
+            ("GET", r"/api/2\.0/accounts/servicePrincipals/(?P<sp_id>[^/]+)/credentials/secrets", _list_sp_secrets, True),
         ]:
             self.routes.append(Route(method, re.compile(pattern), handler, authenticated))
 
@@ -391,6 +423,9 @@ class FakeDatabricks:
 class _RequestHandler(BaseHTTPRequestHandler):
     owner: FakeDatabricks
     protocol_version = "HTTP/1.1"
+    # One buffered write per response (flushed by handle_one_request): separate header and body segments
+    # meet delayed ACKs on keep-alive connections and cost about 40 ms per request.
+    wbufsize = -1
 
     def setup(self) -> None:
         super().setup()
@@ -657,6 +692,307 @@ def _get_model(fake: FakeDatabricks, request: RecordedRequest, full_name: str) -
         raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{full_name}' does not exist.")
     fake.require(request.principal, "function", full_name, "EXECUTE")
     return 200, info
+
+
+# ---- provisioning handlers (metastore and workspace admin only) ------------------------------------------------
+
+
+def _require_admin(fake: FakeDatabricks, request: RecordedRequest, what: str) -> None:
+    if request.principal not in fake.admins:
+        raise ApiError(403, "PERMISSION_DENIED", f"User is not a metastore admin and cannot {what}.")
+
+
+def _query(request: RecordedRequest, key: str) -> str | None:
+    return (request.query.get(key) or [None])[0]
+
+
+def _forced(request: RecordedRequest) -> bool:
+    return (_query(request, "force") or "").lower() == "true"
+
+
+def _drop_grants(fake: FakeDatabricks, securable_type: str, full_name: str) -> None:
+    fake.grants.pop((securable_type, full_name), None)
+
+
+def _stamp(fake: FakeDatabricks, request: RecordedRequest, info: dict[str, Any]) -> dict[str, Any]:
+    info.update({"owner": request.principal, "created_at": _now_ms(), "created_by": request.principal,
+                 "updated_at": _now_ms(), "updated_by": request.principal, "metastore_id": fake.metastore_id})
+    return info
+
+
+def _create_storage_credential(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    _require_admin(fake, request, "create storage credentials")
+    body = request.body or {}
+    role_arn = (body.get("aws_iam_role") or {}).get("role_arn")
+    if not body.get("name") or not role_arn:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "name and aws_iam_role.role_arn are required.")
+    with fake._lock:
+        if body["name"] in fake.storage_credentials:
+            raise ApiError(409, "STORAGE_CREDENTIAL_ALREADY_EXISTS", f"Storage Credential '{body['name']}' already exists.")
+        info = _stamp(fake, request, {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "comment": body.get("comment"),
+            "aws_iam_role": {"role_arn": role_arn, "external_id": fake.account_id,
+                             "unity_catalog_iam_arn": "arn:aws:iam::414351767826:role/unity-catalog-prod-UCMasterRole-14S5ZJVKOTYTL"},
+        })
+        fake.storage_credentials[body["name"]] = info
+    return 200, info
+
+
+def _get_storage_credential(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _require_admin(fake, request, "read storage credentials")
+    if name not in fake.storage_credentials:
+        raise ApiError(404, "STORAGE_CREDENTIAL_DOES_NOT_EXIST", f"Storage Credential '{name}' does not exist.")
+    return 200, fake.storage_credentials[name]
+
+
+def _update_storage_credential(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _, info = _get_storage_credential(fake, request, name)
+    body = request.body or {}
+    with fake._lock:
+        if body.get("aws_iam_role"):
+            info["aws_iam_role"]["role_arn"] = body["aws_iam_role"]["role_arn"]
+        if "comment" in body:
+            info["comment"] = body["comment"]
+        info["updated_at"] = _now_ms()
+    return 200, info
+
+
+def _delete_storage_credential(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _get_storage_credential(fake, request, name)
+    with fake._lock:
+        users = [loc["name"] for loc in fake.external_locations.values() if loc.get("credential_name") == name]
+        if users and not _forced(request):
+            raise ApiError(400, "INVALID_STATE", f"Storage Credential '{name}' is used by external locations {users}.")
+        del fake.storage_credentials[name]
+    return 200, {}
+
+
+def _create_external_location(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    _require_admin(fake, request, "create external locations")
+    body = request.body or {}
+    missing = [k for k in ("name", "url", "credential_name") if not body.get(k)]
+    if missing:
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing required field(s): {', '.join(missing)}.")
+    with fake._lock:
+        if body["credential_name"] not in fake.storage_credentials:
+            raise ApiError(404, "STORAGE_CREDENTIAL_DOES_NOT_EXIST",
+                           f"Storage Credential '{body['credential_name']}' does not exist.")
+        if body["name"] in fake.external_locations:
+            raise ApiError(409, "EXTERNAL_LOCATION_ALREADY_EXISTS", f"External Location '{body['name']}' already exists.")
+        url = body["url"].rstrip("/")
+        if any(_under(url, loc["url"]) or _under(loc["url"], url) for loc in fake.external_locations.values()):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"URL '{url}' overlaps an existing external location.")
+        info = _stamp(fake, request, {"name": body["name"], "url": url, "credential_name": body["credential_name"],
+                                      "comment": body.get("comment"), "read_only": bool(body.get("read_only"))})
+        fake.external_locations[body["name"]] = info
+    return 200, info
+
+
+def _get_external_location(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _require_admin(fake, request, "read external locations")
+    if name not in fake.external_locations:
+        raise ApiError(404, "EXTERNAL_LOCATION_DOES_NOT_EXIST", f"External Location '{name}' does not exist.")
+    return 200, fake.external_locations[name]
+
+
+def _update_external_location(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _, info = _get_external_location(fake, request, name)
+    body = request.body or {}
+    with fake._lock:
+        for key in ("url", "credential_name", "comment"):
+            if key in body:
+                info[key] = body[key].rstrip("/") if key == "url" else body[key]
+    return 200, info
+
+
+def _delete_external_location(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _, info = _get_external_location(fake, request, name)
+    with fake._lock:
+        dependants = [t["full_name"] for t in fake.tables.values() if _under(t["storage_location"], info["url"])]
+        if dependants and not _forced(request):
+            raise ApiError(400, "INVALID_STATE", f"External Location '{name}' is used by tables {dependants}.")
+        del fake.external_locations[name]
+        _drop_grants(fake, "external_location", name)
+    return 200, {}
+
+
+def _create_catalog(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    _require_admin(fake, request, "create catalogs")
+    body = request.body or {}
+    if not body.get("name"):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "name is required.")
+    with fake._lock:
+        if body["name"] in fake.catalogs:
+            raise ApiError(409, "CATALOG_ALREADY_EXISTS", f"Catalog '{body['name']}' already exists.")
+        info = _stamp(fake, request, {"name": body["name"], "full_name": body["name"], "comment": body.get("comment"),
+                                      "storage_root": body.get("storage_root"),
+                                      "properties": dict(body.get("properties") or {})})
+        fake.catalogs[body["name"]] = info
+    return 200, info
+
+
+def _get_catalog(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    if name not in fake.catalogs:
+        raise ApiError(404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{name}' does not exist.")
+    fake.require(request.principal, "catalog", name, "USE_CATALOG")
+    return 200, fake.catalogs[name]
+
+
+def _delete_catalog(fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
+    _require_admin(fake, request, "delete catalogs")
+    _get_catalog(fake, request, name)
+    with fake._lock:
+        schemas = [s for s in fake.schemas if s.startswith(f"{name}.")]
+        if schemas and not _forced(request):
+            raise ApiError(400, "INVALID_STATE", f"Catalog '{name}' is not empty; it contains schemas {schemas}.")
+        for schema in schemas:
+            _drop_schema(fake, schema)
+        del fake.catalogs[name]
+        _drop_grants(fake, "catalog", name)
+    return 200, {}
+
+
+def _create_schema(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    body = request.body or {}
+    if not body.get("name") or not body.get("catalog_name"):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "name and catalog_name are required.")
+    catalog = body["catalog_name"]
+    if catalog not in fake.catalogs:
+        raise ApiError(404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{catalog}' does not exist.")
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG", "CREATE_SCHEMA")
+    full_name = f"{catalog}.{body['name']}"
+    with fake._lock:
+        if full_name in fake.schemas:
+            raise ApiError(409, "SCHEMA_ALREADY_EXISTS", f"Schema '{full_name}' already exists.")
+        info = _stamp(fake, request, {"name": body["name"], "catalog_name": catalog, "full_name": full_name,
+                                      "comment": body.get("comment"), "properties": dict(body.get("properties") or {}),
+                                      "storage_root": body.get("storage_root")})
+        fake.schemas[full_name] = info
+    return 200, info
+
+
+def _list_schemas(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    catalog = _query(request, "catalog_name") or ""
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    with fake._lock:
+        return 200, {"schemas": [s for name, s in sorted(fake.schemas.items()) if name.startswith(f"{catalog}.")]}
+
+
+def _get_schema(fake: FakeDatabricks, request: RecordedRequest, full_name: str) -> tuple[int, Any]:
+    if full_name not in fake.schemas:
+        raise ApiError(404, "SCHEMA_DOES_NOT_EXIST", f"Schema '{full_name}' does not exist.")
+    fake.require(request.principal, "catalog", full_name.split(".")[0], "USE_CATALOG")
+    fake.require(request.principal, "schema", full_name, "USE_SCHEMA")
+    return 200, fake.schemas[full_name]
+
+
+def _drop_schema(fake: FakeDatabricks, full_name: str) -> None:
+    for table in [t for t in fake.tables if t.startswith(f"{full_name}.")]:
+        del fake.tables[table]
+        _drop_grants(fake, "table", table)
+    for model in [m for m in fake.models if m.startswith(f"{full_name}.")]:
+        del fake.models[model]
+        _drop_grants(fake, "function", model)
+    fake.schemas.pop(full_name, None)
+    _drop_grants(fake, "schema", full_name)
+
+
+def _delete_schema(fake: FakeDatabricks, request: RecordedRequest, full_name: str) -> tuple[int, Any]:
+    _require_admin(fake, request, "delete schemas")
+    _get_schema(fake, request, full_name)
+    with fake._lock:
+        contents = [n for n in list(fake.tables) + list(fake.models) if n.startswith(f"{full_name}.")]
+        if contents and not _forced(request):
+            raise ApiError(400, "SCHEMA_NOT_EMPTY", f"Schema '{full_name}' is not empty; it contains {contents}.")
+        _drop_schema(fake, full_name)
+    return 200, {}
+
+
+def _list_tables(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    catalog, schema = _query(request, "catalog_name") or "", _query(request, "schema_name") or ""
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
+    with fake._lock:
+        return 200, {"tables": [t for n, t in sorted(fake.tables.items()) if n.startswith(f"{catalog}.{schema}.")]}
+
+
+def _list_models(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    catalog, schema = _query(request, "catalog_name") or "", _query(request, "schema_name") or ""
+    fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
+    with fake._lock:
+        return 200, {"registered_models": [m for n, m in sorted(fake.models.items())
+                                           if n.startswith(f"{catalog}.{schema}.")]}
+
+
+_SCIM_FILTER = re.compile(r'^\s*(displayName|applicationId|id)\s+eq\s+"([^"]*)"\s*$', re.I)
+
+
+def _create_service_principal(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    _require_admin(fake, request, "create service principals")
+    body = request.body or {}
+    if not body.get("displayName"):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", "displayName is required.")
+    with fake._lock:
+        sp_id = str(next(fake._counter) + 7_000_000_000)
+        info = {"id": sp_id, "applicationId": body.get("applicationId") or str(uuid.uuid4()),
+                "displayName": body["displayName"], "active": body.get("active", True),
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServicePrincipal"]}
+        fake.service_principals[sp_id] = info
+    return 201, info
+
+
+def _list_service_principals(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    _require_admin(fake, request, "list service principals")
+    matches = list(fake.service_principals.values())
+    text = _query(request, "filter")
+    if text:
+        match = _SCIM_FILTER.match(text)
+        if match is None:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Unsupported filter: {text}")
+        key, value = match.groups()
+        attribute = {"displayname": "displayName", "applicationid": "applicationId", "id": "id"}[key.lower()]
+        matches = [sp for sp in matches if sp.get(attribute) == value]
+    start = max(1, int(_query(request, "startIndex") or 1))
+    count = int(_query(request, "count") or 10000)
+    page = matches[start - 1:start - 1 + count]
+    return 200, {"totalResults": len(matches), "startIndex": start, "itemsPerPage": len(page), "Resources": page,
+                 "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"]}
+
+
+def _get_service_principal(fake: FakeDatabricks, request: RecordedRequest, sp_id: str) -> tuple[int, Any]:
+    _require_admin(fake, request, "read service principals")
+    if sp_id not in fake.service_principals:
+        raise ApiError(404, "NOT_FOUND", f"Service principal {sp_id} not found.")
+    return 200, fake.service_principals[sp_id]
+
+
+def _delete_service_principal(fake: FakeDatabricks, request: RecordedRequest, sp_id: str) -> tuple[int, Any]:
+    _, info = _get_service_principal(fake, request, sp_id)
+    with fake._lock:
+        del fake.service_principals[sp_id]
+        fake.sp_secrets.pop(sp_id, None)
+        fake.clients.pop(info["applicationId"], None)
+    return 204, None
+
+
+def _create_sp_secret(fake: FakeDatabricks, request: RecordedRequest, sp_id: str) -> tuple[int, Any]:
+    _, info = _get_service_principal(fake, request, sp_id)
+    secret = f"fake-sp-oauth-secret-{secrets.token_hex(16)}"
+    record = {"id": str(uuid.uuid4()), "status": "ACTIVE", "create_time": str(_now_ms()),
+              "secret_hash": secrets.token_hex(4)}
+    with fake._lock:
+        fake.sp_secrets.setdefault(sp_id, []).append(record)
+        # The newest OAuth secret is the one the fake's token endpoint accepts for this client.
+        fake.clients[info["applicationId"]] = secret
+    return 200, {**record, "secret": secret}
+
+
+def _list_sp_secrets(fake: FakeDatabricks, request: RecordedRequest, sp_id: str) -> tuple[int, Any]:
+    _get_service_principal(fake, request, sp_id)
+    return 200, {"secrets": list(fake.sp_secrets.get(sp_id, []))}
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------

@@ -1,0 +1,282 @@
+"""`governed-ft aws plan|apply|destroy` and `governed-ft catalog plan|apply|destroy`: provision the aws deployment."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+from governed_ft_dagster.catalog.base import CatalogError
+from governed_ft_dagster.provision import ProvisionError
+
+if TYPE_CHECKING:
+    from governed_ft_dagster.provision.aws import AwsProvisioner, Report
+    from governed_ft_dagster.provision.catalog import CatalogProvisioner, CatalogReport
+    from governed_ft_dagster.provision.policies import StackConfig
+
+_VERB = {"create": "create", "update": "update", "no-change": "ok", "adopt": "adopt", "delete": "delete",
+         "keep": "keep"}
+_DONE = {"create": "created", "update": "updated", "no-change": "ok", "adopt": "adopted", "delete": "deleted",
+         "keep": "kept"}
+
+
+def _clean(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Show provisioning failures as one line on stderr with exit code 1, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ProvisionError, CatalogError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _stack_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that name the stack; every command of both groups takes them."""
+    options = [
+        click.option("--stack", "stack_name", envvar="GOVERNED_FT_STACK", default="governed-ft", show_default=True,
+                     help="Stack name: prefix of every resource name and value of the governed-ft:stack tag."),
+        click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], help="AWS region (or AWS_REGION)."),
+        click.option("--data-bucket", default="", help="Governed bucket name [default: <stack>-data-<account>-<region>]."),
+        click.option("--code-bucket", default="", help="Code and scratch bucket [default: <stack>-code-<account>-<region>]."),
+        click.option("--endpoint-url", envvar="GOVERNED_FT_AWS_ENDPOINT_URL", hidden=True,
+                     help="AWS endpoint for every service (tests only)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _aws_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--image-repository", default="", help="ECR repository of the training image [default: <stack>-train]."),
+        click.option("--uc-external-id", envvar="GOVERNED_FT_UC_EXTERNAL_ID", default="0000", show_default=True,
+                     help="External id of the Databricks storage credential (`governed-ft catalog apply` prints it)."),
+        click.option("--log-retention-days", default=30, show_default=True, type=int,
+                     help="Retention of the jobs' CloudWatch log groups."),
+        click.option("--emr-subnet-id", "emr_subnet_ids", multiple=True,
+                     help="Private subnet for EMR Serverless (repeat); needed for jobs to reach the Databricks workspace."),
+        click.option("--emr-security-group-id", "emr_security_group_ids", multiple=True,
+                     help="Security group for EMR Serverless (repeat)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(params: dict[str, Any], account_id: str | None = None) -> "StackConfig":
+    """The StackConfig the options describe."""
+    from governed_ft_dagster.provision.policies import ACCOUNT_PLACEHOLDER, StackConfig
+
+    if not params.get("region"):
+        raise ProvisionError("no AWS region given; pass --region or set AWS_REGION")
+    extra: dict[str, Any] = {}
+    if "uc_external_id" in params:
+        extra = {
+            "image_repository_name": params["image_repository"],
+            "uc_external_id": params["uc_external_id"],
+            "log_retention_days": params["log_retention_days"],
+            "emr_subnet_ids": tuple(params["emr_subnet_ids"]),
+            "emr_security_group_ids": tuple(params["emr_security_group_ids"]),
+        }
+    return StackConfig(
+        name=params["stack_name"],
+        region=params["region"],
+        account_id=account_id or ACCOUNT_PLACEHOLDER,
+        data_bucket_name=params["data_bucket"],
+        code_bucket_name=params["code_bucket"],
+        **extra,
+    )
+
+
+def _provisioner(params: dict[str, Any], account_id: str | None = None) -> "AwsProvisioner":
+    from governed_ft_dagster.provision.aws import AwsProvisioner
+
+    return AwsProvisioner(_config(params, account_id), endpoint_url=params.get("endpoint_url"))
+
+
+def _print_report(report: "Report", *, done: bool, with_documents: bool = False) -> None:
+    verbs = _DONE if done else _VERB
+    where = "offline: the account was not consulted; add --against-account to diff" if report.offline else "account"
+    click.echo(f"{report.command} of stack {report.stack} in {report.region}, account {report.account_id} ({where})")
+    for change in report.changes:
+        details = f"  ({'; '.join(change.details)})" if change.details and not report.offline else ""
+        click.echo(f"  {verbs[change.action]:<8} {change.kind:<27} {change.name}{details}")
+    counts: dict[str, int] = {}
+    for change in report.changes:
+        counts[change.action] = counts.get(change.action, 0) + 1
+    summary = ", ".join(f"{n} {verbs[a]}" for a, n in counts.items())
+    click.echo(f"summary: {summary or 'nothing found'}" + ("" if report.changed else "; no changes"))
+    if with_documents:
+        click.echo("policy documents:")
+        for change in report.changes:
+            spec = change.spec or {}
+            for label, document in _documents(change.kind, change.name, spec):
+                click.echo(f"--- {label}")
+                click.echo(json.dumps(document, indent=2))
+
+
+def _documents(kind: str, name: str, spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if kind == "iam-role":
+        return [(f"{name} trust", spec["trust"])] + [
+            (f"{name} inline policy {policy}", document) for policy, document in spec["inline_policies"].items()]
+    if kind == "s3-bucket-policy":
+        return [(f"{name} bucket policy", spec["policy"])]
+    return []
+
+
+# ---- aws -----------------------------------------------------------------------------------------------------
+
+
+@click.group("aws")
+def aws() -> None:
+    """Provision the AWS side: governed bucket, code bucket, secrets, roles, log groups, EMR Serverless."""
+
+
+@aws.command("plan")
+@_stack_options
+@_aws_options
+@click.option("--against-account", is_flag=True, help="Diff against the account (read-only AWS calls).")
+@click.option("--account-id", default="", help="Account id to put into ARNs of an offline plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_clean
+def aws_plan(against_account: bool, account_id: str, as_json: bool, **params: Any) -> None:
+    """Show every resource and policy document; offline unless --against-account."""
+    from governed_ft_dagster.provision.aws import offline_plan
+
+    if against_account:
+        report = _provisioner(params, account_id or None).plan()
+    else:
+        report = offline_plan(_config(params, account_id or None))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        _print_report(report, done=False, with_documents=not against_account)
+
+
+@aws.command("apply")
+@_stack_options
+@_aws_options
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@_clean
+def aws_apply(as_json: bool, **params: Any) -> None:
+    """Create or update the stack; idempotent, never overwrites a secret's value."""
+    report = _provisioner(params).apply()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(with_spec=False), indent=2, sort_keys=True))
+    else:
+        _print_report(report, done=True)
+
+
+@aws.command("destroy")
+@_stack_options
+@_aws_options
+@click.option("--force-empty-buckets", is_flag=True, help="Delete the buckets' objects (all versions) too.")
+@click.option("--recovery-window-days", default=7, show_default=True, type=int,
+              help="Days Secrets Manager keeps deleted secrets restorable (7-30).")
+@click.option("--force-delete-secrets", is_flag=True, help="Delete secrets at once, without a recovery window.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@_clean
+def aws_destroy(force_empty_buckets: bool, recovery_window_days: int, force_delete_secrets: bool, yes: bool,
+                as_json: bool, **params: Any) -> None:
+    """Delete everything tagged with this stack, in dependency order."""
+    if not yes:
+        click.confirm(f"delete every resource tagged governed-ft:stack={params['stack_name']} in {params['region']}?",
+                      abort=True)
+    report = _provisioner(params).destroy(force_empty_buckets=force_empty_buckets,
+                                          recovery_window_days=recovery_window_days,
+                                          force_delete_secrets=force_delete_secrets)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(with_spec=False), indent=2, sort_keys=True))
+    else:
+        _print_report(report, done=True)
+
+
+# ---- catalog -------------------------------------------------------------------------------------------------
+
+
+def _catalog_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--host", envvar="DATABRICKS_HOST", help="Workspace URL (or DATABRICKS_HOST)."),
+        click.option("--profile", envvar="DATABRICKS_CONFIG_PROFILE", default=None,
+                     help="~/.databrickscfg profile; otherwise the SDK's usual environment variables."),
+        click.option("--catalog", "catalog_name", envvar="GOVERNED_FT_CATALOG", default="governed_ft",
+                     show_default=True, help="Catalog holding the raw, curated and ml schemas."),
+        click.option("--storage-role-arn", default="",
+                     help="IAM role of the storage credential [default: the stack's <stack>-uc-storage role]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _catalog_provisioner(params: dict[str, Any]) -> "CatalogProvisioner":
+    from governed_ft_dagster.provision.catalog import CatalogProvisioner, workspace_client
+
+    provisioner = _provisioner(params)
+    cfg = provisioner.connect()
+    workspace = workspace_client(params["host"], params["profile"])
+    return CatalogProvisioner(cfg, workspace, provisioner, catalog=params["catalog_name"],
+                              storage_role_arn=params["storage_role_arn"] or None)
+
+
+def _print_catalog(report: "CatalogReport", as_json: bool, *, done: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        return
+    verbs = _DONE if done else _VERB
+    click.echo(f"{report.command} of catalog {report.catalog} (stack {report.stack}) at {report.host}")
+    for change in report.changes:
+        details = f"  ({'; '.join(change.details)})" if change.details else ""
+        click.echo(f"  {verbs[change.action]:<8} {change.kind:<20} {change.name}{details}")
+    for line in report.grant_lines():
+        click.echo(f"  {line}")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    click.echo("no changes" if not report.changed else "summary: " + report.summary())
+
+
+@click.group("catalog")
+def catalog_group() -> None:
+    """Provision Unity Catalog: storage credential, external locations, catalog, schemas, principals, grants."""
+
+
+@catalog_group.command("plan")
+@_stack_options
+@_catalog_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_clean
+def catalog_plan(as_json: bool, **params: Any) -> None:
+    """Show what apply would create and the exact grant diff (read-only)."""
+    _print_catalog(_catalog_provisioner(params).plan(), as_json, done=False)
+
+
+@catalog_group.command("apply")
+@_stack_options
+@_catalog_options
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@_clean
+def catalog_apply(as_json: bool, **params: Any) -> None:
+    """Create what is missing and make the grants exactly the governance table; idempotent."""
+    _print_catalog(_catalog_provisioner(params).apply(), as_json, done=True)
+
+
+@catalog_group.command("destroy")
+@_stack_options
+@_catalog_options
+@click.option("--force", is_flag=True, help="Delete schemas even when they still hold tables or models.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@_clean
+def catalog_destroy(force: bool, yes: bool, as_json: bool, **params: Any) -> None:
+    """Revoke the grants, delete schemas, locations, credential and the service principals this stack created."""
+    if not yes:
+        click.confirm(f"remove the Unity Catalog objects of stack {params['stack_name']}?", abort=True)
+    _print_catalog(_catalog_provisioner(params).destroy(force=force), as_json, done=True)
