@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from governed_ft_dagster.catalog.base import CatalogError
+from governed_ft_dagster.cli_provision import aws, catalog_group
 from governed_ft_dagster.settings import SettingsError, load_settings
 from governed_ft_dagster.stack.errors import StackError
 
@@ -129,7 +130,8 @@ def extract_command(paths: tuple[Path, ...], form_type: str, with_text: bool) ->
         click.echo(json.dumps(record, ensure_ascii=False))
 
 
-from governed_ft_dagster.cli_provision import aws, catalog_group  # noqa: E402
-main.add_command(aws); main.add_command(catalog_group)  # noqa: E702
+main.add_command(aws)
+main.add_command(catalog_group)
+
 if __name__ == "__main__":
     main()
