@@ -12,6 +12,7 @@ from moto.server import ThreadedMotoServer
 from fake_databricks import FakeDatabricks
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import GRANTS
+from governed_ft_dagster.provision.catalog import LOCATION_GRANTS
 from governed_ft_dagster.resources.catalog import DatabricksCatalogResource
 
 BUCKET = "governed-lake"
@@ -61,12 +62,12 @@ def start_world(monkeypatch, moto_port: int) -> tuple[AwsWorld, ThreadedMotoServ
         fake.add_service_principal(application_id(principal), secret_value(principal))
         secrets.create_secret(Name=f"governed-ft/{principal.value}", SecretString=json.dumps(
             {"client_id": application_id(principal), "client_secret": secret_value(principal)}))
-    fake.add_external_location("governed", f"s3://{BUCKET}")
+    for prefix, grants in LOCATION_GRANTS.items():
+        fake.add_external_location(f"governed_{prefix}", f"s3://{BUCKET}/{prefix}")
+        for principal, privileges in grants.items():
+            fake.grant("external_location", f"governed_{prefix}", application_id(principal), *privileges)
     for grant in GRANTS:
         if grant.securable_type != "table":
             fake.grant(grant.securable_type, grant.full_name(CATALOG), application_id(grant.principal),
                        grant.privilege.sdk_name)
-    for principal, privileges in ((Principal.INGEST, ("READ_FILES", "WRITE_FILES", "CREATE_EXTERNAL_TABLE")),
-                                  (Principal.PREPROCESS, ("READ_FILES", "WRITE_FILES", "CREATE_EXTERNAL_TABLE"))):
-        fake.grant("external_location", "governed", application_id(principal), *privileges)
     return world, server
