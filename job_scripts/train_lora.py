@@ -1,0 +1,335 @@
+"""LoRA fine-tuning job in SageMaker script mode: the same file runs on SageMaker and as a local process."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if (REPO_ROOT / "governed_ft_dagster").is_dir() and str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from governed_ft_dagster.training.base_model import BASE_MODEL_ID  # noqa: E402
+from governed_ft_dagster.training.trainer import (  # noqa: E402
+    SUMMARY_FILE,
+    PrintReporter,
+    Reporter,
+    TrainConfig,
+    train,
+)
+
+INTERRUPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped at a checkpoint, rerun to resume
+DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+CURATED_COLUMNS = ("messages", "split", "cik", "accession_number", "source_version", "run_id")
+TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
+MLFLOW_RUN_FILE = "mlflow_run_id.txt"
+PIPES_MAX_LOSS_POINTS = 500
+
+
+class TrainingDataError(RuntimeError):
+    """The curated training data cannot be located or read."""
+
+
+@dataclass
+class CuratedSnapshot:
+    """The records of the curated table at one Delta version."""
+
+    records: list[dict[str, Any]]
+    version: int
+    location: str
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in {"1", "true", "yes", "y", "on"}:
+        return True
+    if value.strip().lower() in {"0", "false", "no", "n", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
+
+
+def _optional_int(value: str | int | None) -> int | None:
+    return None if value in (None, "", "None", "none") else int(value)
+
+
+_NOT_HYPERPARAMETERS = {"summary_extras", "source_table", "source_version", "source_location", "use_cpu"}
+_OPTIONAL_TYPES = {"base_model_revision": str, "stop_after_steps": _optional_int}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments: every TrainConfig field, the data location and SageMaker's directories."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _NOT_HYPERPARAMETERS:
+            continue
+        default = getattr(defaults, f.name)
+        kind = _OPTIONAL_TYPES.get(f.name) or (_bool if isinstance(default, bool) else type(default))
+        parser.add_argument(f"--{f.name}", type=kind, default=default)
+    parser.set_defaults(base_model=os.environ.get("SM_CHANNEL_BASE_MODEL", BASE_MODEL_ID))
+    parser.add_argument("--batch_size", dest="per_device_batch_size", type=int, default=argparse.SUPPRESS,
+                        help="alias of --per_device_batch_size")
+    parser.add_argument("--curated_location", help="Delta table location (path or s3:// URI) of the curated table")
+    parser.add_argument("--curated_version", type=_optional_int, default=None, help="Delta version (default latest)")
+    parser.add_argument("--source_table", help="catalog name of the curated table, for the summary and lineage")
+    parser.add_argument("--catalog_url", help="catalog to resolve the curated table through (train principal)")
+    parser.add_argument("--model_dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--output_data_dir", default=os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    parser.add_argument("--checkpoint_dir", default=os.environ.get("SM_CHECKPOINT_DIR", DEFAULT_CHECKPOINT_DIR))
+    parser.add_argument("--num_gpus", type=int, default=_optional_int(os.environ.get("SM_NUM_GPUS")))
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """argv over SM_HPS over the defaults; unknown names are reported, not fatal (SageMaker adds its own)."""
+    parser = build_parser()
+    hps = json.loads(os.environ.get("SM_HPS") or "{}")
+    known = {action.dest for action in parser._actions}
+    parser.set_defaults(**{key: value for key, value in hps.items() if key in known})
+    args, unknown = parser.parse_known_args(argv)
+    ignored = sorted({key for key in hps if key not in known} | {a.split("=")[0] for a in unknown if a[:2] == "--"})
+    args.ignored_hyperparameters = ignored
+    return args
+
+
+def resolve_training_data(args: argparse.Namespace) -> tuple[str, dict[str, str], int | None]:
+    """Hook: the curated table's location, storage options (vended credentials) and Delta version to read."""
+    # The catalog path (authenticate as the train principal, look the table up, vend READ credentials) plugs in
+    # here and returns the same triple; until then a location must be given.
+    if args.curated_location:
+        return args.curated_location, {}, args.curated_version
+    if args.catalog_url:
+        raise TrainingDataError("resolving the curated table through --catalog_url is not wired yet; "
+                                "pass --curated_location (and --curated_version)")
+    raise TrainingDataError("no curated table given: pass --curated_location (and --curated_version)")
+
+
+def load_curated_records(location: str, storage_options: dict[str, str] | None = None,
+                         version: int | None = None) -> CuratedSnapshot:
+    """Read the curated Delta table at a version: records with `messages` (list of role/content) and `split`."""
+    from deltalake import DeltaTable
+
+    try:
+        table = DeltaTable(location, version=version, storage_options=storage_options or None)
+    except Exception as exc:  # deltalake raises several types; keep the message, never the storage options
+        raise TrainingDataError(f"cannot open the curated table at {location} (version {version}): "
+                                f"{type(exc).__name__}: {exc}") from None
+    names = {f.name for f in table.schema().fields}
+    missing = {"messages", "split"} - names
+    if missing:
+        raise TrainingDataError(f"the curated table at {location} has no column(s) {sorted(missing)}")
+    records = table.to_pyarrow_table(columns=[c for c in CURATED_COLUMNS if c in names]).to_pylist()
+    for record in records:
+        if isinstance(record["messages"], str):
+            record["messages"] = json.loads(record["messages"])
+    return CuratedSnapshot(records, table.version(), location)
+
+
+def split_records(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The train and validation records; other splits stay out of training."""
+    return ([r for r in records if r.get("split") == TRAIN_SPLIT],
+            [r for r in records if r.get("split") == VALIDATION_SPLIT])
+
+
+def train_config(args: argparse.Namespace, snapshot: CuratedSnapshot) -> TrainConfig:
+    """The TrainConfig for these arguments and the snapshot that was read."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if f.name not in _NOT_HYPERPARAMETERS}
+    return TrainConfig(**values, source_table=args.source_table, source_version=snapshot.version,
+                       source_location=snapshot.location, use_cpu=args.num_gpus == 0)
+
+
+class PipesReporter:
+    """Reports to the Dagster run that launched this process through Pipes."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    def log(self, msg: str) -> None:
+        self.context.log.info(msg)
+
+    def metric(self, step: int, name: str, value: float) -> None:
+        self.context.report_custom_message({"kind": "metric", "step": step, "name": name, "value": value})
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self.context.report_asset_materialization(metadata=pipes_metadata(summary))
+
+
+def pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """Materialization metadata from the training summary (loss curve thinned to a few hundred points)."""
+    losses = summary["metrics"]["loss_by_step"]
+    stride = max(1, -(-len(losses) // PIPES_MAX_LOSS_POINTS))
+    values: dict[str, Any] = {
+        "source_table": summary["source"]["table"],
+        "source_delta_version": summary["source"]["delta_version"],
+        "base_model": summary["base_model"]["id"],
+        "base_model_revision": summary["base_model"]["revision"],
+        "global_step": summary["global_step"],
+        "resumed": summary["resumed"],
+        "trainable_params": summary["trainable_params"],
+        "trainable_fraction": summary["trainable_fraction"],
+        "tokens_seen": summary["tokens_seen"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "padding_share": summary["padding_share"],
+        "final_eval_loss": summary["metrics"]["final_eval_loss"],
+        "train_loss": summary["metrics"]["train_loss"],
+        "mlflow_run_id": summary.get("mlflow_run_id"),
+    }
+    metadata: dict[str, Any] = {key: value for key, value in values.items() if value is not None}
+    metadata["loss_by_step"] = {"raw_value": losses[::stride], "type": "json"}
+    metadata["eval_loss_by_epoch"] = {"raw_value": summary["metrics"]["eval_loss_by_epoch"], "type": "json"}
+    metadata["hyperparameters"] = {"raw_value": summary["hyperparameters"], "type": "json"}
+    return metadata
+
+
+class MlflowReporter:
+    """Logs params, step metrics and the summary JSON to one MLflow run (reused when a job resumes)."""
+
+    def __init__(self, checkpoint_dir: Path, run_name: str | None = None) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "governed-ft-dagster"))
+        run_file = checkpoint_dir / MLFLOW_RUN_FILE
+        previous = run_file.read_text().strip() if run_file.exists() else None
+        self.run = None
+        if previous:
+            try:
+                self.run = mlflow.start_run(run_id=previous)
+            except mlflow.exceptions.MlflowException:
+                self.run = None  # the checkpoints outlived their tracking server's run
+        self.run = self.run or mlflow.start_run(run_name=run_name)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(self.run.info.run_id)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def log_config(self, config: TrainConfig) -> None:
+        params = {**config.hyperparameters(), "base_model": config.base_model,
+                  "base_model_revision": config.base_model_revision, "source_table": config.source_table,
+                  "source_delta_version": config.source_version}
+        self.mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        self.mlflow.set_tags({"source_location": config.source_location or ""})
+
+    def log(self, msg: str) -> None:
+        pass
+
+    def metric(self, step: int, name: str, value: float) -> None:
+        self.mlflow.log_metric(name, value, step=step)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        for name in ("tokens_per_s", "padding_share", "trainable_fraction", "tokens_seen"):
+            if summary.get(name) is not None:
+                self.mlflow.log_metric(name, float(summary[name]))
+        self.mlflow.log_dict(summary, SUMMARY_FILE)
+
+    def close(self, status: str) -> None:
+        self.mlflow.end_run(status=status)
+
+
+class FanoutReporter:
+    """Sends every report to several reporters."""
+
+    def __init__(self, reporters: list[Reporter]) -> None:
+        self.reporters = reporters
+
+    def log(self, msg: str) -> None:
+        for reporter in self.reporters:
+            reporter.log(msg)
+
+    def metric(self, step: int, name: str, value: float) -> None:
+        for reporter in self.reporters:
+            reporter.metric(step, name, value)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        for reporter in self.reporters:
+            reporter.summary(summary)
+
+
+def _open_pipes(stack: ExitStack) -> Any | None:
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
+        return None
+    return stack.enter_context(open_dagster_pipes())
+
+
+def _write_failure(reason: BaseException | str) -> None:
+    """SageMaker shows /opt/ml/output/failure as the job's failure reason."""
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    if output_dir and Path(output_dir).is_dir():
+        text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+        (Path(output_dir) / "failure").write_text(text[:1024])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the curated snapshot, train, write the outputs and report; the process exit status."""
+    model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
+    with ExitStack() as stack:
+        pipes = _open_pipes(stack)
+        reporters: list[Reporter] = [PipesReporter(pipes)] if pipes else [PrintReporter()]
+        if args.ignored_hyperparameters:
+            reporters[0].log(f"ignoring unknown hyperparameters: {', '.join(args.ignored_hyperparameters)}")
+        location, storage_options, version = resolve_training_data(args)
+        snapshot = load_curated_records(location, storage_options, version)
+        records_train, records_val = split_records(snapshot.records)
+        reporters[0].log(f"read {len(snapshot.records)} records from {args.source_table or location} at Delta "
+                         f"version {snapshot.version}: {len(records_train)} train, {len(records_val)} validation")
+        config = train_config(args, snapshot)
+        config.summary_extras["training_job_name"] = os.environ.get("TRAINING_JOB_NAME")
+        if pipes:
+            config.summary_extras["dagster_run_id"] = pipes.run_id
+        tracking = None
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            tracking = MlflowReporter(checkpoint_dir, run_name=os.environ.get("TRAINING_JOB_NAME"))
+            tracking.log_config(config)
+            config.summary_extras["mlflow_run_id"] = tracking.run_id
+            reporters.append(tracking)
+        reporter = FanoutReporter(reporters)
+        try:
+            result = train(config, records_train, records_val, model_dir, checkpoint_dir, reporter)
+        except BaseException:
+            if tracking:
+                tracking.close("FAILED")
+            raise
+        if result.status != "completed":
+            if tracking:
+                tracking.close("KILLED")
+            message = f"interrupted at step {result.global_step}; rerun with the same checkpoint dir to resume"
+            reporter.log(message)
+            _write_failure(message)
+            return INTERRUPTED_EXIT_CODE
+        if tracking:
+            tracking.close("FINISHED")
+        output_data = Path(args.output_data_dir)
+        output_data.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(model_dir / SUMMARY_FILE, output_data / SUMMARY_FILE)
+        reporter.log(f"adapter, tokenizer and {SUMMARY_FILE} written to {model_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except Exception as exc:
+        _write_failure(exc)
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
