@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from governed_ft_dagster.catalog.base import CatalogClient, Principal, Privilege, SecurableType
+from governed_ft_dagster.catalog.connect import CatalogAccess, connect
 from governed_ft_dagster.storage import S3Endpoint
 
 
@@ -20,14 +21,21 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     storage_root: str = Field(description="Root of the governed storage: s3://bucket or file:///path.")
     storage_region: str = Field(default="us-east-1", description="Region of the governed bucket.")
     s3_endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint (tests only).")
+    _clients: dict = PrivateAttr(default_factory=dict)
 
-    @abc.abstractmethod
     def client(self, principal: Principal) -> CatalogClient:
-        """A client acting as the principal."""
+        """A client acting as the principal, made once per resource instance."""
+        if principal not in self._clients:
+            self._clients[principal] = connect(self.job_access(principal))
+        return self._clients[principal]
 
     @abc.abstractmethod
     def principal_name(self, principal: Principal) -> str:
         """How the catalog names the principal in grants."""
+
+    @abc.abstractmethod
+    def job_access(self, principal: Principal) -> CatalogAccess:
+        """What a job needs to reach the catalog as the principal, without any secret value."""
 
     def table_name(self, relative: str) -> str:
         return f"{self.catalog}.{relative}"
@@ -66,16 +74,16 @@ class LocalCatalogResource(CatalogResource):
     url: str = Field(description="Base URL of the local catalog server.")
     home: str = Field(description="State folder holding the principals' tokens.")
 
-    def client(self, principal: Principal) -> CatalogClient:
-        from governed_ft_dagster.catalog.oss import OssCatalogClient
-        from governed_ft_dagster.stack.bootstrap import read_token
-
-        return OssCatalogClient(self.url, read_token(Path(self.home), principal), principal.value)
-
     def principal_name(self, principal: Principal) -> str:
         from governed_ft_dagster.governance import principal_email
 
         return principal_email(principal)
+
+    def job_access(self, principal: Principal) -> CatalogAccess:
+        from governed_ft_dagster.stack.bootstrap import token_path
+
+        return CatalogAccess("oss", self.url, principal.value, self.catalog,
+                             token_file=str(token_path(Path(self.home), principal)))
 
 
 class DatabricksCatalogResource(CatalogResource):
@@ -86,18 +94,11 @@ class DatabricksCatalogResource(CatalogResource):
     secret_prefix: str = Field(default="governed-ft/", description="Secrets Manager id prefix; the id is prefix + principal.")
     application_ids: dict[str, str] = Field(default_factory=dict, description="Service principal application id per principal role.")
     aws_endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for Secrets Manager (tests only).")
-    timeout_s: float = 30.0
-    _clients: dict = PrivateAttr(default_factory=dict)
 
-    def client(self, principal: Principal) -> CatalogClient:
-        from governed_ft_dagster.catalog.databricks import DatabricksCatalogClient, secret_from_aws
-
-        if principal not in self._clients:
-            client_id, client_secret = secret_from_aws(f"{self.secret_prefix}{principal.value}", self.region,
-                                                       endpoint_url=self.aws_endpoint_url)
-            self._clients[principal] = DatabricksCatalogClient(self.host, principal.value, client_id, client_secret,
-                                                               catalog=self.catalog, timeout_s=self.timeout_s)
-        return self._clients[principal]
+    def job_access(self, principal: Principal) -> CatalogAccess:
+        return CatalogAccess("databricks", self.host, principal.value, self.catalog,
+                             secret_id=f"{self.secret_prefix}{principal.value}", region=self.region,
+                             aws_endpoint_url=self.aws_endpoint_url)
 
     def principal_name(self, principal: Principal) -> str:
         if principal.value in self.application_ids:
