@@ -1,0 +1,156 @@
+"""Benchmark the local preprocessing job (records/s, MB/s) at 1x, 4x and 16x the SEC samples, and Spark start-up."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import importlib.util
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from governed_ft_dagster.edgar.extract import extract_risk_factors  # noqa: E402
+from governed_ft_dagster.preprocess.spark import RAW_SCHEMA  # noqa: E402
+from governed_ft_dagster.stack import jars  # noqa: E402
+
+SAMPLES = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", REPO_ROOT.parent / "shared" / "sec_samples"))
+CONF = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": "4", "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
+
+
+def sample_rows() -> list[dict[str, Any]]:
+    """One raw row per sample filing, as the raw asset would write it."""
+    rows = []
+    with open(SAMPLES / "manifest.tsv", encoding="utf-8") as handle:
+        for m in csv.DictReader(handle, delimiter="\t"):
+            if not m["local_file"].startswith("filings/"):
+                continue
+            extraction = extract_risk_factors((SAMPLES / m["local_file"]).read_bytes(), m["form"])
+            period = dt.date.fromisoformat(m["period"])
+            rows.append({"cik": m["cik"], "ticker": m["ticker"], "entity_name": m["company"], "form_type": m["form"],
+                         "is_amendment": False, "fiscal_year": period.year,
+                         "fiscal_period": "FY" if m["form"] == "10-K" else "Q", "quarter": None,
+                         "accession_number": m["accession"] or f"sample-{m['ticker']}-{m['form']}",
+                         "filing_date": str(period + dt.timedelta(days=30)), "report_date": m["period"],
+                         "source_url": m["path"], "status": extraction.status.value,
+                         "risk_factors_text": extraction.text, "text_sha256": "", "extractor_version": "bench",
+                         "extracted_at": ""})
+    return rows
+
+
+def variant(text: str, replica: int) -> str:
+    """The text with about a third of interior word pairs swapped, so a replica is not a (near-)duplicate."""
+    if replica == 0:
+        return text
+    out = []
+    for index, paragraph in enumerate(text.split("\n\n")):
+        words = paragraph.split(" ")
+        rng = random.Random(f"{replica}:{index}")
+        i = 1
+        while i < len(words) - 2:
+            if rng.random() < 0.3:
+                words[i], words[i + 1] = words[i + 1], words[i]
+                i += 2
+            else:
+                i += 1
+        out.append(" ".join(words))
+    return "\n\n".join(out)
+
+
+def replicate(rows: list[dict[str, Any]], factor: int) -> list[dict[str, Any]]:
+    """factor copies of the rows with distinct CIKs, accession numbers and perturbed text."""
+    return [{**row, "cik": f"{int(row['cik']) + replica * 10_000_000:010d}", "ticker": f"{row['ticker']}{replica}",
+             "accession_number": f"{row['accession_number']}-r{replica}",
+             "risk_factors_text": variant(row["risk_factors_text"], replica)}
+            for replica in range(factor) for row in rows]
+
+
+def startup_seconds(jar_paths: list[Path]) -> float:
+    """Wall time of a fresh process that starts a Delta-enabled local[2] session and runs one trivial job."""
+    code = ("import sys; from pyspark.sql import SparkSession; b = SparkSession.builder.master('local[2]')"
+            f".config('spark.jars', {','.join(map(str, jar_paths))!r})\n"
+            f"for k, v in {CONF!r}.items(): b = b.config(k, v)\n"
+            "s = b.getOrCreate(); s.range(1).count(); s.stop()")
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def load_job():
+    """The job script as a module, to run its run() in this process's warm session."""
+    spec = importlib.util.spec_from_file_location("preprocess_job", REPO_ROOT / "job_scripts" / "preprocess_risk_factors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scales", default="1,4,16")
+    parser.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one, removed after)")
+    args = parser.parse_args()
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-preprocess-"))
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    try:
+        jars.fetch_group(work, "spark")
+        jar_paths = jars.classpath(work, "spark")
+        base = sample_rows()
+        from governed_ft_dagster.training.base_model import build_tiny_base
+
+        tokenizer_dir = build_tiny_base([r["risk_factors_text"] for r in base if r["risk_factors_text"]], work / "base")
+        startup = startup_seconds(jar_paths)
+
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder.master("local[2]").config("spark.jars", ",".join(map(str, jar_paths)))
+        for key, value in CONF.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        job = load_job()
+        results = []
+        for label, factor in [("1x (cold workers)", 1)] + [(f"{s}x", int(s)) for s in args.scales.split(",")]:
+            rows = replicate(base, factor)
+            source, target = work / f"raw-{factor}", work / f"curated-{factor}"
+            spark.createDataFrame(rows, RAW_SCHEMA).write.format("delta").mode("overwrite").save(str(source))
+            megabytes = sum(len((r["risk_factors_text"] or "").encode()) for r in rows) / 1e6
+            job_args = job.parse_args(["--source-table", "bench.raw.risk_factors", "--target-table", "bench.curated.t",
+                                       "--tokenizer-dir", str(tokenizer_dir), "--run-id", f"bench-{factor}",
+                                       "--source-location", str(source), "--source-version", "0",
+                                       "--target-location", str(target)])
+            started = time.monotonic()
+            report = job.run(spark, job_args)
+            seconds = time.monotonic() - started
+            spark.catalog.clearCache()
+            results.append((label, len(rows), megabytes, report["risk_factors"], report["rows_out"], seconds))
+        spark.stop()
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nlocal[2] on {os.cpu_count()} CPUs (load average {load:.1f} at the end); Spark start-up excluded below")
+    print(f"Spark start-up (fresh process, Delta session, first job): {startup:.1f} s\n")
+    header = ("scale", "raw rows", "text MB", "risk factors", "records out", "seconds", "records/s", "MB/s")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for label, n_rows, megabytes, factors, records, seconds in results:
+        print(f"| {label} | {n_rows} | {megabytes:.2f} | {factors} | {records} | {seconds:.1f} | "
+              f"{records / seconds:.1f} | {megabytes / seconds:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

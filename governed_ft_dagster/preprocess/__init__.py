@@ -1,0 +1,1 @@
+"""Curation of Risk Factors sections into instruction records: pure text functions (text) and Spark functions (spark)."""
