@@ -22,30 +22,33 @@ class CatalogAccess:
     region: str | None = None
     aws_endpoint_url: str | None = None
 
+    def as_dict(self) -> dict[str, str]:
+        """The access as option names (underscored, as SageMaker hyperparameters) and values."""
+        values = {"catalog_kind": self.kind, "catalog_url": self.url, "catalog_principal": self.principal,
+                  "catalog_name": self.catalog, "catalog_token_file": self.token_file,
+                  "catalog_secret_id": self.secret_id, "catalog_region": self.region,
+                  "aws_endpoint_url": self.aws_endpoint_url}
+        return {k: v for k, v in values.items() if v}
+
     def as_args(self) -> list[str]:
         """Command-line arguments that reproduce this access in a job."""
-        args = ["--catalog-kind", self.kind, "--catalog-url", self.url, "--catalog-principal", self.principal,
-                "--catalog-name", self.catalog]
-        for flag, value in (("--catalog-token-file", self.token_file), ("--catalog-secret-id", self.secret_id),
-                            ("--catalog-region", self.region), ("--aws-endpoint-url", self.aws_endpoint_url)):
-            if value:
-                args += [flag, value]
-        return args
+        return [part for key, value in self.as_dict().items() for part in ("--" + key.replace("_", "-"), value)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments `CatalogAccess.as_args` writes."""
-    parser.add_argument("--catalog-kind", choices=("oss", "databricks"), required=True)
-    parser.add_argument("--catalog-url", required=True)
-    parser.add_argument("--catalog-principal", required=True)
-    parser.add_argument("--catalog-name", required=True)
-    parser.add_argument("--catalog-token-file")
-    parser.add_argument("--catalog-secret-id")
-    parser.add_argument("--catalog-region")
-    parser.add_argument("--aws-endpoint-url")
+    for name in ("catalog_kind", "catalog_url", "catalog_principal", "catalog_name", "catalog_token_file",
+                 "catalog_secret_id", "catalog_region", "aws_endpoint_url"):
+        parser.add_argument("--" + name.replace("_", "-"), "--" + name, dest=name)
 
 
 def from_args(args: argparse.Namespace) -> CatalogAccess:
+    """The access the arguments describe; a CatalogError names what is missing."""
+    missing = [n for n in ("catalog_kind", "catalog_url", "catalog_principal", "catalog_name") if not getattr(args, n, None)]
+    if missing:
+        raise CatalogError(f"the job was started without {', '.join('--' + n for n in missing)}")
+    if args.catalog_kind not in ("oss", "databricks"):
+        raise CatalogError(f"--catalog-kind must be 'oss' or 'databricks', not {args.catalog_kind!r}")
     return CatalogAccess(args.catalog_kind, args.catalog_url, args.catalog_principal, args.catalog_name,
                          args.catalog_token_file, args.catalog_secret_id, args.catalog_region, args.aws_endpoint_url)
 
