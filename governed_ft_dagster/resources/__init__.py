@@ -6,6 +6,8 @@ import dagster as dg
 
 from governed_ft_dagster.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
 from governed_ft_dagster.resources.edgar import EdgarResource
+from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
+from governed_ft_dagster.resources.training_jobs import LocalTrainingResource, SageMakerTrainingResource
 from governed_ft_dagster.settings import Settings
 
 
@@ -24,20 +26,40 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "catalog": LocalCatalogResource(catalog=settings.catalog_name, url=settings.uc_url, home=str(settings.home),
                                         storage_root=(settings.home / "warehouse").as_uri()),
         "edgar": _edgar(settings),
+        "spark": LocalSparkResource(home=str(settings.home)),
+        "training": LocalTrainingResource(work_dir=str(settings.home)),
     }
 
 
 def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """Databricks Unity Catalog, EMR Serverless and SageMaker."""
+    """Databricks Unity Catalog, EMR Serverless and SageMaker; names and ARNs come from the environment."""
+    region = dg.EnvVar("AWS_REGION")
     return {
         "catalog": DatabricksCatalogResource(
             catalog=settings.catalog_name,
             host=dg.EnvVar("DATABRICKS_HOST"),
-            region=dg.EnvVar("AWS_REGION"),
-            storage_region=dg.EnvVar("AWS_REGION"),
+            region=region,
+            storage_region=region,
             storage_root=dg.EnvVar("GOVERNED_FT_STORAGE_ROOT"),
         ),
         "edgar": _edgar(settings),
+        "spark": EmrServerlessResource(
+            region=region,
+            application_name="governed-ft-preprocess",
+            create_application_if_missing=True,
+            execution_role_arn=dg.EnvVar("GOVERNED_FT_EMR_ROLE_ARN"),
+            code_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
+            log_group=dg.EnvVar("GOVERNED_FT_EMR_LOG_GROUP"),
+            jars_home=str(settings.home),
+        ),
+        "training": SageMakerTrainingResource(
+            region=region,
+            role_arn=dg.EnvVar("GOVERNED_FT_SAGEMAKER_ROLE_ARN"),
+            image_uri=dg.EnvVar("GOVERNED_FT_TRAINING_IMAGE"),
+            checkpoint_s3_uri=dg.EnvVar("GOVERNED_FT_CHECKPOINT_URI"),
+            output_s3_uri=dg.EnvVar("GOVERNED_FT_TRAINING_OUTPUT_URI"),
+            code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
+        ),
     }
 
 
