@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
 from governed_ft_dagster.resources.edgar import EdgarResource
 from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
@@ -28,6 +29,9 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "edgar": _edgar(settings),
         "spark": LocalSparkResource(home=str(settings.home)),
         "training": LocalTrainingResource(work_dir=str(settings.home)),
+        "base_model": BaseModelResource(model_ref=str(settings.home / "models" / "tiny-ministral3"),
+                                        build_tiny_if_missing=True,
+                                        tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives")),
     }
 
 
@@ -60,6 +64,7 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             output_s3_uri=dg.EnvVar("GOVERNED_FT_TRAINING_OUTPUT_URI"),
             code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
         ),
+        "base_model": BaseModelResource(tokenizer_dir=dg.EnvVar("GOVERNED_FT_TOKENIZER_DIR")),
     }
 
 
