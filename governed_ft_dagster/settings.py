@@ -26,6 +26,7 @@ class Settings:
     edgar_source: str = "sample"
     fiscal_years: tuple[int, ...] = (2023, 2024)
     jar_mirror: Path | None = None
+    edgar_refresh_cron: str = "0 6 * * *"
     uc_host: str = "127.0.0.1"
 
     @property
@@ -59,6 +60,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         edgar_source=edgar_source,
         fiscal_years=fiscal_years,
         jar_mirror=Path(env["GOVERNED_FT_JAR_MIRROR"]).expanduser() if env.get("GOVERNED_FT_JAR_MIRROR") else None,
+        edgar_refresh_cron=env.get("GOVERNED_FT_EDGAR_REFRESH_CRON", "0 6 * * *"),
     )
 
 

@@ -21,6 +21,7 @@ class EdgarResource(dg.ConfigurableResource):
     data_url: str = "https://data.sec.gov"
     max_rps: float = 10.0
     sample_companies: int = 12
+    sensor_batch_size: int = Field(default=50, description="Companies the new-filings sensor reads per tick (10 requests/s).")
 
     def filing_source(self) -> FilingSource:
         if self.source == "live":

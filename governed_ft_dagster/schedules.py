@@ -1,0 +1,17 @@
+"""Schedules: the periodic EDGAR refresh of every raw partition in the configured period."""
+
+import dagster as dg
+
+from governed_ft_dagster.partitions import raw_partitions
+from governed_ft_dagster.sensors import raw_refresh_job
+from governed_ft_dagster.settings import load_settings
+
+
+@dg.schedule(job=raw_refresh_job, cron_schedule=load_settings().edgar_refresh_cron,
+             default_status=dg.DefaultScheduleStatus.STOPPED, execution_timezone="UTC")
+def edgar_refresh_schedule(context: dg.ScheduleEvaluationContext):
+    """One run per raw partition; the document cache and the merge on accession number make re-runs cheap."""
+    keys = raw_partitions.get_partition_keys()
+    stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+    return [dg.RunRequest(run_key=f"{stamp}:{key}", partition_key=key, tags={"governed_ft/trigger": "schedule"})
+            for key in keys]

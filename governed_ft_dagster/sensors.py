@@ -1,0 +1,26 @@
+"""Sensors: new EDGAR filings request just their raw partitions."""
+
+import dagster as dg
+
+from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.refresh import RefreshCursor, scan
+from governed_ft_dagster.resources.edgar import EdgarResource
+from governed_ft_dagster.settings import load_settings
+
+raw_refresh_job = dg.define_asset_job("raw_refresh_job", selection=[raw_risk_factors])
+
+
+@dg.sensor(job=raw_refresh_job, minimum_interval_seconds=15 * 60, default_status=dg.DefaultSensorStatus.STOPPED)
+def new_filings_sensor(context: dg.SensorEvaluationContext, edgar: EdgarResource):
+    """Requests a run for each raw partition that gained a 10-K or 10-Q since the last tick."""
+    cursor = RefreshCursor.loads(context.cursor)
+    result = scan(edgar.filing_source(), edgar.default_universe(), cursor, load_settings().fiscal_years,
+                  batch_size=edgar.sensor_batch_size, log=context.log.info)
+    for failure in result.failures:
+        context.log.warning(f"could not read filings of {failure}")
+    context.update_cursor(result.cursor.dumps())
+    if not result.partitions:
+        return dg.SkipReason(f"no new filings among the companies scanned (next offset {result.cursor.offset})")
+    accessions = ",".join(sorted(ref.accession_number for ref in result.new_filings))
+    return [dg.RunRequest(run_key=f"{key}:{accessions}", partition_key=key,
+                          tags={"governed_ft/trigger": "new_filings"}) for key in result.partitions]
