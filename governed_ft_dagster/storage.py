@@ -115,3 +115,12 @@ def merge_rows(location: str, rows: pa.Table, key: str, options: dict[str, str],
     version = DeltaTable(location, storage_options=options).version()
     return MergeResult(version, int(metrics.get("num_target_rows_inserted", 0)),
                        int(metrics.get("num_target_rows_updated", 0)), False)
+
+
+def read_delta(location: str, options: dict[str, str], columns: list[str] | None = None,
+               version: int | None = None) -> tuple[pa.Table, int]:
+    """The table's rows (optionally some columns, at a version) and the version read."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(location, version=version, storage_options=options)
+    return table.to_pyarrow_table(columns=columns), table.version()

@@ -1,0 +1,90 @@
+"""Data contracts of the raw and curated tables and of the trained adapter (no Dagster imports)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+CURATED_COLUMNS = ("record_id", "cik", "ticker", "accession_number", "form_type", "fiscal_year",
+                   "risk_factor_heading", "messages", "n_tokens", "split", "source_table", "source_version", "run_id")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a contract holds, and the figures that show it."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def unique_accessions(rows: Sequence[Mapping[str, Any]]) -> Verdict:
+    counts = Counter(r["accession_number"] for r in rows)
+    duplicated = sorted(a for a, n in counts.items() if n > 1)
+    return Verdict(not duplicated, f"{len(duplicated)} accession numbers appear more than once",
+                   {"rows": len(rows), "duplicated": duplicated[:20]})
+
+
+def extracted_share(rows: Sequence[Mapping[str, Any]], minimum: float) -> Verdict:
+    statuses = Counter(r["status"] for r in rows)
+    share = statuses.get("extracted", 0) / len(rows) if rows else 0.0
+    return Verdict(bool(rows) and share >= minimum, f"{share:.0%} of filings extracted (minimum {minimum:.0%})",
+                   {"share_extracted": round(share, 4), "by_status": dict(sorted(statuses.items()))})
+
+
+def text_lengths_in_range(rows: Sequence[Mapping[str, Any]], low: int, high: int) -> Verdict:
+    lengths = [(r["accession_number"], len(r.get("risk_factors_text") or "")) for r in rows if r["status"] == "extracted"]
+    outside = [(a, n) for a, n in lengths if not low <= n <= high]
+    return Verdict(not outside, f"{len(outside)} extracted sections outside {low:,}-{high:,} characters",
+                   {"checked": len(lengths), "outside": [f"{a}: {n}" for a, n in outside[:20]],
+                    "min_chars": min((n for _, n in lengths), default=0), "max_chars": max((n for _, n in lengths), default=0)})
+
+
+def curated_schema(columns: Iterable[str]) -> Verdict:
+    missing = sorted(set(CURATED_COLUMNS) - set(columns))
+    return Verdict(not missing, f"missing columns: {', '.join(missing) or 'none'}", {"missing": missing})
+
+
+def no_empty_messages(rows: Sequence[Mapping[str, Any]]) -> Verdict:
+    roles = ("system", "user", "assistant")
+    bad = []
+    for row in rows:
+        messages = row.get("messages") or []
+        present = [m.get("role") for m in messages]
+        if present != list(roles) or any(not (m.get("content") or "").strip() for m in messages):
+            bad.append(row.get("record_id"))
+    return Verdict(not bad, f"{len(bad)} records without a system, user and assistant message with content",
+                   {"checked": len(rows), "bad_records": bad[:20]})
+
+
+def within_token_budget(rows: Sequence[Mapping[str, Any]], budget: int) -> Verdict:
+    over = [(r.get("record_id"), r["n_tokens"]) for r in rows if r["n_tokens"] is None or r["n_tokens"] > budget]
+    longest = max((r["n_tokens"] or 0 for r in rows), default=0)
+    return Verdict(not over, f"{len(over)} records over {budget} tokens (longest {longest})",
+                   {"checked": len(rows), "longest": longest, "over": [f"{r}: {n}" for r, n in over[:20]]})
+
+
+def companies_in_one_split(rows: Sequence[Mapping[str, Any]]) -> Verdict:
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        splits.setdefault(row["cik"], set()).add(row["split"])
+    both = sorted(cik for cik, s in splits.items() if len(s) > 1)
+    return Verdict(not both, f"{len(both)} companies in more than one split",
+                   {"companies": len(splits), "in_both": both[:20]})
+
+
+def curated_count_against_raw(curated_rows: int, raw_extracted: int, max_per_filing: int = 400) -> Verdict:
+    ok = (curated_rows > 0) == (raw_extracted > 0) and curated_rows <= raw_extracted * max_per_filing
+    return Verdict(ok, f"{curated_rows} curated records from {raw_extracted} extracted filings",
+                   {"curated_rows": curated_rows, "raw_extracted": raw_extracted,
+                    "records_per_filing": round(curated_rows / raw_extracted, 2) if raw_extracted else 0.0})
+
+
+def adapter_beats_base(eval_loss: float | None, base_eval_loss: float | None) -> Verdict:
+    if eval_loss is None or base_eval_loss is None:
+        return Verdict(False, "the training run reported no validation loss for the adapter or the base model")
+    return Verdict(eval_loss < base_eval_loss,
+                   f"validation loss {eval_loss:.4f} with the adapter against {base_eval_loss:.4f} for the base model",
+                   {"eval_loss": eval_loss, "base_eval_loss": base_eval_loss,
+                    "improvement": round(base_eval_loss - eval_loss, 6)})
