@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,9 @@ def put_json(uri: str, document: Any, creds: VendedCredentials, endpoint: S3Endp
                                     ContentType="application/json")
 
 
+@functools.lru_cache(maxsize=8)
 def _s3(creds: VendedCredentials, endpoint: S3Endpoint):
+    """One S3 client per set of vended credentials (clients are costly to build)."""
     import boto3
 
     return boto3.session.Session(

@@ -21,6 +21,7 @@ class EdgarResource(dg.ConfigurableResource):
     data_url: str = "https://data.sec.gov"
     max_rps: float = 10.0
     sample_companies: int = 12
+    list_missing_documents: bool = Field(default=False, description="List filings whose document is absent from a local folder (they become rejects).")
     sensor_batch_size: int = Field(default=50, description="Companies the new-filings sensor reads per tick (10 requests/s).")
 
     def filing_source(self) -> FilingSource:
@@ -32,7 +33,7 @@ class EdgarResource(dg.ConfigurableResource):
             from governed_ft_dagster.edgar.sample_corpus import build_sample_corpus
 
             build_sample_corpus(root, companies=self.sample_companies)
-        return LocalEdgarSource(root)
+        return LocalEdgarSource(root, only_available=not self.list_missing_documents)
 
     def default_universe(self) -> list[str]:
         """S&P 500 live; every company with submissions in the local folder otherwise."""
