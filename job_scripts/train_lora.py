@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import hashlib
 import json
 import os
 import shutil
 import sys
 import traceback
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if (REPO_ROOT / "governed_ft_dagster").is_dir() and str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from governed_ft_dagster.catalog import connect  # noqa: E402
+from governed_ft_dagster.catalog.base import CatalogClient, CatalogError, VendedCredentials  # noqa: E402
+from governed_ft_dagster.storage import S3Endpoint, is_local, local_path, storage_options  # noqa: E402
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID  # noqa: E402
 from governed_ft_dagster.training.trainer import (  # noqa: E402
     SUMMARY_FILE,
@@ -32,7 +37,9 @@ DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 CURATED_COLUMNS = ("messages", "split", "cik", "accession_number", "source_version", "run_id")
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 MLFLOW_RUN_FILE = "mlflow_run_id.txt"
+BASE_EVAL_FILE = "base_eval.json"
 PIPES_MAX_LOSS_POINTS = 500
+_ACCESS_OPTIONS = ("catalog_kind", "catalog_url", "catalog_principal", "catalog_name")
 
 
 class TrainingDataError(RuntimeError):
@@ -82,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curated_location", help="Delta table location (path or s3:// URI) of the curated table")
     parser.add_argument("--curated_version", type=_optional_int, default=None, help="Delta version (default latest)")
     parser.add_argument("--source_table", help="catalog name of the curated table, for the summary and lineage")
-    parser.add_argument("--catalog_url", help="catalog to resolve the curated table through (train principal)")
+    connect.add_arguments(parser)
+    parser.add_argument("--curated_table", help="catalog name of the curated table, read through the catalog")
+    parser.add_argument("--adapter_location", help="governed folder (under ml/adapters/) the adapter is copied to")
+    parser.add_argument("--storage_region", help="region of the governed bucket (default: the catalog's region)")
+    parser.add_argument("--s3_endpoint_url", help="S3-compatible endpoint for governed storage (tests only)")
     parser.add_argument("--model_dir", default=os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     parser.add_argument("--output_data_dir", default=os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
     parser.add_argument("--checkpoint_dir", default=os.environ.get("SM_CHECKPOINT_DIR", DEFAULT_CHECKPOINT_DIR))
@@ -103,15 +114,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_training_data(args: argparse.Namespace) -> tuple[str, dict[str, str], int | None]:
-    """Hook: the curated table's location, storage options (vended credentials) and Delta version to read."""
-    # The catalog path (authenticate as the train principal, look the table up, vend READ credentials) plugs in
-    # here and returns the same triple; until then a location must be given.
+    """The curated table's location, storage options (vended READ credentials) and Delta version to read."""
     if args.curated_location:
         return args.curated_location, {}, args.curated_version
-    if args.catalog_url:
-        raise TrainingDataError("resolving the curated table through --catalog_url is not wired yet; "
-                                "pass --curated_location (and --curated_version)")
-    raise TrainingDataError("no curated table given: pass --curated_location (and --curated_version)")
+    if not args.curated_table and not any(getattr(args, name, None) for name in _ACCESS_OPTIONS):
+        raise TrainingDataError("no curated table given: pass --curated_table with the catalog options "
+                                f"({', '.join('--' + n for n in _ACCESS_OPTIONS)}), or --curated_location "
+                                "(and --curated_version)")
+    client = catalog_client(args, "curated_table")
+    table = client.get_table(args.curated_table)
+    credentials = client.temporary_table_credentials(table.full_name, "READ")
+    args.source_table = args.source_table or table.full_name
+    return table.storage_location, storage_options(credentials, s3_endpoint(args)), args.curated_version
+
+
+def catalog_client(args: argparse.Namespace, *needed: str) -> CatalogClient:
+    """The job principal's catalog client, made once per job from the catalog options."""
+    missing = [f"--{name}" for name in (*needed, *_ACCESS_OPTIONS) if not getattr(args, name, None)]
+    if missing:
+        raise TrainingDataError(f"the catalog path is not wired for this job: it was started without "
+                                f"{', '.join(missing)}")
+    if getattr(args, "catalog_connection", None) is None:
+        args.catalog_connection = connect.connect(connect.from_args(args))
+    return args.catalog_connection
+
+
+def s3_endpoint(args: argparse.Namespace) -> S3Endpoint:
+    region = (args.storage_region or args.catalog_region or os.environ.get("AWS_REGION")
+              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    return S3Endpoint(region=region, endpoint_url=args.s3_endpoint_url)
+
+
+def adapter_credentials(args: argparse.Namespace) -> VendedCredentials:
+    """PATH_READ_WRITE credentials on the adapter location, vended to the job's principal."""
+    client = catalog_client(args, "adapter_location")
+    return client.temporary_path_credentials(args.adapter_location.rstrip("/"), "PATH_READ_WRITE")
+
+
+def publish_adapter(model_dir: Path, location: str, credentials: VendedCredentials,
+                    endpoint: S3Endpoint) -> list[str]:
+    """Copy every file of the model dir under location, the summary last (its presence marks a whole copy)."""
+    files = sorted((p for p in model_dir.rglob("*") if p.is_file()), key=lambda p: (p.name == SUMMARY_FILE, str(p)))
+    names = [p.relative_to(model_dir).as_posix() for p in files]
+    if is_local(location):
+        target = local_path(location)
+        for path, name in zip(files, names):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / name)
+        return names
+    import boto3
+    from urllib.parse import urlparse
+
+    parsed = urlparse(location.rstrip("/"))
+    s3 = boto3.session.Session(
+        aws_access_key_id=credentials.aws_access_key_id, aws_secret_access_key=credentials.aws_secret_access_key,
+        aws_session_token=credentials.aws_session_token, region_name=endpoint.region,
+    ).client("s3", endpoint_url=endpoint.endpoint_url)
+    prefix = parsed.path.strip("/")
+    for path, name in zip(files, names):
+        s3.upload_file(str(path), parsed.netloc, f"{prefix}/{name}" if prefix else name)
+    return names
 
 
 def load_curated_records(location: str, storage_options: dict[str, str] | None = None,
@@ -149,6 +211,66 @@ def train_config(args: argparse.Namespace, snapshot: CuratedSnapshot) -> TrainCo
                        source_location=snapshot.location, use_cpu=args.num_gpus == 0)
 
 
+def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], checkpoint_dir: Path) -> float | None:
+    """The base model's loss on the validation rows, batched and weighted as the Trainer's eval loss is."""
+    import torch
+    from transformers.utils.quantization_config import QuantizationMethod
+
+    from governed_ft_dagster.training.base_model import load_base_model, load_tokenizer
+    from governed_ft_dagster.training.packing import (
+        PackedCollator,
+        PaddingCollator,
+        model_inputs,
+        one_per_row,
+        pack_examples,
+        tokenize_records,
+    )
+    from governed_ft_dagster.training.trainer import quantization_config, resolve_base_model, select_precision
+
+    model_path, revision, _ = resolve_base_model(config.base_model, config.base_model_revision)
+    tokenizer = load_tokenizer(model_path)
+    examples, _ = tokenize_records(tokenizer, records_val, config.max_length, config.overlong)
+    if not examples:
+        return None
+    sequences = pack_examples(examples, config.max_length) if config.packing else one_per_row(examples)
+    rows = [sequence.as_features() for sequence in sequences]
+    precision, dtype = select_precision(config.use_cpu)
+    on_cuda = not config.use_cpu and torch.cuda.is_available()
+    quantization = config.quantization if on_cuda else "none"
+    key = hashlib.sha256(json.dumps([revision, rows, config.per_device_batch_size, precision, quantization])
+                         .encode()).hexdigest()
+    cache = checkpoint_dir / BASE_EVAL_FILE
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["base_eval_loss"]
+    quant = quantization_config(quantization, model_path, dtype)
+    model = load_base_model(model_path, dtype=dtype, quantization_config=quant)
+    model.config.use_cache = False
+    device = torch.device("cuda" if on_cuda else "cpu")
+    if getattr(model, "quantization_method", None) != QuantizationMethod.BITS_AND_BYTES:
+        model.to(device)  # as the Trainer places it; bitsandbytes models are placed at load time
+    model.eval()
+    collator = (PackedCollator if config.packing else PaddingCollator)(
+        tokenizer.pad_token_id, pad_to_multiple_of=8 if on_cuda else None)
+    total, count, size = 0.0, 0, config.per_device_batch_size
+    autocast = torch.autocast("cuda", dtype=dtype) if precision == "bf16" else nullcontext()
+    with torch.no_grad(), autocast:
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
+            inputs = {k: v.to(device) for k, v in model_inputs(collator(chunk)).items()}
+            total += float(model(**inputs, use_cache=False).loss) * len(chunk)
+            count += len(chunk)
+    del model
+    gc.collect()
+    if on_cuda:
+        torch.cuda.empty_cache()
+    loss = total / count
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "base_eval_loss": loss}))
+    return loss
+
+
 class PipesReporter:
     """Reports to the Dagster run that launched this process through Pipes."""
 
@@ -184,6 +306,8 @@ def pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
         "final_eval_loss": summary["metrics"]["final_eval_loss"],
         "train_loss": summary["metrics"]["train_loss"],
         "mlflow_run_id": summary.get("mlflow_run_id"),
+        "base_eval_loss": summary.get("base_eval_loss"),
+        "adapter_location": summary.get("adapter_location"),
     }
     metadata: dict[str, Any] = {key: value for key, value in values.items() if value is not None}
     metadata["loss_by_step"] = {"raw_value": losses[::stride], "type": "json"}
@@ -230,7 +354,7 @@ class MlflowReporter:
         self.mlflow.log_metric(name, value, step=step)
 
     def summary(self, summary: dict[str, Any]) -> None:
-        for name in ("tokens_per_s", "padding_share", "trainable_fraction", "tokens_seen"):
+        for name in ("tokens_per_s", "padding_share", "trainable_fraction", "tokens_seen", "base_eval_loss"):
             if summary.get(name) is not None:
                 self.mlflow.log_metric(name, float(summary[name]))
         self.mlflow.log_dict(summary, SUMMARY_FILE)
@@ -275,7 +399,7 @@ def _write_failure(reason: BaseException | str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read the curated snapshot, train, write the outputs and report; the process exit status."""
+    """Read the curated snapshot, train, write the outputs (and the governed adapter copy) and report."""
     model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
     with ExitStack() as stack:
         pipes = _open_pipes(stack)
@@ -285,12 +409,23 @@ def run(args: argparse.Namespace) -> int:
         location, storage_options, version = resolve_training_data(args)
         snapshot = load_curated_records(location, storage_options, version)
         records_train, records_val = split_records(snapshot.records)
+        if not records_val:
+            raise TrainingDataError(f"{args.source_table or location} has no '{VALIDATION_SPLIT}' records at Delta "
+                                    f"version {snapshot.version}: the adapter could not be compared with the base")
         reporters[0].log(f"read {len(snapshot.records)} records from {args.source_table or location} at Delta "
                          f"version {snapshot.version}: {len(records_train)} train, {len(records_val)} validation")
+        if args.adapter_location:
+            adapter_credentials(args)  # a refusal now costs no training time
+            reporters[0].log(f"principal '{args.catalog_principal}' may write the adapter to {args.adapter_location}")
         config = train_config(args, snapshot)
         config.summary_extras["training_job_name"] = os.environ.get("TRAINING_JOB_NAME")
+        config.summary_extras["adapter_location"] = args.adapter_location
         if pipes:
             config.summary_extras["dagster_run_id"] = pipes.run_id
+        base_loss = base_eval_loss(config, records_val, checkpoint_dir)
+        config.summary_extras["base_eval_loss"] = base_loss
+        if base_loss is not None:
+            reporters[0].log(f"base model eval loss on the validation set: {base_loss:.4f}")
         tracking = None
         if os.environ.get("MLFLOW_TRACKING_URI"):
             tracking = MlflowReporter(checkpoint_dir, run_name=os.environ.get("TRAINING_JOB_NAME"))
@@ -317,14 +452,23 @@ def run(args: argparse.Namespace) -> int:
         output_data.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir / SUMMARY_FILE, output_data / SUMMARY_FILE)
         reporter.log(f"adapter, tokenizer and {SUMMARY_FILE} written to {model_dir}")
+        if args.adapter_location:
+            names = publish_adapter(model_dir, args.adapter_location, adapter_credentials(args), s3_endpoint(args))
+            reporter.log(f"{len(names)} files copied to {args.adapter_location} with credentials vended to "
+                         f"principal '{args.catalog_principal}'")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+    """Entry point; a catalog refusal is one line on stderr and in the failure file, without a traceback."""
     args = parse_args(argv)
     try:
         return run(args)
+    except CatalogError as exc:
+        line = " ".join(str(exc).split())
+        _write_failure(line)
+        print(line, file=sys.stderr, flush=True)
+        return 1
     except Exception as exc:
         _write_failure(exc)
         traceback.print_exc()

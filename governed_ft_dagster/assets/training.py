@@ -1,0 +1,219 @@
+"""finetuned_lora_model: a LoRA adapter trained on the curated table by the training job, as the train principal."""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+from urllib.parse import urlparse
+
+import dagster as dg
+from pydantic import Field
+
+from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.catalog.base import Principal, Privilege, VendedCredentials
+from governed_ft_dagster.governance import CURATED_TABLE
+from governed_ft_dagster.resources.base_model import BaseModelResource
+from governed_ft_dagster.resources.catalog import CatalogResource
+from governed_ft_dagster.resources.training_jobs import TrainingJobResource, TrainingJobSpec
+from governed_ft_dagster.storage import S3Endpoint, delta_version, is_local, join, local_path, storage_options
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAIN_SCRIPT = REPO_ROOT / "job_scripts" / "train_lora.py"
+ADAPTERS_PREFIX = "ml/adapters"
+SUMMARY_FILE = "training_summary.json"
+CURATED_KEY = dg.AssetKey("curated_training_table")
+LOSS_TABLE_ROWS = 40
+
+
+class FinetuneConfig(dg.Config):
+    """Hyperparameters of the LoRA fine-tuning job; the defaults are the production run's."""
+
+    epochs: float = Field(default=1.0, description="Passes over the training split.")
+    max_steps: Optional[int] = Field(default=None, description="Optimizer steps; overrides epochs when set.")
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    per_device_batch_size: int = Field(default=4, description="Packed 1,024-token rows per device and step.")
+    gradient_accumulation_steps: int = 1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    max_length: int = Field(default=1024, description="Context length the records are packed into.")
+    packing: bool = True
+    gradient_checkpointing: bool = Field(default=True,
+                                         description="Recompute activations (fits 3B on one 24 GB GPU).")
+    quantization: Literal["none", "4bit", "fp8"] = Field(default="none",
+                                                         description="How the base is loaded (CUDA only).")
+    save_steps: int = Field(default=50, description="Checkpoint interval; a rerun resumes from the last one.")
+    seed: int = 42
+    curated_version: Optional[int] = Field(default=None, description="Delta version to train on; default: current.")
+
+    def hyperparameters(self, base_model: str) -> dict[str, Any]:
+        """What shapes the adapter: the knobs above and the base model (not the data version)."""
+        values = self.model_dump(exclude={"curated_version"})
+        values["max_steps"] = -1 if self.max_steps is None else self.max_steps
+        return {**values, "base_model": base_model}
+
+
+def hyperparameters_sha256(hyperparameters: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(hyperparameters, sort_keys=True).encode()).hexdigest()
+
+
+def training_job_name(source_version: int, hyperparameters_hash: str) -> str:
+    """One name per curated version and hyperparameters: a rerun reuses the job folder and its checkpoints."""
+    return f"lora-risk-factors-v{source_version}-{hyperparameters_hash[:12]}"
+
+
+@dg.asset(
+    deps=[CURATED_KEY],
+    group_name="training",
+    kinds={"pytorch", "sagemaker", "unitycatalog"},
+    owners=["team:governed-ft"],
+    tags={"principal": Principal.TRAIN.value},
+)
+def finetuned_lora_model(context: dg.AssetExecutionContext, config: FinetuneConfig, catalog: CatalogResource,
+                         training: TrainingJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+    """LoRA adapter over the base model, trained on the curated table at one Delta version, kept under ml/adapters/."""
+    with readable_failures():
+        return _materialize(context, config, catalog, training, base_model)
+
+
+def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, catalog: CatalogResource,
+                 training: TrainingJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+    table = catalog.table_name(CURATED_TABLE)
+    catalog.preflight(Principal.TRAIN, [
+        ("catalog", catalog.catalog, Privilege.USE_CATALOG),
+        ("schema", catalog.table_name("curated"), Privilege.USE_SCHEMA),
+        ("table", table, Privilege.SELECT),
+    ])
+    version = _source_version(catalog, table, config.curated_version)
+    base_ref = base_model.ensure()
+    hyperparameters = config.hyperparameters(base_ref)
+    digest = hyperparameters_sha256(hyperparameters)
+    job_name = training_job_name(version, digest)
+    adapter_location = catalog.location(f"{ADAPTERS_PREFIX}/{job_name}")
+    job_arguments = {
+        **{key: _argument(value) for key, value in hyperparameters.items()},
+        **catalog.job_access(Principal.TRAIN).as_dict(),
+        "curated_table": table,
+        "curated_version": str(version),
+        "adapter_location": adapter_location,
+        "storage_region": catalog.storage_region,
+    }
+    if catalog.s3_endpoint_url:
+        job_arguments["s3_endpoint_url"] = catalog.s3_endpoint_url
+    context.log.info(f"training job {job_name}: {table} at Delta version {version}, base {base_ref}, "
+                     f"adapter to {adapter_location}")
+    spec = TrainingJobSpec(script=str(TRAIN_SCRIPT), source_dir=str(REPO_ROOT), hyperparameters=job_arguments,
+                           job_name=job_name)
+    result = training.run(context, spec)
+    summary = _read_summary(catalog, adapter_location)
+    _verify(summary, table, version, result.run_id, adapter_location)
+    metrics = summary["metrics"]
+    base = summary.get("base_model") or {}
+    metadata: dict[str, Any] = {
+        "source_table": dg.MetadataValue.text(table),
+        "source_version": dg.MetadataValue.int(version),
+        "job_run_kind": dg.MetadataValue.text(result.kind),
+        "job_run_id": dg.MetadataValue.text(result.run_id),
+        "job_properties": dg.MetadataValue.json(dict(result.properties)),
+        "adapter_location": dg.MetadataValue.text(adapter_location),
+        "model_dir": dg.MetadataValue.text(result.properties.get("model_dir", "")),
+        "model_artifacts": dg.MetadataValue.text(result.model_artifacts),
+        "hyperparameters": dg.MetadataValue.json(hyperparameters),
+        "hyperparameters_sha256": dg.MetadataValue.text(digest),
+        "base_model": dg.MetadataValue.text(base_ref),
+        "base_model_id": dg.MetadataValue.text(str(base.get("id") or base_ref)),
+        "base_model_revision": dg.MetadataValue.text(str(base.get("revision") or "")),
+        "eval_loss": _float(metrics.get("final_eval_loss")),
+        "base_eval_loss": _float(summary.get("base_eval_loss")),
+        "train_loss": _float(metrics.get("train_loss")),
+        "trainable_parameters": dg.MetadataValue.int(int(summary["trainable_params"])),
+        "trainable_fraction": _float(summary.get("trainable_fraction")),
+        "tokens_per_second": _float(summary.get("tokens_per_s")),
+        "padding_share": _float(summary.get("padding_share")),
+        "tokens_seen": dg.MetadataValue.int(int(summary.get("tokens_seen") or 0)),
+        "global_step": dg.MetadataValue.int(int(summary["global_step"])),
+        "resumed": dg.MetadataValue.bool(bool(summary.get("resumed"))),
+        "loss_curve": dg.MetadataValue.md(loss_table(metrics)),
+    }
+    if summary.get("mlflow_run_id"):
+        metadata["mlflow_run_id"] = dg.MetadataValue.text(str(summary["mlflow_run_id"]))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _source_version(catalog: CatalogResource, table: str, pinned: Optional[int]) -> int:
+    """The curated table's current Delta version (read with READ credentials vended to train), or the pinned one."""
+    creds = catalog.client(Principal.TRAIN).temporary_table_credentials(table, "READ")
+    current = delta_version(creds.location, storage_options(creds, catalog.endpoint()))
+    if current is None:
+        raise dg.Failure(description=f"{table} has no Delta table at {creds.location}; materialize "
+                                     f"{CURATED_KEY.to_user_string()} first", allow_retries=False)
+    if pinned is not None and not 0 <= pinned <= current:
+        raise dg.Failure(description=f"curated_version {pinned} does not exist: {table} is at version {current}",
+                         allow_retries=False)
+    return current if pinned is None else pinned
+
+
+def _argument(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _read_summary(catalog: CatalogResource, adapter_location: str) -> dict[str, Any]:
+    """The training summary the job copied next to the adapter, read with PATH_READ credentials vended to train."""
+    creds = catalog.client(Principal.TRAIN).temporary_path_credentials(adapter_location, "PATH_READ")
+    uri = join(adapter_location, SUMMARY_FILE)
+    try:
+        return json.loads(_read_bytes(uri, creds, catalog.endpoint()))
+    except FileNotFoundError:
+        raise dg.Failure(description=f"the training job finished but left no {SUMMARY_FILE} under "
+                                     f"{adapter_location}", allow_retries=False) from None
+
+
+def _read_bytes(uri: str, creds: VendedCredentials, endpoint: S3Endpoint) -> bytes:
+    if is_local(uri):
+        return local_path(uri).read_bytes()
+    import boto3
+    from botocore.exceptions import ClientError
+
+    parsed = urlparse(uri)
+    s3 = boto3.session.Session(
+        aws_access_key_id=creds.aws_access_key_id, aws_secret_access_key=creds.aws_secret_access_key,
+        aws_session_token=creds.aws_session_token, region_name=endpoint.region,
+    ).client("s3", endpoint_url=endpoint.endpoint_url)
+    try:
+        return s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise FileNotFoundError(uri) from None
+        raise
+
+
+def _verify(summary: dict[str, Any], table: str, version: int, run_id: str, adapter_location: str) -> None:
+    """The summary at the adapter location belongs to this run: same job, table and Delta version, completed."""
+    source = summary.get("source") or {}
+    found = (summary.get("status"), summary.get("training_job_name"), source.get("table"), source.get("delta_version"))
+    if found != ("completed", run_id, table, version):
+        raise dg.Failure(description=(
+            f"the summary under {adapter_location} does not match this run: expected a completed job {run_id} on "
+            f"{table} at version {version}, found status {found[0]}, job {found[1]}, {found[2]} at version {found[3]}"),
+            allow_retries=False)
+
+
+def _float(value: Any) -> dg.MetadataValue:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(float(value))
+
+
+def loss_table(metrics: dict[str, Any], max_rows: int = LOSS_TABLE_ROWS) -> str:
+    """The training loss by step (thinned to about max_rows) and the eval loss by epoch, as markdown tables."""
+    losses = metrics.get("loss_by_step") or []
+    stride = max(1, -(-len(losses) // max_rows))
+    shown = losses[::stride]
+    if losses and shown[-1] is not losses[-1]:
+        shown.append(losses[-1])
+    lines = ["| step | train loss |", "| ---: | ---: |", *(f"| {p['step']} | {p['loss']:.4f} |" for p in shown)]
+    evals = metrics.get("eval_loss_by_epoch") or []
+    if evals:
+        lines += ["", "| epoch | step | eval loss |", "| ---: | ---: | ---: |",
+                  *(f"| {e['epoch']:.2f} | {e['step']} | {e['eval_loss']:.4f} |" for e in evals)]
+    return "\n".join(lines)
