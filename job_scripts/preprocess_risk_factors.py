@@ -7,43 +7,206 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlparse
 
 LOG = logging.getLogger("governed_ft.preprocess")
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 PROPERTY_PREFIX = "governed_ft"
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+S3A_CREDENTIALS_PROVIDER = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+RENEW_WITHIN_S = 15 * 60
+CURATED_COMMENT = "Instruction records (risk factor -> heading) curated from SEC Risk Factors sections"
+_CATALOG_TYPE_NAMES = {"string": "STRING", "int": "INT", "bigint": "LONG", "smallint": "SHORT", "tinyint": "BYTE",
+                       "boolean": "BOOLEAN", "double": "DOUBLE", "float": "FLOAT", "date": "DATE",
+                       "timestamp": "TIMESTAMP", "binary": "BINARY"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of the job."""
+    from governed_ft_dagster.catalog.connect import add_arguments
+
     parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
     parser.add_argument("--source-table", required=True, help="catalog name of the raw table (catalog.schema.table)")
     parser.add_argument("--target-table", required=True, help="catalog name of the curated table")
     parser.add_argument("--tokenizer-dir", required=True, help="directory of the base model's tokenizer")
     parser.add_argument("--run-id", required=True, help="orchestrator run id, recorded on every row")
-    parser.add_argument("--catalog-url", default=None, help="catalog endpoint used by resolve_tables")
-    parser.add_argument("--source-location", default=None, help="storage location of the raw Delta table")
-    parser.add_argument("--source-version", type=int, default=None, help="Delta version to read; latest if omitted")
     parser.add_argument("--target-location", default=None, help="storage location of the curated Delta table")
+    parser.add_argument("--source-location", default=None, help="raw Delta table location (without a catalog only)")
+    parser.add_argument("--source-version", type=int, default=None, help="Delta version to read; latest if omitted")
     parser.add_argument("--rejects-location", default=None, help="optional Delta location for rejected rows")
+    parser.add_argument("--grant-select-to", action="append", default=[], metavar="PRINCIPAL",
+                        help="catalog principal granted SELECT on the curated table (repeatable)")
+    parser.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint for S3A (tests only)")
+    parser.add_argument("--storage-region", default=None, help="region of the governed bucket")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
-def resolve_tables(args: argparse.Namespace) -> tuple[str, int | None, str]:
-    """(source location, source version, target location): the hook where the catalog wiring goes."""
-    # To be replaced by the catalog step: authenticate as the preprocess principal, resolve both tables through the
-    # catalog, vend temporary credentials and configure S3A with them. For now the locations come as arguments.
+class Locations:
+    """Tables given as storage locations, without a catalog (tests and ad-hoc runs on local paths)."""
+
+    detach_before_write = False
+
+    def __init__(self, source: str, source_version: int | None, target: str):
+        self.source, self.source_version, self.target = source, source_version, target
+
+    def before_read(self, spark) -> None:
+        pass
+
+    def before_write(self, spark, location: str) -> None:
+        pass
+
+    def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
+        return {}
+
+
+class CatalogTables:
+    """Both tables resolved through the catalog as the job's principal; storage only with vended credentials."""
+
+    def __init__(self, client, args: argparse.Namespace):
+        from governed_ft_dagster.catalog.base import CatalogError
+
+        self.client = client
+        self.source_table, self.target_table = args.source_table, args.target_table
+        self.source_version = args.source_version
+        self.endpoint_url, self.region = args.s3_endpoint_url, args.storage_region
+        self.grantees = list(args.grant_select_to or [])
+        self.source = client.get_table(self.source_table).storage_location
+        self._source_creds = client.temporary_table_credentials(self.source_table, "READ")
+        self.target_exists = client.table_exists(self.target_table)
+        if self.target_exists:
+            self.target = client.get_table(self.target_table).storage_location
+            if args.target_location and self.target.rstrip("/") != args.target_location.rstrip("/"):
+                raise CatalogError(f"table {self.target_table} is registered at {self.target}, not at "
+                                   f"{args.target_location}; drop the old registration or pass its location")
+        elif args.target_location:
+            self.target = args.target_location
+        else:
+            raise CatalogError(f"table {self.target_table} is not registered yet; pass --target-location to create it")
+        self._target_creds = self._vend_target()
+        self._path_creds: dict[str, Any] = {}
+
+    @property
+    def detach_before_write(self) -> bool:
+        """Whether reads and writes use different credentials, so the written data must not depend on the source."""
+        return not (self._source_creds.is_local and self._target_creds.is_local)
+
+    @property
+    def vended(self) -> list:
+        return [self._source_creds, self._target_creds, *self._path_creds.values()]
+
+    def _vend_target(self):
+        if self.target_exists:
+            return self.client.temporary_table_credentials(self.target_table, "READ_WRITE")
+        return self.client.temporary_path_credentials(self.target, "PATH_CREATE_TABLE")
+
+    def before_read(self, spark) -> None:
+        self._source_creds = _fresh(self._source_creds,
+                                    lambda: self.client.temporary_table_credentials(self.source_table, "READ"))
+        configure_s3a(spark, self._source_creds, self.endpoint_url, self.region)
+
+    def before_write(self, spark, location: str) -> None:
+        if location == self.target:
+            self._target_creds = creds = _fresh(self._target_creds, self._vend_target)
+        else:
+            creds = self._path_creds.get(location)
+            if creds is None or creds.expires_within(RENEW_WITHIN_S):
+                creds = self._path_creds[location] = self.client.temporary_path_credentials(location, "PATH_READ_WRITE")
+        configure_s3a(spark, creds, self.endpoint_url, self.region)
+
+    def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
+        """Register the table when it is new (this principal becomes its owner) and grant SELECT to the readers."""
+        from governed_ft_dagster.catalog.base import Privilege
+
+        if not self.target_exists:
+            self.client.register_external_table(
+                self.target_table, self.target, columns, comment=CURATED_COMMENT,
+                properties={f"{PROPERTY_PREFIX}.source_table": self.source_table,
+                            f"{PROPERTY_PREFIX}.source_version": str(source_version)})
+        granted = []
+        for grantee in self.grantees:
+            if Privilege.SELECT not in self.client.effective_privileges("table", self.target_table, grantee):
+                self.client.update_grants("table", self.target_table, grantee, add=[Privilege.SELECT])
+                granted.append(f"SELECT on {self.target_table} to {grantee}")
+        return {"table_registered": not self.target_exists, "grants": granted}
+
+
+def _fresh(creds, vend: Callable[[], Any]):
+    return vend() if creds.expires_within(RENEW_WITHIN_S) else creds
+
+
+def resolve_tables(args: argparse.Namespace) -> Locations | CatalogTables:
+    """Through the catalog as the job's principal when the catalog arguments are given, else the given locations."""
+    if args.catalog_kind or args.catalog_principal:
+        from governed_ft_dagster.catalog.connect import connect, from_args
+
+        return CatalogTables(connect(from_args(args)), args)
     missing = [flag for flag, value in (("--source-location", args.source_location),
                                         ("--target-location", args.target_location)) if not value]
     if missing:
-        raise SystemExit(f"resolve_tables: {' and '.join(missing)} required until the catalog hook is wired")
-    return args.source_location, args.source_version, args.target_location
+        raise SystemExit(f"resolve_tables: pass the catalog arguments (--catalog-kind, --catalog-url, "
+                         f"--catalog-principal, --catalog-name, ...) or {' and '.join(missing)}")
+    return Locations(args.source_location, args.source_version, args.target_location)
+
+
+def spark_path(location: str) -> str:
+    """The location as Spark must open it: s3:// through S3A (EMRFS would use the job role's own credentials)."""
+    return "s3a://" + location[len("s3://"):] if location.startswith("s3://") else location
+
+
+def s3a_settings(creds, endpoint_url: str | None = None, region: str | None = None) -> dict[str, str]:
+    """Hadoop settings that make S3A reach the credentials' bucket with exactly these vended credentials."""
+    from governed_ft_dagster.catalog.base import CatalogError
+
+    parsed = urlparse(creds.location)
+    if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
+        raise CatalogError(f"the job reads and writes S3 or local storage only, not {creds.location}")
+    if not creds.aws_access_key_id or not creds.aws_secret_access_key:
+        raise CatalogError(f"the catalog vended no AWS credentials for {creds.location} ({creds.operation})")
+    bucket = f"fs.s3a.bucket.{parsed.netloc}."
+    settings = {
+        # Only vended credentials, never the environment's or the instance role's; a fresh file system per use,
+        # so a later credential change for the same bucket takes effect.
+        "fs.s3a.aws.credentials.provider": S3A_CREDENTIALS_PROVIDER,
+        "fs.s3a.impl.disable.cache": "true",
+        bucket + "aws.credentials.provider": S3A_CREDENTIALS_PROVIDER,
+        bucket + "access.key": creds.aws_access_key_id,
+        bucket + "secret.key": creds.aws_secret_access_key,
+        bucket + "session.token": creds.aws_session_token or "",
+    }
+    if endpoint_url:
+        settings.update({bucket + "endpoint": endpoint_url, bucket + "path.style.access": "true",
+                         bucket + "connection.ssl.enabled": str(endpoint_url.startswith("https:")).lower()})
+    if region:
+        settings[bucket + "endpoint.region"] = region
+    return settings
+
+
+def configure_s3a(spark, creds, endpoint_url: str | None = None, region: str | None = None) -> None:
+    """Point S3A at the vended credentials of one location (nothing to do for local paths)."""
+    if creds.is_local:
+        return
+    conf = spark._jsc.hadoopConfiguration()
+    for key, value in s3a_settings(creds, endpoint_url, region).items():
+        conf.set(key, value)
+
+
+def catalog_columns(schema) -> list:
+    """A Spark schema as catalog column descriptions."""
+    from governed_ft_dagster.catalog.base import ColumnInfo
+
+    columns = []
+    for position, column in enumerate(schema.fields):
+        text = column.dataType.simpleString()
+        type_name = _CATALOG_TYPE_NAMES.get(text) or text.split("<", 1)[0].split("(", 1)[0].upper()
+        columns.append(ColumnInfo(column.name, type_name, text, position, column.nullable))
+    return columns
 
 
 def _quote_path(location: str) -> str:
@@ -69,18 +232,25 @@ def write_delta(spark, df, location: str, properties: dict[str, str], view: str,
     return _latest_version(spark, location)
 
 
-def run(spark, args: argparse.Namespace) -> dict[str, Any]:
+def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | None = None) -> dict[str, Any]:
     """Read the raw table at a pinned version, curate it, write the curated table; return what to report."""
     from governed_ft_dagster.preprocess.spark import run_curation
     from governed_ft_dagster.preprocess.text import PREPROCESS_VERSION, TASK
 
     started = time.monotonic()
-    source_location, source_version, target_location = resolve_tables(args)
-    if source_version is None:
-        source_version = _latest_version(spark, source_location)
-    raw = spark.read.format("delta").option("versionAsOf", source_version).load(source_location)
+    tables = tables or resolve_tables(args)
+    tables.before_read(spark)
+    source = spark_path(tables.source)
+    source_version = tables.source_version if tables.source_version is not None else _latest_version(spark, source)
+    raw = spark.read.format("delta").option("versionAsOf", source_version).load(source)
     result = run_curation(raw, args.tokenizer_dir, source_version, args.run_id, args.max_tokens,
                           source_table=args.source_table, validation_fraction=args.validation_fraction, seed=args.seed)
+    curated, rejects = result.curated, result.rejects
+    if tables.detach_before_write:
+        # One bucket holds both tables and S3A keeps one credential per bucket: after the switch to the write
+        # credentials nothing may read the source again, so the results are cut loose from it first.
+        curated = curated.localCheckpoint()
+        rejects = rejects.localCheckpoint() if args.rejects_location else rejects
     properties = {
         f"{PROPERTY_PREFIX}.source_table": args.source_table,
         f"{PROPERTY_PREFIX}.source_version": str(source_version),
@@ -91,16 +261,19 @@ def run(spark, args: argparse.Namespace) -> dict[str, Any]:
     }
     spark.conf.set(USER_METADATA_CONF, f"{PROPERTY_PREFIX}.run_id={args.run_id}")
     try:
-        version = write_delta(spark, result.curated, target_location, properties, "governed_ft_curated")
+        tables.before_write(spark, tables.target)
+        version = write_delta(spark, curated, spark_path(tables.target), properties, "governed_ft_curated")
         rejects_version = None
         if args.rejects_location:
-            rejects_version = write_delta(spark, result.rejects, args.rejects_location, properties,
+            tables.before_write(spark, args.rejects_location)
+            rejects_version = write_delta(spark, rejects, spark_path(args.rejects_location), properties,
                                           "governed_ft_rejects", order_by="accession_number, ordinal, record_id")
     finally:
         spark.conf.unset(USER_METADATA_CONF)
+    catalog = tables.after_write(catalog_columns(result.curated.schema), source_version)
     return {**result.stats, "source_table": args.source_table, "target_table": args.target_table,
-            "source_version": source_version, "target_location": target_location, "delta_version": version,
-            "rejects_delta_version": rejects_version, "seconds": round(time.monotonic() - started, 2)}
+            "source_version": source_version, "target_location": tables.target, "delta_version": version,
+            "rejects_delta_version": rejects_version, **catalog, "seconds": round(time.monotonic() - started, 2)}
 
 
 def materialization_metadata(report: dict[str, Any]) -> dict[str, Any]:
@@ -131,21 +304,31 @@ def reporter() -> Iterator[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for spark-submit."""
+    """Entry point for spark-submit; a catalog refusal is one line on stderr and exit code 1."""
+    from governed_ft_dagster.catalog.base import CatalogError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     with reporter() as context:
         args = parse_args(argv)
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.builder.appName(f"governed-ft-preprocess-{args.run_id}").getOrCreate()
         try:
-            report = run(spark, args)
-            context.log.info(f"curated {report['rows_out']} records from {report['rows_in']} raw rows "
-                             f"into {args.target_table} version {report['delta_version']}")
-            context.report_asset_materialization(metadata=materialization_metadata(report),
-                                                 data_version=str(report["delta_version"]))
-        finally:
-            spark.stop()
+            tables = resolve_tables(args)
+            from pyspark.sql import SparkSession
+
+            spark = SparkSession.builder.appName(f"governed-ft-preprocess-{args.run_id}").getOrCreate()
+            try:
+                report = run(spark, args, tables)
+            finally:
+                spark.stop()
+        except CatalogError as exc:
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            print(line, file=sys.stderr, flush=True)
+            if not isinstance(context, _LogReporter):
+                context.log.error(line)
+            return 1
+        context.log.info(f"curated {report['rows_out']} records from {report['rows_in']} raw rows "
+                         f"into {args.target_table} version {report['delta_version']}")
+        context.report_asset_materialization(metadata=materialization_metadata(report),
+                                             data_version=str(report["delta_version"]))
     return 0
 
 

@@ -1,0 +1,109 @@
+"""curated_training_table: the Spark job turns the raw table into instruction records in the curated schema."""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
+from governed_ft_dagster.governance import CURATED_TABLE, GRANTS, RAW_TABLE
+from governed_ft_dagster.resources.base_model import BaseModelResource
+from governed_ft_dagster.resources.catalog import CatalogResource
+from governed_ft_dagster.resources.spark_jobs import SparkJobResource, SparkJobSpec, package_zip
+
+JOB_SCRIPT = Path(__file__).resolve().parents[2] / "job_scripts" / "preprocess_risk_factors.py"
+CURATED_PREFIX = "curated/tables/risk_factor_instructions"
+
+
+class CuratedTrainingTableConfig(dg.Config):
+    """Run parameters of the curation job."""
+
+    max_tokens: int = Field(default=1024, description="Token budget of one chat-templated record (the context length).")
+    validation_fraction: float = Field(default=0.1, description="Share of companies held out for validation.")
+    seed: int = Field(default=0, description="Seed of the company-level train/validation split.")
+
+
+@dg.asset(
+    deps=[dg.AssetDep(raw_risk_factors, partition_mapping=dg.AllPartitionMapping())],
+    group_name="preprocessing",
+    kinds={"spark", "delta", "unitycatalog"},
+    owners=["team:governed-ft"],
+    tags={"principal": Principal.PREPROCESS.value},
+)
+def curated_training_table(context: dg.AssetExecutionContext, config: CuratedTrainingTableConfig,
+                           catalog: CatalogResource, spark: SparkJobResource,
+                           base_model: BaseModelResource) -> dg.MaterializeResult:
+    """Instruction-style training records within the token budget, split by company, in the curated schema."""
+    with readable_failures():
+        return _materialize(context, config, catalog, spark, base_model)
+
+
+def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTableConfig, catalog: CatalogResource,
+                 spark: SparkJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+    source, target = catalog.table_name(RAW_TABLE), catalog.table_name(CURATED_TABLE)
+    preflight(catalog)
+    args = [
+        *catalog.job_access(Principal.PREPROCESS).as_args(),
+        "--source-table", source, "--target-table", target, "--target-location", catalog.location(CURATED_PREFIX),
+        "--tokenizer-dir", base_model.tokenizer_path(), "--run-id", context.run.run_id,
+        "--max-tokens", str(config.max_tokens), "--validation-fraction", str(config.validation_fraction),
+        "--seed", str(config.seed), "--storage-region", catalog.storage_region,
+    ]
+    for grantee in table_readers(catalog, CURATED_TABLE):
+        args += ["--grant-select-to", grantee]
+    if catalog.s3_endpoint_url:
+        args += ["--s3-endpoint-url", catalog.s3_endpoint_url]
+    with tempfile.TemporaryDirectory(prefix="governed-ft-py-files-") as tmp:
+        code = package_zip(["governed_ft_dagster"], Path(tmp))
+        job = spark.run(context, SparkJobSpec(script=str(JOB_SCRIPT), args=args, py_files=[str(code)],
+                                              name="preprocess_risk_factors"))
+    reported = job.materialize_result
+    if reported is None:
+        raise dg.Failure(description=(f"the Spark job {job.kind} {job.run_id} succeeded but reported no "
+                                      f"materialization through Pipes; see its log: {job.properties}"))
+    metadata = dict(reported.metadata)
+    for name in ("delta_version", "source_version"):
+        if name not in reported.metadata:
+            raise dg.Failure(description=f"the Spark job {job.run_id} did not report {name}")
+    delta_version = int(_value(reported.metadata["delta_version"]))
+    metadata.update({
+        "catalog_table": dg.MetadataValue.text(target),
+        "delta_version": dg.MetadataValue.int(delta_version),
+        "source_table": dg.MetadataValue.text(source),
+        "source_version": dg.MetadataValue.int(int(_value(reported.metadata["source_version"]))),
+        "job_run_kind": dg.MetadataValue.text(job.kind),
+        "job_run_id": dg.MetadataValue.text(job.run_id),
+        "job_properties": dg.MetadataValue.json(dict(job.properties)),
+    })
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(delta_version)))
+
+
+def preflight(catalog: CatalogResource) -> None:
+    """The preprocess principal's privileges, checked before any job starts."""
+    raw_schema, curated_schema = catalog.table_name("raw"), catalog.table_name("curated")
+    raw_table = catalog.table_name(RAW_TABLE)
+    catalog.preflight(Principal.PREPROCESS, [
+        ("catalog", catalog.catalog, Privilege.USE_CATALOG),
+        ("schema", raw_schema, Privilege.USE_SCHEMA),
+    ])
+    if not catalog.client(Principal.PREPROCESS).table_exists(raw_table):
+        raise CatalogError(f"table {raw_table} is not registered in the catalog; materialize raw_risk_factors first")
+    catalog.preflight(Principal.PREPROCESS, [
+        ("table", raw_table, Privilege.SELECT),
+        ("schema", curated_schema, Privilege.USE_SCHEMA),
+        ("schema", curated_schema, Privilege.CREATE_TABLE),
+        ("schema", curated_schema, Privilege.MODIFY),
+    ])
+
+
+def table_readers(catalog: CatalogResource, relative_table: str) -> list[str]:
+    """Catalog names of the principals the design grants SELECT on the table."""
+    return [catalog.principal_name(g.principal) for g in GRANTS
+            if g.securable_type == "table" and g.name == relative_table and g.privilege == Privilege.SELECT]
+
+
+def _value(entry):
+    return entry.value if isinstance(entry, dg.MetadataValue) else entry
