@@ -2,16 +2,19 @@
 
 import dagster as dg
 
+from governed_ft_dagster.assets.curated import curated_training_table
+from governed_ft_dagster.assets.model import uc_model_version
 from governed_ft_dagster.assets.raw import raw_risk_factors
-from governed_ft_dagster.checks import raw_accessions_unique, raw_extracted_share, raw_text_lengths
+from governed_ft_dagster.assets.training import finetuned_lora_model
+from governed_ft_dagster.checks import all_checks
 from governed_ft_dagster.resources import build_resources
 from governed_ft_dagster.schedules import edgar_refresh_schedule
 from governed_ft_dagster.sensors import new_filings_sensor, raw_refresh_job
 from governed_ft_dagster.settings import load_settings
 
 defs = dg.Definitions(
-    assets=[raw_risk_factors],
-    asset_checks=[raw_accessions_unique, raw_extracted_share, raw_text_lengths],
+    assets=[raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version],
+    asset_checks=all_checks,
     jobs=[raw_refresh_job],
     schedules=[edgar_refresh_schedule],
     sensors=[new_filings_sensor],

@@ -7,6 +7,13 @@ import dagster as dg
 from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
 from governed_ft_dagster.resources.edgar import EdgarResource
+from governed_ft_dagster.resources.registry import (
+    DatabricksLineageResource,
+    DatabricksRegistryResource,
+    LocalRegistryResource,
+    OpenLineageFileLineageResource,
+    openlineage_path,
+)
 from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
 from governed_ft_dagster.resources.training_jobs import LocalTrainingResource, SageMakerTrainingResource
 from governed_ft_dagster.settings import Settings
@@ -32,6 +39,8 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "base_model": BaseModelResource(model_ref=str(settings.home / "models" / "tiny-ministral3"),
                                         build_tiny_if_missing=True,
                                         tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives")),
+        "registry": LocalRegistryResource(url=settings.uc_url, home=str(settings.home)),
+        "lineage": OpenLineageFileLineageResource(path=str(openlineage_path(settings.home))),
     }
 
 
@@ -65,6 +74,8 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
         ),
         "base_model": BaseModelResource(tokenizer_dir=dg.EnvVar("GOVERNED_FT_TOKENIZER_DIR")),
+        "registry": DatabricksRegistryResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region),
+        "lineage": DatabricksLineageResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region),
     }
 
 

@@ -1,0 +1,225 @@
+"""`governed-ft lineage`: read a model version's lineage records back and print its upstream chain."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Iterable, Mapping
+
+import click
+
+from governed_ft_dagster.catalog.base import CatalogError
+from governed_ft_dagster.lineage import (
+    Endpoint,
+    ExternalMetadata,
+    LineageError,
+    LineageGraph,
+    Relationship,
+    SYSTEM_TYPE,
+    upstream_chain,
+)
+from governed_ft_dagster.settings import Settings, SettingsError, load_settings
+from governed_ft_dagster.stack.errors import StackError
+
+_KIND_BY_DATASET_TYPE = {"TABLE": "table", "MODEL": "model_version"}
+
+
+def graph_from_openlineage(events: Iterable[Mapping[str, Any]]) -> LineageGraph:
+    """The lineage records written as OpenLineage run events, with the versions read and written."""
+    metadata: dict[str, ExternalMetadata] = {}
+    relationships: dict[str, Relationship] = {}
+    for event in events:
+        tags = {t["key"]: t["value"] for t in event.get("run", {}).get("facets", {}).get("tags", {}).get("tags", [])}
+        name = tags.pop("external_metadata_name", None)
+        if not name:
+            continue
+        asset_key = tags.get("asset_key") or event["job"]["name"]
+        kind, run_id = tags.get("job_kind", ""), tags.get("run_id", "")
+        description = f"{kind} {run_id} materializing asset {asset_key}"
+        metadata[name] = ExternalMetadata(name, SYSTEM_TYPE, kind, run_id, asset_key, description,
+                                          dict(sorted(tags.items())))
+        job = Endpoint("external_metadata", name, asset_key=asset_key)
+        for dataset in event.get("inputs", []):
+            source = _dataset_endpoint(dataset)
+            props = {"job_asset_key": asset_key, "direction": "input",
+                     _version_property(source, "read"): source.version}
+            _keep(relationships, Relationship(source, job, _strings(props)))
+        for dataset in event.get("outputs", []):
+            target = _dataset_endpoint(dataset)
+            props = {"job_asset_key": asset_key, "direction": "output",
+                     _version_property(target, "written"): target.version}
+            _keep(relationships, Relationship(job, target, _strings(props)))
+    return LineageGraph(sorted(metadata.values(), key=lambda m: m.name),
+                        sorted(relationships.values(), key=lambda r: r.key))
+
+
+def _dataset_endpoint(dataset: Mapping[str, Any]) -> Endpoint:
+    facets = dataset.get("facets", {})
+    kind = _KIND_BY_DATASET_TYPE.get(facets.get("datasetType", {}).get("datasetType", "TABLE"), "table")
+    return Endpoint(kind, dataset["name"], facets.get("version", {}).get("datasetVersion"))  # type: ignore[arg-type]
+
+
+def _version_property(endpoint: Endpoint, verb: str) -> str:
+    return f"delta_version_{verb}" if endpoint.kind == "table" else "model_version"
+
+
+def _strings(props: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in sorted(props.items()) if v is not None}
+
+
+def _keep(relationships: dict[str, Relationship], relationship: Relationship) -> None:
+    relationships.setdefault(relationship.key, relationship)
+
+
+def latest_openlineage_version(events: Iterable[Mapping[str, Any]], model_full_name: str) -> str | None:
+    """The highest version of the model among the events' outputs."""
+    versions = [
+        dataset.get("facets", {}).get("version", {}).get("datasetVersion")
+        for event in events for dataset in event.get("outputs", [])
+        if dataset.get("name", "").lower() == model_full_name.lower()
+        and dataset.get("facets", {}).get("datasetType", {}).get("datasetType") == "MODEL"
+    ]
+    return _highest(v for v in versions if v)
+
+
+def graph_from_databricks(workspace: Any, model_full_name: str, version: str) -> LineageGraph:
+    """Walk Unity Catalog's external lineage upstream from the model version, following the table versions read."""
+    from databricks.sdk.errors import NotFound
+    from databricks.sdk.service import catalog as uc
+
+    from governed_ft_dagster.lineage_sinks import lineage_object
+
+    metadata: dict[str, ExternalMetadata] = {}
+    relationships: dict[str, Relationship] = {}
+    frontier = [Endpoint("model_version", model_full_name, str(version))]
+    seen: set[str] = set()
+    while frontier:
+        endpoint = frontier.pop(0)
+        if endpoint.ref in seen:
+            continue
+        seen.add(endpoint.ref)
+        if endpoint.kind == "external_metadata":
+            try:
+                stored = workspace.external_metadata.get_external_metadata(endpoint.name)
+            except NotFound:
+                stored = None
+            if stored is not None:
+                props = dict(stored.properties or {})
+                metadata[endpoint.name] = ExternalMetadata(
+                    endpoint.name, stored.system_type.value if stored.system_type else SYSTEM_TYPE,
+                    stored.entity_type or "", props.get("run_id", ""), props.get("asset_key", ""),
+                    stored.description or "", dict(sorted(props.items())))
+        listed = workspace.external_lineage.list_external_lineage_relationships(
+            object_info=lineage_object(endpoint), lineage_direction=uc.LineageDirection.UPSTREAM)
+        for info in listed:
+            edge = info.external_lineage_info
+            if edge is None or edge.source is None or edge.target is None:
+                continue
+            props = dict(edge.properties or {})
+            source = _stored_endpoint(edge.source, props, "source")
+            target = _stored_endpoint(edge.target, props, "target")
+            if endpoint.kind == "table" and endpoint.version is not None and target.version != endpoint.version:
+                continue  # a run that wrote another version of the table than the one read
+            _keep(relationships, Relationship(source, target, dict(sorted(props.items()))))
+            frontier.append(source)
+    return LineageGraph(sorted(metadata.values(), key=lambda m: m.name),
+                        sorted(relationships.values(), key=lambda r: r.key))
+
+
+def _stored_endpoint(obj: Any, props: Mapping[str, str], side: str) -> Endpoint:
+    """An endpoint of a stored relationship; the Delta version comes from the relationship's properties."""
+    job_key = props.get("job_asset_key")
+    if obj.external_metadata is not None:
+        return Endpoint("external_metadata", obj.external_metadata.name, asset_key=job_key)
+    own_key = props.get(f"{side}_asset_key")
+    if obj.model_version is not None:
+        return Endpoint("model_version", obj.model_version.name, str(obj.model_version.version), asset_key=own_key)
+    if obj.table is not None:
+        version = props.get("delta_version_read" if side == "source" else "delta_version_written")
+        return Endpoint("table", obj.table.name, version, asset_key=own_key)
+    raise LineageError(f"a stored lineage relationship has an object this tool does not read: {obj}")
+
+
+def latest_databricks_version(workspace: Any, model_full_name: str) -> str | None:
+    """The highest version of the registered model in Unity Catalog."""
+    return _highest(str(v.version) for v in workspace.model_versions.list(model_full_name) if v.version is not None)
+
+
+def _highest(versions: Iterable[str]) -> str | None:
+    numbers = [int(v) for v in versions if str(v).isdigit()]
+    return str(max(numbers)) if numbers else None
+
+
+def read_lineage(settings: Settings, model_full_name: str, version: str | None,
+                 environ: Mapping[str, str] | None = None) -> tuple[LineageGraph, str]:
+    """The deployment's lineage records around the model version (the latest one when version is None)."""
+    env = os.environ if environ is None else environ
+    if settings.deployment == "local":
+        from governed_ft_dagster.lineage_facts import openlineage_path
+        from governed_ft_dagster.lineage_sinks import read_events
+
+        path = openlineage_path(settings.home)
+        events = read_events(path)
+        version = version or latest_openlineage_version(events, model_full_name)
+        if version is None:
+            raise LineageError(f"no lineage recorded for model {model_full_name} in {path}; "
+                               "materialize uc_model_version first")
+        return graph_from_openlineage(events), version
+    from governed_ft_dagster.resources.registry import DatabricksLineageResource, databricks_lineage_errors
+
+    missing = [key for key in ("DATABRICKS_HOST", "AWS_REGION") if not env.get(key)]
+    if missing:
+        raise SettingsError(f"set {' and '.join(missing)} to read lineage from the Databricks workspace")
+    resource = DatabricksLineageResource(host=env["DATABRICKS_HOST"], region=env["AWS_REGION"],
+                                         secret_id=env.get("GOVERNED_FT_REGISTRAR_SECRET_ID", "governed-ft/registrar"))
+    with databricks_lineage_errors(resource.host):
+        workspace = resource.workspace_client()
+        version = version or latest_databricks_version(workspace, model_full_name)
+        if version is None:
+            raise LineageError(f"model {model_full_name} has no versions in Unity Catalog at {resource.host}")
+        return graph_from_databricks(workspace, model_full_name, version), version
+
+
+def _clean_errors(func):
+    """Project errors as one line on stderr with exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            from governed_ft_dagster.lineage_sinks import LineageSinkError
+
+            if not isinstance(exc, (LineageError, LineageSinkError, CatalogError, SettingsError, StackError)):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.command("lineage")
+@click.argument("model_full_name")
+@click.option("--version", "version", default=None, help="Model version (default: the latest one with lineage).")
+@click.option("--json", "as_json", is_flag=True, help="Print the upstream chain as JSON.")
+@_clean_errors
+def lineage(model_full_name: str, version: str | None, as_json: bool) -> None:
+    """Upstream chain of a model version: training run, tables and Delta versions read, preprocessing run."""
+    settings = load_settings()
+    if model_full_name.count(".") == 1:
+        model_full_name = f"{settings.catalog_name}.{model_full_name}"
+    graph, version = read_lineage(settings, model_full_name, version)
+    chain = upstream_chain(graph, model_full_name, version)
+    if as_json:
+        click.echo(json.dumps(chain, indent=2, sort_keys=True))
+        return
+    for entry in chain["chain"]:
+        indent = "  " * entry["depth"]
+        if entry["type"] == "job_run":
+            click.echo(f"{indent}{entry.get('kind', 'job run')} {entry.get('run_id', entry['name'])}")
+        elif entry["type"] == "table":
+            click.echo(f"{indent}table {entry['full_name']} at Delta version {entry['version_read']}")
+        else:
+            click.echo(f"{indent}model {entry['full_name']} version {entry['version']}")

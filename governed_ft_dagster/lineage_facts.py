@@ -1,0 +1,128 @@
+"""Lineage nodes from an asset graph description and the metadata of each asset's latest materialization (no Dagster).
+
+The facts of one asset are its materialization metadata as plain values, read through these keys:
+
+- `catalog_table` + `delta_version`: the table the asset wrote, at the Delta version written;
+- `model_name` + `model_version`: the model version the asset registered;
+- `job_run_kind` + `job_run_id` (+ `job_properties`, a mapping or its JSON): the external job that ran;
+- `source_table` + `source_version`, and/or `sources_read` (table → Delta version): what that job read.
+
+Anything else is ignored, so an asset added to the graph extends lineage as soon as it writes these keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from governed_ft_dagster.lineage import AssetNode, CatalogObject, JobRun, LineageError
+
+CATALOG_TABLE = "catalog_table"
+DELTA_VERSION = "delta_version"
+MODEL_NAME = "model_name"
+MODEL_VERSION = "model_version"
+JOB_RUN_KIND = "job_run_kind"
+JOB_RUN_ID = "job_run_id"
+JOB_PROPERTIES = "job_properties"
+SOURCE_TABLE = "source_table"
+SOURCE_VERSION = "source_version"
+SOURCES_READ = "sources_read"
+OPENLINEAGE_FILE = Path("lineage") / "openlineage.jsonl"
+
+
+def openlineage_path(home: Path) -> Path:
+    """The local deployment's OpenLineage file under the state folder."""
+    return Path(home) / OPENLINEAGE_FILE
+
+
+def lineage_nodes_from_graph(
+    asset_graph_description: Mapping[str, Iterable[str]], facts: Mapping[str, Mapping[str, Any]]
+) -> list[AssetNode]:
+    """One AssetNode per asset (dependencies outside the description become nodes without facts), in key order."""
+    deps = {key: tuple(sorted(set(parents))) for key, parents in asset_graph_description.items()}
+    for parents in list(deps.values()):
+        for parent in parents:
+            deps.setdefault(parent, ())
+    nodes = []
+    for key in sorted(deps):
+        asset_facts = facts.get(key) or {}
+        nodes.append(AssetNode(key, deps[key], catalog_object(key, asset_facts), job_run(key, asset_facts),
+                               inputs_read(key, asset_facts)))
+    return nodes
+
+
+def catalog_object(key: str, facts: Mapping[str, Any]) -> CatalogObject | None:
+    """The table or model version the asset wrote, if its facts name one."""
+    if facts.get(CATALOG_TABLE):
+        version = _version(key, DELTA_VERSION, facts.get(DELTA_VERSION))
+        if isinstance(version, int) and version < 0:
+            version = None  # the raw asset reports -1 when a run wrote nothing
+        return CatalogObject("table", str(facts[CATALOG_TABLE]), version)
+    if facts.get(MODEL_NAME) and facts.get(MODEL_VERSION) not in (None, ""):
+        return CatalogObject("model_version", str(facts[MODEL_NAME]), str(facts[MODEL_VERSION]))
+    return None
+
+
+def job_run(key: str, facts: Mapping[str, Any]) -> JobRun | None:
+    """The external job run of the asset, if its facts name one."""
+    kind, run_id = facts.get(JOB_RUN_KIND), facts.get(JOB_RUN_ID)
+    if not kind and not run_id:
+        return None
+    if not kind or not run_id:
+        raise LineageError(f"asset {key!r} reports a job run without both {JOB_RUN_KIND!r} and {JOB_RUN_ID!r}")
+    return JobRun(str(kind), str(run_id), _mapping(key, JOB_PROPERTIES, facts.get(JOB_PROPERTIES)))
+
+
+def inputs_read(key: str, facts: Mapping[str, Any]) -> dict[str, int | str]:
+    """Table full name → Delta version the asset's job read."""
+    read: dict[str, int | str] = {}
+    for table, version in _mapping(key, SOURCES_READ, facts.get(SOURCES_READ)).items():
+        read[str(table)] = _version(key, SOURCES_READ, version)
+    if facts.get(SOURCE_TABLE):
+        read[str(facts[SOURCE_TABLE])] = _version(key, SOURCE_VERSION, facts.get(SOURCE_VERSION))
+    return {table: version for table, version in read.items() if version is not None}
+
+
+def _mapping(key: str, name: str, value: Any) -> dict[str, Any]:
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise LineageError(f"asset {key!r} reports {name!r} that is not JSON: {value[:80]!r}") from None
+    if not isinstance(value, Mapping):
+        raise LineageError(f"asset {key!r} reports {name!r} as {type(value).__name__}, not a mapping")
+    return dict(value)
+
+
+def _version(key: str, name: str, value: Any) -> int | str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise LineageError(f"asset {key!r} reports {name!r} as a boolean, not a version")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+__all__ = [
+    "CATALOG_TABLE",
+    "DELTA_VERSION",
+    "JOB_PROPERTIES",
+    "JOB_RUN_ID",
+    "JOB_RUN_KIND",
+    "MODEL_NAME",
+    "MODEL_VERSION",
+    "OPENLINEAGE_FILE",
+    "SOURCES_READ",
+    "SOURCE_TABLE",
+    "SOURCE_VERSION",
+    "catalog_object",
+    "inputs_read",
+    "job_run",
+    "lineage_nodes_from_graph",
+    "openlineage_path",
+]

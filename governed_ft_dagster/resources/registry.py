@@ -1,0 +1,205 @@
+"""Model registry and lineage resources: one interface each, a local and a Databricks implementation."""
+
+import abc
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+
+import dagster as dg
+from pydantic import Field
+
+from governed_ft_dagster.catalog.base import CatalogError, Principal
+from governed_ft_dagster.lineage import LineageGraph
+from governed_ft_dagster.lineage_facts import OPENLINEAGE_FILE, openlineage_path
+
+if TYPE_CHECKING:
+    from governed_ft_dagster.registry import RegisteredVersion
+
+REGISTRAR_SECRET_ID = "governed-ft/registrar"
+
+
+class RegistryResource(dg.ConfigurableResource, abc.ABC):
+    """Registers adapters as Unity Catalog model versions through MLflow, acting as the registrar."""
+
+    experiment: str = Field(default="governed-ft", description="MLflow experiment of the registration runs.")
+
+    @property
+    @abc.abstractmethod
+    def registry_uri(self) -> str:
+        """MLflow registry URI."""
+
+    @abc.abstractmethod
+    def tracking(self) -> tuple[str, Optional[str]]:
+        """MLflow tracking URI and the experiment's artifact location (None: the store's default)."""
+
+    @abc.abstractmethod
+    def credentials(self) -> contextlib.AbstractContextManager:
+        """The registrar's registry credentials in the environment, for the block only."""
+
+    def register(self, *, model_full_name: str, adapter_dir: Path, base_model_ref: str, description: str,
+                 tags: Mapping[str, str], hyperparameters: Optional[Mapping[str, Any]] = None) -> "RegisteredVersion":
+        """Register the adapter as a new version, or return the version that already holds identical files."""
+        from governed_ft_dagster.registry import register_adapter
+
+        tracking_uri, artifact_location = self.tracking()
+        with self.credentials():
+            return register_adapter(
+                registry_uri=self.registry_uri, tracking_uri=tracking_uri, artifact_location=artifact_location,
+                model_full_name=model_full_name, adapter_dir=Path(adapter_dir), base_model_ref=base_model_ref,
+                description=description, tags=tags, experiment=self.experiment, hyperparameters=hyperparameters,
+            )
+
+
+class LocalRegistryResource(RegistryResource):
+    """MLflow's `uc:` registry on the local open-source catalog, with the local sqlite tracking store."""
+
+    url: str = Field(description="Base URL of the local catalog server.")
+    home: str = Field(description="State folder with the registrar's token and the MLflow store.")
+
+    @property
+    def registry_uri(self) -> str:
+        return f"uc:{self.url.rstrip('/')}"
+
+    def tracking(self) -> tuple[str, Optional[str]]:
+        mlflow_dir = Path(self.home) / "mlflow"
+        (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{mlflow_dir / 'mlflow.db'}", (mlflow_dir / "artifacts").as_uri()
+
+    @contextlib.contextmanager
+    def credentials(self) -> Iterator[None]:
+        from governed_ft_dagster.registry import registry_env_for_oss
+        from governed_ft_dagster.stack.bootstrap import read_token
+
+        with registry_env_for_oss(self.url, read_token(Path(self.home), Principal.REGISTRAR)):
+            yield
+
+
+class DatabricksRegistryResource(RegistryResource):
+    """MLflow's `databricks-uc` registry, signed in with the registrar's OAuth client from Secrets Manager."""
+
+    host: str = Field(description="Workspace URL, e.g. https://dbc-1234.cloud.databricks.com.")
+    region: str = Field(description="AWS region of the registrar's secret.")
+    secret_id: str = Field(default=REGISTRAR_SECRET_ID, description="Secrets Manager id of the registrar's client.")
+    tracking_uri: str = Field(default="databricks", description="MLflow tracking URI of the registration runs.")
+    artifact_location: Optional[str] = Field(default=None, description="Artifact location of a new experiment.")
+    aws_endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for Secrets Manager (tests only).")
+    experiment: str = Field(default="/Shared/governed-ft", description="MLflow experiment of the registration runs.")
+
+    @property
+    def registry_uri(self) -> str:
+        return "databricks-uc"
+
+    def tracking(self) -> tuple[str, Optional[str]]:
+        return self.tracking_uri, self.artifact_location
+
+    @contextlib.contextmanager
+    def credentials(self) -> Iterator[None]:
+        from governed_ft_dagster.catalog.databricks import secret_from_aws
+        from governed_ft_dagster.registry import registry_env_for_databricks
+
+        client_id, client_secret = secret_from_aws(self.secret_id, self.region, self.aws_endpoint_url)
+        with registry_env_for_databricks(self.host, client_id, client_secret):
+            yield
+
+
+def push_counts(result: Any) -> dict[str, int]:
+    """Created, updated and unchanged record counts of a sink's PushResult."""
+    return {"created": len(result.created), "updated": len(result.updated), "unchanged": len(result.unchanged)}
+
+
+class LineageResource(dg.ConfigurableResource, abc.ABC):
+    """Pushes lineage records derived from the asset graph; a re-push updates, never duplicates."""
+
+    @abc.abstractmethod
+    def push(self, graph: LineageGraph) -> dict[str, int]:
+        """Write the records; counts of created, updated and unchanged ones."""
+
+    @abc.abstractmethod
+    def where(self, model_full_name: str, version: str) -> str:
+        """Where a person sees the lineage of a model version."""
+
+
+class OpenLineageFileLineageResource(LineageResource):
+    """OpenLineage run events in a JSON-lines file of the state folder (the open-source catalog has no lineage API)."""
+
+    path: str = Field(description="The OpenLineage JSON-lines file.")
+    catalog_host: str = Field(default="local", description="Host in the datasets' uc://host namespace.")
+
+    def push(self, graph: LineageGraph) -> dict[str, int]:
+        from governed_ft_dagster.lineage_sinks import OpenLineageFileSink
+
+        return push_counts(OpenLineageFileSink(Path(self.path), catalog_host=self.catalog_host).push(graph))
+
+    def where(self, model_full_name: str, version: str) -> str:
+        return str(Path(self.path).resolve())
+
+
+class DatabricksLineageResource(LineageResource):
+    """Unity Catalog External Metadata and External Lineage, written as the registrar principal."""
+
+    host: str = Field(description="Workspace URL, e.g. https://dbc-1234.cloud.databricks.com.")
+    region: str = Field(description="AWS region of the registrar's secret.")
+    secret_id: str = Field(default=REGISTRAR_SECRET_ID, description="Secrets Manager id of the registrar's client.")
+    aws_endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for Secrets Manager (tests only).")
+    timeout_s: float = Field(default=30, description="Seconds per HTTP request to the workspace.")
+
+    def workspace_client(self) -> Any:
+        """A WorkspaceClient signed in as the registrar, after a fast reachability check."""
+        from governed_ft_dagster.catalog.databricks import DatabricksCatalogClient
+
+        client = DatabricksCatalogClient.from_aws_secret(
+            self.host, Principal.REGISTRAR.value, self.secret_id, self.region, catalog="",
+            endpoint_url=self.aws_endpoint_url, timeout_s=self.timeout_s,
+        )
+        return client._ws()  # the catalog client's fail-fast OAuth M2M set-up, with its secret redaction
+
+    def push(self, graph: LineageGraph) -> dict[str, int]:
+        from governed_ft_dagster.lineage_sinks import DatabricksLineageSink
+
+        with databricks_lineage_errors(self.host):
+            return push_counts(DatabricksLineageSink(self.workspace_client()).push(graph))
+
+    def where(self, model_full_name: str, version: str) -> str:
+        catalog, schema, name = model_full_name.split(".")
+        return f"{self.host.rstrip('/')}/explore/data/models/{catalog}/{schema}/{name}/version/{version}"
+
+
+@contextlib.contextmanager
+def databricks_lineage_errors(host: str) -> Iterator[None]:
+    """SDK and transport failures of the lineage APIs as one-sentence CatalogErrors."""
+    import requests
+    from databricks.sdk.errors import DatabricksError, PermissionDenied
+
+    try:
+        yield
+    except CatalogError:
+        raise
+    except PermissionDenied as exc:
+        raise CatalogError(
+            f"principal '{Principal.REGISTRAR.value}' may not write lineage at {host} ({_first_line(exc)}); "
+            "grant it the metastore's external-metadata and lineage write privileges"
+        ) from None
+    except DatabricksError as exc:
+        raise CatalogError(f"the lineage API at {host} failed: {exc.error_code or type(exc).__name__}: "
+                           f"{_first_line(exc)}") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise CatalogError(f"the lineage API at {host} is unreachable ({type(exc).__name__}); retry when the "
+                           "workspace answers") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split(" Config: ")[0].splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+__all__ = [
+    "DatabricksLineageResource",
+    "DatabricksRegistryResource",
+    "LineageResource",
+    "LocalRegistryResource",
+    "OPENLINEAGE_FILE",
+    "OpenLineageFileLineageResource",
+    "RegistryResource",
+    "databricks_lineage_errors",
+    "openlineage_path",
+    "push_counts",
+]
