@@ -29,6 +29,13 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port pair")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _mlflow_outside_the_repository(tmp_path_factory):
+    """MLflow's default store is ./mlflow.db; a test that forgets its own URI writes to a temporary one instead."""
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow-default') / 'mlflow.db'}"
+
+
 @pytest.fixture
 def stack_env(tmp_path, monkeypatch) -> dict[str, str]:
     """Environment for a local stack under a temporary state folder."""

@@ -167,7 +167,7 @@ def test_registers_a_version_with_lineage_tags_then_finds_it_again(world, adapte
 
     fake.clear_requests()
     with registry_env_for_databricks(fake.url, application_id(Principal.REGISTRAR), secret), \
-            scoped_env({"MLFLOW_REGISTRY_URI": "databricks-uc"}):
+            scoped_env({"MLFLOW_REGISTRY_URI": "databricks-uc", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}):
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1", dst_path=str(tmp_path))
     assert uc_calls(fake) == [
         "GET /registered-models:is-databricks-sdk-models-artifact-repository-enabled",
