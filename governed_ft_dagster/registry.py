@@ -141,10 +141,13 @@ def _message(message: Any) -> dict[str, str]:
     return {"role": str(message["role"]), "content": str(message["content"])}
 
 
+RUN_RECORDS = frozenset({"training_summary.json"})
+
+
 def artifact_sha256(adapter_dir: Path) -> str:
-    """Content hash of the adapter files: relative paths and bytes, in path order."""
+    """Content hash of the adapter files (not the run's summary): relative paths and bytes, in path order."""
     digest = hashlib.sha256()
-    files = sorted(p for p in Path(adapter_dir).rglob("*") if p.is_file())
+    files = sorted(p for p in Path(adapter_dir).rglob("*") if p.is_file() and p.name not in RUN_RECORDS)
     if not files:
         raise FileNotFoundError(f"no adapter files under {adapter_dir}")
     for path in files:

@@ -1,7 +1,10 @@
 """curated_training_table: the Spark job turns the raw table into instruction records in the curated schema."""
 
+import hashlib
+import json
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -13,6 +16,7 @@ from governed_ft_dagster.governance import CURATED_TABLE, GRANTS, RAW_TABLE
 from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.catalog import CatalogResource
 from governed_ft_dagster.resources.spark_jobs import SparkJobResource, SparkJobSpec, package_zip
+from governed_ft_dagster.storage import delta_version, storage_options
 
 JOB_SCRIPT = Path(__file__).resolve().parents[2] / "job_scripts" / "preprocess_risk_factors.py"
 CURATED_PREFIX = "curated/tables/risk_factor_instructions"
@@ -45,10 +49,15 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
                  spark: SparkJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
     source, target = catalog.table_name(RAW_TABLE), catalog.table_name(CURATED_TABLE)
     preflight(catalog)
+    tokenizer_dir = base_model.tokenizer_path()
+    fingerprint = _fingerprint(config, tokenizer_dir)
+    previous = _up_to_date(context, catalog, fingerprint)
+    if previous is not None:
+        return previous
     args = [
         *catalog.job_access(Principal.PREPROCESS).as_args(),
         "--source-table", source, "--target-table", target, "--target-location", catalog.location(CURATED_PREFIX),
-        "--tokenizer-dir", base_model.tokenizer_path(), "--run-id", context.run.run_id,
+        "--tokenizer-dir", tokenizer_dir, "--run-id", context.run.run_id,
         "--max-tokens", str(config.max_tokens), "--validation-fraction", str(config.validation_fraction),
         "--seed", str(config.seed), "--storage-region", catalog.storage_region,
     ]
@@ -77,8 +86,44 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
         "job_run_kind": dg.MetadataValue.text(job.kind),
         "job_run_id": dg.MetadataValue.text(job.run_id),
         "job_properties": dg.MetadataValue.json(dict(job.properties)),
+        "inputs_fingerprint": dg.MetadataValue.text(fingerprint),
+        "up_to_date": dg.MetadataValue.bool(False),
     })
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(delta_version)))
+
+
+def _fingerprint(config: CuratedTrainingTableConfig, tokenizer_dir: str) -> str:
+    """What, besides the raw table's version, decides the curated rows: run config, job code, tokenizer."""
+    digest = hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode())
+    digest.update(JOB_SCRIPT.read_bytes())
+    for path in sorted(Path(__file__).resolve().parents[1].joinpath("preprocess").glob("*.py")):
+        digest.update(path.read_bytes())
+    for path in sorted(Path(tokenizer_dir).glob("tokenizer*")) if Path(tokenizer_dir).is_dir() else []:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _up_to_date(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                fingerprint: str) -> Optional[dg.MaterializeResult]:
+    """The last materialization again when neither the raw table, the curated table nor the inputs changed."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    last = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if _value(last.get("inputs_fingerprint")) != fingerprint:
+        return None
+    client = catalog.client(Principal.PREPROCESS)
+    versions = {}
+    for relative, key in ((RAW_TABLE, "source_version"), (CURATED_TABLE, "delta_version")):
+        name = catalog.table_name(relative)
+        if not client.table_exists(name):
+            return None
+        creds = client.temporary_table_credentials(name, "READ")
+        versions[key] = delta_version(creds.location, storage_options(creds, catalog.endpoint()))
+    if any(versions[key] != int(_value(last[key])) for key in versions):
+        return None
+    context.log.info(f"curated table is up to date: raw version {versions['source_version']} and the job inputs "
+                     f"are unchanged since run {_value(last['job_run_id'])}; no job started")
+    metadata = {**last, "up_to_date": dg.MetadataValue.bool(True)}
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(versions["delta_version"])))
 
 
 def preflight(catalog: CatalogResource) -> None:

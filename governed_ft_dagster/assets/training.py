@@ -102,6 +102,9 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
     }
     if catalog.s3_endpoint_url:
         job_arguments["s3_endpoint_url"] = catalog.s3_endpoint_url
+    previous = _already_trained(context, catalog, job_name, adapter_location)
+    if previous is not None:
+        return previous
     context.log.info(f"training job {job_name}: {table} at Delta version {version}, base {base_ref}, "
                      f"adapter to {adapter_location}")
     spec = TrainingJobSpec(script=str(TRAIN_SCRIPT), source_dir=str(REPO_ROOT), hyperparameters=job_arguments,
@@ -136,10 +139,35 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         "global_step": dg.MetadataValue.int(int(summary["global_step"])),
         "resumed": dg.MetadataValue.bool(bool(summary.get("resumed"))),
         "loss_curve": dg.MetadataValue.md(loss_table(metrics)),
+        "up_to_date": dg.MetadataValue.bool(False),
     }
     if summary.get("mlflow_run_id"):
         metadata["mlflow_run_id"] = dg.MetadataValue.text(str(summary["mlflow_run_id"]))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _already_trained(context: dg.AssetExecutionContext, catalog: CatalogResource, job_name: str,
+                     adapter_location: str) -> Optional[dg.MaterializeResult]:
+    """The last materialization again when it trained this very job (same data version, hyperparameters, base)
+    and its completed adapter is still where it was written; retraining is then a choice, not an accident."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    last = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "job_run_id" not in last or _text(last.get("adapter_location")) != adapter_location:
+        return None
+    if not _text(last["job_run_id"]).startswith(job_name):
+        return None
+    try:
+        summary = _read_summary(catalog, adapter_location)
+    except Exception:  # the adapter is gone or unreadable: train again
+        return None
+    if summary.get("status") != "completed":
+        return None
+    context.log.info(f"training job {job_name} already produced the adapter at {adapter_location}; no job started")
+    return dg.MaterializeResult(metadata={**last, "up_to_date": dg.MetadataValue.bool(True)})
+
+
+def _text(entry: Any) -> str:
+    return str(entry.value if isinstance(entry, dg.MetadataValue) else entry or "")
 
 
 def _source_version(catalog: CatalogResource, table: str, pinned: Optional[int]) -> int:
