@@ -8,15 +8,22 @@ from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.assets.training import finetuned_lora_model
 from governed_ft_dagster.checks import all_checks
 from governed_ft_dagster.resources import build_resources
-from governed_ft_dagster.schedules import edgar_refresh_schedule
-from governed_ft_dagster.sensors import new_filings_sensor, raw_refresh_job
+from governed_ft_dagster.schedules import edgar_refresh_schedule, retraining_schedules
+from governed_ft_dagster.sensors import (
+    curation_job,
+    new_filings_sensor,
+    raw_refresh_job,
+    raw_table_version_sensor,
+    retraining_job,
+    retraining_sensor,
+)
 from governed_ft_dagster.settings import load_settings
 
 defs = dg.Definitions(
     assets=[raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version],
     asset_checks=all_checks,
-    jobs=[raw_refresh_job],
-    schedules=[edgar_refresh_schedule],
-    sensors=[new_filings_sensor],
+    jobs=[raw_refresh_job, curation_job, retraining_job],
+    schedules=[edgar_refresh_schedule, *retraining_schedules()],
+    sensors=[new_filings_sensor, raw_table_version_sensor, retraining_sensor],
     resources=build_resources(load_settings()),
 )

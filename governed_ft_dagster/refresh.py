@@ -72,3 +72,33 @@ def scan(source: FilingSource, tickers: Sequence[str], cursor: RefreshCursor, fi
         seen[cik] = current
     log(f"scanned {len(batch)} of {len(companies)} companies; {len(new)} new filings")
     return ScanResult(sorted(partitions), new, failures, RefreshCursor((start + len(batch)) % len(companies), seen))
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """When the adapter is retrained: only on demand, on a schedule, or once enough new curated records arrived."""
+
+    kind: str
+    min_new_records: int = 0
+    cron: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "RetrainPolicy":
+        text = (text or "on_demand").strip()
+        if text == "on_demand":
+            return cls("on_demand")
+        if text.startswith("new_data:") and text.split(":", 1)[1].isdigit():
+            return cls("new_data", min_new_records=int(text.split(":", 1)[1]))
+        if text.startswith("schedule:") and len(text.split(":", 1)[1].split()) == 5:
+            return cls("schedule", cron=text.split(":", 1)[1])
+        raise ValueError(f"GOVERNED_FT_RETRAIN_POLICY={text!r} is not a policy; use on_demand, "
+                         "new_data:<records> or schedule:<cron>")
+
+
+def retrain_due(policy: RetrainPolicy, trained_rows: int | None, current_rows: int) -> bool:
+    """Whether the curated table grew enough since the rows the last adapter was trained on."""
+    if policy.kind != "new_data":
+        return False
+    if trained_rows is None:
+        return current_rows > 0
+    return current_rows - trained_rows >= policy.min_new_records

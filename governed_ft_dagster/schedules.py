@@ -3,7 +3,8 @@
 import dagster as dg
 
 from governed_ft_dagster.partitions import raw_partitions
-from governed_ft_dagster.sensors import raw_refresh_job
+from governed_ft_dagster.refresh import RetrainPolicy
+from governed_ft_dagster.sensors import raw_refresh_job, retraining_job
 from governed_ft_dagster.settings import load_settings
 
 
@@ -15,3 +16,12 @@ def edgar_refresh_schedule(context: dg.ScheduleEvaluationContext):
     stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
     return [dg.RunRequest(run_key=f"{stamp}:{key}", partition_key=key, tags={"governed_ft/trigger": "schedule"})
             for key in keys]
+
+
+def retraining_schedules() -> list[dg.ScheduleDefinition]:
+    """A retraining schedule when GOVERNED_FT_RETRAIN_POLICY is schedule:<cron>; none otherwise."""
+    policy = RetrainPolicy.parse(load_settings().retrain_policy)
+    if policy.kind != "schedule":
+        return []
+    return [dg.ScheduleDefinition(name="retraining_schedule", job=retraining_job, cron_schedule=policy.cron,
+                                  execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)]

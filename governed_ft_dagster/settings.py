@@ -27,6 +27,7 @@ class Settings:
     fiscal_years: tuple[int, ...] = (2023, 2024)
     jar_mirror: Path | None = None
     edgar_refresh_cron: str = "0 6 * * *"
+    retrain_policy: str = "on_demand"
     uc_host: str = "127.0.0.1"
 
     @property
@@ -61,7 +62,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         fiscal_years=fiscal_years,
         jar_mirror=Path(env["GOVERNED_FT_JAR_MIRROR"]).expanduser() if env.get("GOVERNED_FT_JAR_MIRROR") else None,
         edgar_refresh_cron=env.get("GOVERNED_FT_EDGAR_REFRESH_CRON", "0 6 * * *"),
+        retrain_policy=_policy(env.get("GOVERNED_FT_RETRAIN_POLICY", "on_demand")),
     )
+
+
+def _policy(text: str) -> str:
+    from governed_ft_dagster.refresh import RetrainPolicy
+
+    try:
+        RetrainPolicy.parse(text)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return text.strip()
 
 
 def _years(text: str) -> tuple[int, ...]:
