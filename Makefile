@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/governed-ft stack up
 	$(BIN)/governed-ft bootstrap
 	$(BIN)/governed-ft stack status
+	$(BIN)/governed-ft run
 
 test: setup
 	bash .ci/pytest.sh

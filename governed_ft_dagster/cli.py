@@ -12,6 +12,7 @@ import click
 from governed_ft_dagster.catalog.base import CatalogError
 from governed_ft_dagster.cli_lineage import lineage
 from governed_ft_dagster.cli_provision import aws, catalog_group
+from governed_ft_dagster.cli_run import run
 from governed_ft_dagster.settings import SettingsError, load_settings
 from governed_ft_dagster.stack.errors import StackError
 
@@ -133,6 +134,7 @@ def extract_command(paths: tuple[Path, ...], form_type: str, with_text: bool) ->
 
 main.add_command(aws)
 main.add_command(catalog_group)
+main.add_command(run)
 main.add_command(lineage)
 
 if __name__ == "__main__":

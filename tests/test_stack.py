@@ -116,3 +116,11 @@ def test_a_jar_mirror_folder_installs_a_group_without_maven(tmp_path):
     (mirror / "delta-spark_2.12-3.2.0.jar").write_bytes(b"PK\x03\x04 not a real jar")
     status = jars.fetch_group(tmp_path / "home", "spark", mvn="/nonexistent/mvn", mirror=tmp_path / "mirror")
     assert status.complete and status.jars == ("delta-spark_2.12-3.2.0.jar",)
+
+
+def test_run_without_a_catalog_fails_in_one_line_before_any_job(stack_env, tmp_path):
+    result = cli(["run", "--partition", "2024|10-K"], {**stack_env, "DAGSTER_HOME": str(tmp_path / "dagster")})
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: raw_risk_factors: ") and "run `governed-ft bootstrap`" in line
+    assert not (Path(stack_env["GOVERNED_FT_HOME"]) / "warehouse" / "raw").exists()
