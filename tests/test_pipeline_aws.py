@@ -53,6 +53,8 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun(world, edgar,
         assert all(checks.values()), checks
         full_name, version = f"{CATALOG}.{MODEL_NAME}", str(model["model_version"].value)
         assert model["created"].value is True
+        assert model["catalog_ui"].value == f"{aws.databricks.url}/explore/data/models/{CATALOG}/ml/{MODEL_NAME.split('.')[-1]}/version/{version}"
+        assert curated["catalog_ui"].value.endswith(f"/explore/data/{CATALOG}/curated/risk_factor_instructions")
         chain = upstream_chain(graph_from_databricks(resources["lineage"].workspace_client(), full_name, version),
                                full_name, version)
         assert chain["curated_table"]["full_name"] == f"{CATALOG}.{CURATED_TABLE}"

@@ -87,6 +87,7 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
         "job_run_id": dg.MetadataValue.text(job.run_id),
         "job_properties": dg.MetadataValue.json(dict(job.properties)),
         "inputs_fingerprint": dg.MetadataValue.text(fingerprint),
+        **({"catalog_ui": dg.MetadataValue.url(catalog.ui_url(target))} if catalog.ui_url(target) else {}),
         "up_to_date": dg.MetadataValue.bool(False),
     })
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(delta_version)))

@@ -101,7 +101,11 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
                        f"was not written: {exc}") from None
     context.log.info(f"lineage: {counts['created']} created, {counts['updated']} updated, "
                      f"{counts['unchanged']} unchanged")
-    return dg.MaterializeResult(metadata=_result_metadata(registered, tags, graph, counts, lineage))
+    metadata = _result_metadata(registered, tags, graph, counts, lineage)
+    url = catalog.ui_url(registered.name, int(registered.version))
+    if url:
+        metadata["catalog_ui"] = dg.MetadataValue.url(url)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 # ---- the asset graph and its facts -----------------------------------------------------------------------------

@@ -77,4 +77,9 @@ def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig
         "rows_updated": dg.MetadataValue.int(report.updated),
         "unknown_tickers": dg.MetadataValue.json(report.unknown_tickers),
         "landing_root": dg.MetadataValue.path(target.landing_root),
+        **_link(catalog.ui_url(table)),
     })
+
+
+def _link(url: Optional[str]) -> dict:
+    return {"catalog_ui": dg.MetadataValue.url(url)} if url else {}

@@ -37,6 +37,10 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def job_access(self, principal: Principal) -> CatalogAccess:
         """What a job needs to reach the catalog as the principal, without any secret value."""
 
+    def ui_url(self, full_name: str, version: Optional[int] = None) -> Optional[str]:
+        """Where the deployment's catalog UI shows a table or model version; None without a UI."""
+        return None
+
     def table_name(self, relative: str) -> str:
         return f"{self.catalog}.{relative}"
 
@@ -101,6 +105,12 @@ class DatabricksCatalogResource(CatalogResource):
     secret_prefix: str = Field(default="governed-ft/", description="Secrets Manager id prefix; the id is prefix + principal.")
     application_ids: dict[str, str] = Field(default_factory=dict, description="Service principal application id per principal role.")
     aws_endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for Secrets Manager (tests only).")
+
+    def ui_url(self, full_name: str, version: Optional[int] = None) -> Optional[str]:
+        path = full_name.replace(".", "/")
+        if version is not None:
+            return f"{self.host.rstrip('/')}/explore/data/models/{path}/version/{version}"
+        return f"{self.host.rstrip('/')}/explore/data/{path}"
 
     def job_access(self, principal: Principal) -> CatalogAccess:
         return CatalogAccess("databricks", self.host, principal.value, self.catalog,
