@@ -12,6 +12,7 @@ from typing import Iterator
 
 import boto3
 import pytest
+import requests
 
 from governed_ft_dagster.catalog.base import (
     CatalogError,
@@ -400,6 +401,7 @@ def test_secret_from_aws_reads_moto_in_server_mode(monkeypatch: pytest.MonkeyPat
     server.start()
     try:
         host, port = server.get_host_and_port()
+        requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10).raise_for_status()
         endpoint = f"http://{host}:{port}"
         sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=endpoint)
         planted = "PLANTED-aws-secret-77aa"
