@@ -61,3 +61,22 @@ def uc_server_jars(tmp_path_factory) -> Path:
     except StackError as exc:
         pytest.skip(f"the open-source catalog server cannot run here: {exc}")
     return home
+
+
+@pytest.fixture
+def edgar(tmp_path):
+    """The shared real filings as a local EDGAR-shaped source."""
+    from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
+    from governed_ft_dagster.resources.edgar import EdgarResource
+
+    root = tmp_path / "edgar"
+    mirror_shared_samples(SHARED_SAMPLES, root)
+    return EdgarResource(source="folder", cache_dir=str(tmp_path / "cache"), local_root=str(root))
+
+
+@pytest.fixture(scope="session")
+def spark_home(tmp_path_factory) -> Path:
+    """A state folder with the Spark jar group (Delta, S3A), fetched once per session."""
+    home = tmp_path_factory.mktemp("spark-home")
+    jars.fetch_group(home, "spark", mirror=load_settings().jar_mirror)
+    return home

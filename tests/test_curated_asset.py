@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,19 +13,15 @@ import pytest
 from deltalake import DeltaTable
 
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
-from conftest import free_port
+from conftest import SHARED_SAMPLES, free_port
 from governed_ft_dagster.assets.curated import curated_training_table
 from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import Principal, VendedCredentials
-from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
 from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.edgar import EdgarResource
 from governed_ft_dagster.resources.spark_jobs import LocalSparkResource
-from governed_ft_dagster.stack import jars
-from governed_ft_dagster.stack.errors import StackError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", REPO.parent / "shared" / "sec_samples"))
+SHARED = SHARED_SAMPLES
 JOB_SCRIPT = REPO / "job_scripts" / "preprocess_risk_factors.py"
 PARTITIONS = ("2024|10-K", "2023|10-K", "2023|10-Q", "2024|10-Q")
 RAW = f"{CATALOG}.raw.risk_factors"
@@ -34,15 +29,6 @@ CURATED = f"{CATALOG}.curated.risk_factor_instructions"
 CURATED_LOCATION = f"s3://{BUCKET}/curated/tables/risk_factor_instructions"
 pytestmark = pytest.mark.skipif(not (SHARED / "filings").is_dir(), reason="the shared SEC samples are not present")
 
-
-@pytest.fixture(scope="module")
-def spark_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("spark-home")
-    try:
-        jars.fetch_group(home, "spark")
-    except StackError as exc:
-        pytest.skip(f"the Spark jars are not available offline: {exc}")
-    return home
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +48,6 @@ def world(monkeypatch):
     world.databricks.stop()
     server.stop()
 
-
-@pytest.fixture
-def edgar(tmp_path) -> EdgarResource:
-    root = tmp_path / "edgar"
-    mirror_shared_samples(SHARED, root)
-    return EdgarResource(source="folder", cache_dir=str(tmp_path / "cache"), local_root=str(root))
 
 
 def resources(world, edgar, spark_home, tiny_base) -> dict:

@@ -15,7 +15,7 @@ from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
 from governed_ft_dagster.resources.spark_jobs import LocalSparkResource
 from governed_ft_dagster.resources.training_jobs import LocalTrainingResource
-from test_curated_asset import edgar, spark_home, tiny_base  # noqa: F401  (fixtures)
+from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_model_asset import world  # noqa: F401  (fixture: fake workspace with MLflow UC and lineage routes)
 from test_training_asset import TINY_RUN
 

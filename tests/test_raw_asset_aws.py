@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
-from conftest import free_port
+from conftest import SHARED_SAMPLES, free_port
 from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
-from governed_ft_dagster.resources.edgar import EdgarResource
 
-SHARED = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", Path(__file__).resolve().parents[1].parent / "shared" / "sec_samples"))
+SHARED = SHARED_SAMPLES
 
 
 @pytest.fixture
@@ -27,12 +23,6 @@ def world(monkeypatch):
     world.databricks.stop()
     server.stop()
 
-
-@pytest.fixture
-def edgar(tmp_path) -> EdgarResource:
-    root = tmp_path / "edgar"
-    mirror_shared_samples(SHARED, root)
-    return EdgarResource(source="folder", cache_dir=str(tmp_path / "cache"), local_root=str(root))
 
 
 def materialize(world, edgar, partition: str):
