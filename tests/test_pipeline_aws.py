@@ -1,8 +1,11 @@
 """The whole graph on the aws path with local Spark and local training: raw to registered model version and lineage."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from aws_fixtures import CATALOG
+from aws_fixtures import CATALOG, secret_value
+from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.assets.curated import curated_training_table
 from governed_ft_dagster.assets.model import uc_model_version
 from governed_ft_dagster.assets.raw import raw_risk_factors
@@ -21,6 +24,26 @@ from test_training_asset import TINY_RUN
 
 ASSETS = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version, *all_checks]
 DOWNSTREAM = [curated_training_table.key, finetuned_lora_model.key, uc_model_version.key]
+
+
+def assert_no_secret_leaked(aws, instance, folders) -> None:
+    """The principals' OAuth secrets and every vended credential are absent from everything the run left behind."""
+    planted = {secret_value(p) for p in Principal}
+    planted |= {c[k] for c in aws.databricks.vended for k in ("secret_access_key", "session_token") if c.get(k)}
+    haystacks = {}
+    for run in instance.get_runs():
+        haystacks[f"event log of run {run.run_id}"] = "\n".join(
+            f"{entry.user_message}\n{entry.dagster_event!r}" for entry in instance.all_logs(run.run_id))
+    for request in aws.databricks.calls():
+        if request.path != "/oidc/v1/token":
+            haystacks[f"request {request.method} {request.path}"] = f"{request.body!r} {request.query!r}"
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000:
+                haystacks[str(path)] = path.read_bytes().decode("latin-1")
+    leaks = [(where, secret[:12]) for where, text in haystacks.items() for secret in planted if secret in text]
+    assert len(planted) > len(Principal) and len(haystacks) > 50
+    assert not leaks, leaks[:10]
 
 
 def run_pipeline(instance, resources):
@@ -51,6 +74,7 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun(world, edgar,
         training = first.asset_materializations_for_node("finetuned_lora_model")[0].metadata
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert all(checks.values()), checks
+        assert_no_secret_leaked(aws, instance, [tmp_path, spark_home])
         full_name, version = f"{CATALOG}.{MODEL_NAME}", str(model["model_version"].value)
         assert model["created"].value is True
         assert model["catalog_ui"].value == f"{aws.databricks.url}/explore/data/models/{CATALOG}/ml/{MODEL_NAME.split('.')[-1]}/version/{version}"
