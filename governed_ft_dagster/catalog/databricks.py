@@ -543,20 +543,26 @@ def secret_from_aws(secret_id: str, region: str, endpoint_url: str | None = None
     raw = response.get("SecretString")
     if raw is None and response.get("SecretBinary") is not None:
         raw = bytes(response["SecretBinary"]).decode("utf-8", errors="replace")
-    try:
-        document = json.loads(raw or "")
-    except ValueError:
-        document = None
-    if not isinstance(document, dict):
-        raise CatalogError(
-            f"secret '{secret_id}' is not a JSON object; store it as "
-            "{\"client_id\": \"<application id>\", \"client_secret\": \"<oauth secret>\"}"
-        )
+    document = secret_document(raw)
+    if document is None:
+        raise CatalogError(f"secret '{secret_id}' is not a JSON object; store it as {SECRET_SHAPE}")
     missing = [key for key in ("client_id", "client_secret") if not document.get(key)]
     if missing:
         raise CatalogError(f"secret '{secret_id}' lacks {', '.join(missing)}; add it to the secret's JSON")
     _REDACTOR.add(str(document["client_secret"]))
     return str(document["client_id"]), str(document["client_secret"])
+
+
+SECRET_SHAPE = '{"client_id": "<application id>", "client_secret": "<oauth secret>"}'
+
+
+def secret_document(raw: str | None) -> dict[str, Any] | None:
+    """A principal's secret as its JSON object, or None when it is not one."""
+    try:
+        document = json.loads(raw or "")
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _normalise_host(host: str) -> str:

@@ -17,6 +17,7 @@ from databricks.sdk.service import catalog as uc
 
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import GRANTS, MODEL_NAME, SCHEMAS
+from governed_ft_dagster.catalog.databricks import SECRET_SHAPE, secret_document
 from governed_ft_dagster.provision import ProvisionError
 from governed_ft_dagster.provision.aws import SECRET_PLACEHOLDER, Change
 from governed_ft_dagster.provision.policies import StackConfig
@@ -152,15 +153,10 @@ class AwsSecretStore:
                 if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                     return None
                 raise
-        try:
-            value = json.loads(raw or "")
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            raise ProvisionError(
-                f"secret {name} is not a JSON object; store it as "
-                '{"client_id": "<application id>", "client_secret": "<oauth secret>"} or delete it and re-run apply'
-            )
+        value = secret_document(raw)
+        if value is None:
+            raise ProvisionError(f"secret {name} is not a JSON object; store it as {SECRET_SHAPE} "
+                                 "or delete it and re-run apply")
         return value
 
     def write(self, name: str, value: dict[str, str]) -> None:

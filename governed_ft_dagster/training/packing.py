@@ -214,21 +214,15 @@ class PackedCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
-        width = _padded_length([len(f["input_ids"]) for f in features], self.pad_to_multiple_of)
-        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        ids, labels, lengths = _right_padded(features, self.pad_token_id, self.pad_to_multiple_of)
+        width = ids.shape[1]
         # Padding forms a segment of its own (positions from 0), so no real token can attend to it.
         positions = torch.arange(width, dtype=torch.long).repeat(len(features), 1)
-        real = 0
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            ids[row, :n] = torch.tensor(feature["input_ids"])
-            labels[row, :n] = torch.tensor(feature["labels"])
+        for row, (feature, n) in enumerate(zip(features, lengths)):
             positions[row, :n] = torch.tensor(feature["position_ids"])
             positions[row, n:] = torch.arange(width - n)
-            real += n
         return {"input_ids": ids, "labels": labels, "position_ids": positions,
-                NUM_TOKENS_KEY: torch.tensor(real, dtype=torch.long)}
+                NUM_TOKENS_KEY: torch.tensor(sum(lengths), dtype=torch.long)}
 
 
 @dataclass
@@ -239,17 +233,25 @@ class PaddingCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
-        width = _padded_length([len(f["input_ids"]) for f in features], self.pad_to_multiple_of)
-        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            ids[row, :n] = torch.tensor(feature["input_ids"])
-            labels[row, :n] = torch.tensor(feature["labels"])
+        ids, labels, lengths = _right_padded(features, self.pad_token_id, self.pad_to_multiple_of)
+        mask = torch.zeros_like(ids)
+        for row, n in enumerate(lengths):
             mask[row, :n] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask,
                 NUM_TOKENS_KEY: mask.sum()}
+
+
+def _right_padded(features: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int,
+                  multiple: int | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Input ids and labels padded on the right to one width, and each row's real length."""
+    lengths = [len(f["input_ids"]) for f in features]
+    width = _padded_length(lengths, multiple)
+    ids = torch.full((len(features), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (feature, n) in enumerate(zip(features, lengths)):
+        ids[row, :n] = torch.tensor(feature["input_ids"])
+        labels[row, :n] = torch.tensor(feature["labels"])
+    return ids, labels, lengths
 
 
 def padding_share(batch: Mapping[str, torch.Tensor]) -> float:
