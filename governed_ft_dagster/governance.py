@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from governed_ft_dagster.catalog.base import Principal, Privilege, SecurableType
 
@@ -51,6 +52,28 @@ def _grants() -> tuple[GrantSpec, ...]:
 GRANTS: tuple[GrantSpec, ...] = _grants()
 
 
+# Who creates, and therefore owns, each governed object.
+OWNERS: dict[str, Principal] = {
+    RAW_TABLE: Principal.INGEST,
+    CURATED_TABLE: Principal.PREPROCESS,
+    MODEL_NAME: Principal.REGISTRAR,
+}
+# Beyond catalog grants: who writes the model artifact location, and who writes lineage.
+ARTIFACT_WRITERS: tuple[Principal, ...] = (Principal.TRAIN,)
+LINEAGE_WRITERS: tuple[Principal, ...] = (Principal.REGISTRAR,)
+
+
+def external_access_grants() -> tuple[GrantSpec, ...]:
+    """EXTERNAL USE SCHEMA wherever a principal reads or writes table data, which vending to outside engines needs."""
+    rows: dict[tuple[Principal, str], None] = {}
+    for grant in GRANTS:
+        if grant.securable_type == "table" and grant.privilege == Privilege.SELECT:
+            rows[(grant.principal, grant.name.split(".")[0])] = None
+        elif grant.securable_type == "schema" and grant.privilege == Privilege.MODIFY:
+            rows[(grant.principal, grant.name)] = None
+    return tuple(GrantSpec(p, "schema", schema, Privilege.EXTERNAL_USE_SCHEMA) for p, schema in rows)
+
+
 def grants_for(principal: Principal) -> tuple[GrantSpec, ...]:
     return tuple(g for g in GRANTS if g.principal == principal)
 
@@ -58,3 +81,69 @@ def grants_for(principal: Principal) -> tuple[GrantSpec, ...]:
 def principal_email(principal: Principal, domain: str = "governed-ft.local") -> str:
     """The local catalog identifies users by e-mail address."""
     return f"{principal.value}@{domain}"
+
+
+class Operation(str, Enum):
+    """What the pipeline asks of the catalog on a principal's behalf."""
+
+    VEND_READ = "vend READ"
+    VEND_READ_WRITE = "vend READ_WRITE"
+    CREATE_TABLE = "create table"
+    CREATE_MODEL_VERSION = "create model version"
+    WRITE_ARTIFACT = "write model artifact"
+    WRITE_LINEAGE = "write lineage"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One operation on one securable, named relative to the catalog (empty where there is none)."""
+
+    operation: Operation
+    target: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.operation.value} {self.target}".strip()
+
+
+def pipeline_actions() -> tuple[Action, ...]:
+    """Every operation on every securable that the pipeline uses."""
+    o = Operation
+    tables = (RAW_TABLE, CURATED_TABLE)
+    return (
+        *(Action(op, table) for table in tables for op in (o.VEND_READ, o.VEND_READ_WRITE)),
+        *(Action(o.CREATE_TABLE, schema) for schema in SCHEMAS),
+        Action(o.CREATE_MODEL_VERSION, MODEL_NAME),
+        Action(o.WRITE_ARTIFACT),
+        Action(o.WRITE_LINEAGE),
+    )
+
+
+def _holds(principal: Principal, securable_type: str, name: str, privilege: Privilege) -> bool:
+    """A design grant on the securable itself or, for tables, inherited from its schema."""
+    schema = name.split(".")[0]
+    return any(
+        g.principal == principal and g.privilege == privilege and (
+            (g.securable_type == securable_type and g.name == name)
+            or (securable_type == "table" and g.securable_type == "schema" and g.name == schema))
+        for g in GRANTS
+    )
+
+
+def allowed(principal: Principal, action: Action) -> bool:
+    """Whether the design lets the principal perform the action."""
+    o, s = Operation, Privilege
+    if action.operation == o.WRITE_ARTIFACT:
+        return principal in ARTIFACT_WRITERS
+    if action.operation == o.WRITE_LINEAGE:
+        return principal in LINEAGE_WRITERS
+    schema = action.target.split(".")[0]
+    if not (_holds(principal, "catalog", "", s.USE_CATALOG) and _holds(principal, "schema", schema, s.USE_SCHEMA)):
+        return False
+    owner = OWNERS.get(action.target) == principal
+    if action.operation == o.VEND_READ:
+        return owner or _holds(principal, "table", action.target, s.SELECT)
+    if action.operation == o.VEND_READ_WRITE:
+        return owner or all(_holds(principal, "table", action.target, p) for p in (s.SELECT, s.MODIFY))
+    if action.operation == o.CREATE_TABLE:
+        return _holds(principal, "schema", schema, s.CREATE_TABLE)
+    return owner and _holds(principal, "schema", schema, s.CREATE_MODEL)

@@ -37,12 +37,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 Handler = Callable[..., "tuple[int, Any]"]
 
 _PARENT_TYPES = ("catalog", "schema")
+_CRASHED = -1
 _DISPLAY_TYPE = {
     "catalog": "Catalog",
     "schema": "Schema",
     "table": "Table",
     "function": "Function",
     "external_location": "External Location",
+    "metastore": "Metastore",
+    "external_metadata": "External Metadata",
 }
 
 
@@ -99,6 +102,7 @@ class FakeDatabricks:
         self.token_ttl_s = token_ttl_s
         self.credential_ttl_s = 3600
         self.metastore_id = str(uuid.uuid4())
+        self.external_access_enabled = True
         self.clients: dict[str, str] = {}
         self.admins: set[str] = set()
         self.tokens: dict[str, str] = {}
@@ -115,6 +119,7 @@ class FakeDatabricks:
         self.requests: list[RecordedRequest] = []
         self.routes: list[Route] = []
         self._injected: list[_Injected] = []
+        self._crash: tuple[str, re.Pattern[str], threading.Event] | None = None
         self._counter = itertools.count(1)
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -124,14 +129,14 @@ class FakeDatabricks:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
-    def start(self) -> "FakeDatabricks":
-        """Listen on a free loopback port and serve in a daemon thread."""
+    def start(self, port: int = 0) -> "FakeDatabricks":
+        """Listen on a loopback port (a free one by default) and serve in a daemon thread; state survives restarts."""
         fake = self
 
         class _Handler(_RequestHandler):
             owner = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-databricks", daemon=True
@@ -236,6 +241,13 @@ class FakeDatabricks:
         """Serve `method pattern` (a full-match regex on the path) with handler(fake, request, **groups)."""
         self.routes.insert(0, Route(method.upper(), re.compile(pattern), handler, authenticated))
 
+    def crash_on(self, method: str, pattern: str) -> threading.Event:
+        """Stop the whole server when the next matching request arrives, leaving that request unanswered."""
+        crashed = threading.Event()
+        with self._lock:
+            self._crash = (method.upper(), re.compile(pattern), crashed)
+        return crashed
+
     def fail_next(self, method: str, pattern: str, status: int, body: Any, *, times: int = 1) -> None:
         """Answer the next `times` matching requests with status and body instead of the route."""
         with self._lock:
@@ -298,6 +310,15 @@ class FakeDatabricks:
         self.require(principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
         self.require(principal, "table", full_name, *privileges)
 
+    def require_external_use(self, principal: str, table_full_name: str) -> None:
+        """Credential vending to an engine outside the workspace needs EXTERNAL USE SCHEMA on the table's schema."""
+        catalog, schema, _ = _split3(table_full_name)
+        self.require(principal, "schema", f"{catalog}.{schema}", "EXTERNAL_USE_SCHEMA")
+
+    def location_of(self, url: str) -> dict[str, Any] | None:
+        """The external location whose URL covers url, if any."""
+        return next((loc for loc in self.external_locations.values() if _under(url, loc["url"])), None)
+
     def _owner(self, securable_type: str, full_name: str) -> str | None:
         if securable_type == "table":
             return self.tables.get(full_name, {}).get("owner")
@@ -337,6 +358,11 @@ class FakeDatabricks:
         request = RecordedRequest(method, path, query, headers, body, raw_body, principal)
         with self._lock:
             self.requests.append(request)
+            if self._crash and self._crash[0] == method and self._crash[1].fullmatch(path):
+                crashed, self._crash = self._crash[2], None
+                threading.Thread(target=self.stop, name="fake-databricks-crash", daemon=True).start()
+                crashed.set()
+                return _CRASHED, None
             for injected in self._injected:
                 if injected.times > 0 and injected.method == method and injected.pattern.fullmatch(path):
                     injected.times -= 1
@@ -389,6 +415,8 @@ class FakeDatabricks:
                 _get_effective_permissions,
                 True,
             ),
+            ("GET", rf"{uc}/current-metastore-assignment", _metastore_assignment, True),
+            ("GET", rf"{uc}/metastore_summary", _metastore_summary, True),
             ("POST", rf"{uc}/models", _create_model, True),
             ("GET", rf"{uc}/models/(?P<full_name>[^/]+)", _get_model, True),
             # provisioning (metastore admin): storage credentials, external locations, catalogs, schemas, listings
@@ -442,6 +470,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raw_body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, body = self.owner._dispatch(self.command, self.path, headers, raw_body)
+        if status == _CRASHED:
+            self.close_connection = True
+            return
         payload = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -539,6 +570,9 @@ def _create_table(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, 
     full_name = f"{catalog}.{schema}.{body['name']}"
     fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
     fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA", "CREATE_TABLE")
+    location = fake.location_of(body["storage_location"].rstrip("/"))
+    if location is not None:
+        fake.require(request.principal, "external_location", location["name"], "CREATE_EXTERNAL_TABLE")
     with fake._lock:
         if full_name in fake.tables:
             raise ApiError(409, "TABLE_ALREADY_EXISTS", f"Table '{full_name}' already exists.")
@@ -562,6 +596,7 @@ def _table_credentials(fake: FakeDatabricks, request: RecordedRequest) -> tuple[
         raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table with id '{body.get('table_id')}' does not exist.")
     needed = ("SELECT",) if operation == "READ" else ("SELECT", "MODIFY")
     fake.require_table_path(request.principal, table["full_name"], *needed)
+    fake.require_external_use(request.principal, table["full_name"])
     return 200, fake._credential_response(table["storage_location"], operation, request.principal or "")
 
 
@@ -581,11 +616,13 @@ def _path_credentials(fake: FakeDatabricks, request: RecordedRequest) -> tuple[i
     table = next((t for t in fake.tables.values() if _under(url, t["storage_location"])), None)
     if table is not None and operation in _TABLE_PATH_PRIVILEGES:
         fake.require_table_path(request.principal, table["full_name"], *_TABLE_PATH_PRIVILEGES[operation])
+        fake.require_external_use(request.principal, table["full_name"])
     else:
-        location = next((loc for loc in fake.external_locations.values() if _under(url, loc["url"])), None)
+        location = fake.location_of(url)
         if location is None:
             raise ApiError(404, "EXTERNAL_LOCATION_DOES_NOT_EXIST", f"No external location covers '{url}'.")
-        fake.require(request.principal, "external_location", location["name"], _PATH_PRIVILEGE[operation])
+        fake.require(request.principal, "external_location", location["name"], _PATH_PRIVILEGE[operation],
+                     "EXTERNAL_USE_LOCATION")
     if body.get("dry_run"):
         return 200, {}
     return 200, fake._credential_response(url, operation, request.principal or "")
@@ -651,6 +688,16 @@ def _get_effective_permissions(
         if privileges:
             assignments.append({"principal": principal, "privileges": privileges})
     return 200, {"privilege_assignments": assignments}
+
+
+def _metastore_assignment(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    return 200, {"metastore_id": fake.metastore_id, "workspace_id": int(fake.workspace_id),
+                 "default_catalog_name": "main"}
+
+
+def _metastore_summary(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    return 200, {"metastore_id": fake.metastore_id, "name": "metastore_aws_us_east_1", "region": "us-east-1",
+                 "external_access_enabled": fake.external_access_enabled, "owner": "admin"}
 
 
 def _create_model(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:

@@ -45,10 +45,12 @@ def fake() -> Iterator[FakeDatabricks]:
             server.grant("catalog", "main", f"app-{role}", "USE CATALOG")
         server.add_table(RAW, RAW_LOCATION, COLUMNS)
         server.add_table(CURATED, CURATED_LOCATION, COLUMNS)
-        server.grant("schema", "main.raw", "app-ingest", "USE_SCHEMA", "SELECT", "MODIFY", "CREATE_TABLE")
-        server.grant("schema", "main.raw", "app-preprocess", "USE_SCHEMA", "SELECT")
-        server.grant("schema", "main.curated", "app-preprocess", "USE_SCHEMA", "SELECT", "MODIFY", "CREATE_TABLE")
-        server.grant("schema", "main.curated", "app-train", "USE_SCHEMA", "SELECT")
+        server.grant("schema", "main.raw", "app-ingest", "USE_SCHEMA", "SELECT", "MODIFY", "CREATE_TABLE",
+                     "EXTERNAL_USE_SCHEMA")
+        server.grant("schema", "main.raw", "app-preprocess", "USE_SCHEMA", "SELECT", "EXTERNAL_USE_SCHEMA")
+        server.grant("schema", "main.curated", "app-preprocess", "USE_SCHEMA", "SELECT", "MODIFY", "CREATE_TABLE",
+                     "EXTERNAL_USE_SCHEMA")
+        server.grant("schema", "main.curated", "app-train", "USE_SCHEMA", "SELECT", "EXTERNAL_USE_SCHEMA")
         server.grant("schema", "main.models", "app-registrar", "USE_SCHEMA", "CREATE_MODEL")
         yield server
 
@@ -135,10 +137,10 @@ def test_train_is_refused_read_on_the_raw_table(fake: FakeDatabricks) -> None:
         client(fake, "train").temporary_table_credentials(RAW, "READ")
 
     message = str(refused.value)
-    assert "'train'" in message and RAW in message and "SELECT" in message
+    assert "'train'" in message and f"needed for table {RAW}" in message and "USE SCHEMA" in message
     assert refused.value.principal == "train"
-    assert refused.value.privileges == ("SELECT",)
-    assert refused.value.securable == f"table {RAW}"
+    assert refused.value.privileges == ("USE SCHEMA",)
+    assert refused.value.securable == "schema main.raw"
     assert fake.vended == []
 
 
@@ -182,7 +184,7 @@ def test_grants_update_sends_the_exact_path_and_body(fake: FakeDatabricks) -> No
         {"changes": [{"principal": "app-train", "add": ["EXECUTE"]}]},
     ]
     assert fake.grants[("table", RAW)]["app-train"] == {"SELECT"}
-    assert fake.grants[("schema", "main.curated")]["app-train"] == {"SELECT"}
+    assert fake.grants[("schema", "main.curated")]["app-train"] == {"SELECT", "EXTERNAL_USE_SCHEMA"}
 
 
 def test_grants_update_by_a_non_manager_is_refused(fake: FakeDatabricks) -> None:
@@ -195,7 +197,7 @@ def test_effective_privileges_include_inherited_ones(fake: FakeDatabricks) -> No
     admin = client(fake, "admin")
     held = admin.effective_privileges("table", CURATED, "app-train")
 
-    assert held == {Privilege.USE_CATALOG, Privilege.USE_SCHEMA, Privilege.SELECT}
+    assert held == {Privilege.USE_CATALOG, Privilege.USE_SCHEMA, Privilege.SELECT, Privilege.EXTERNAL_USE_SCHEMA}
     (call,) = fake.calls(f"{UC}/effective-permissions/")
     assert call.path == f"{UC}/effective-permissions/table/{CURATED}"
     assert call.query == {"principal": ["app-train"]}
@@ -203,6 +205,17 @@ def test_effective_privileges_include_inherited_ones(fake: FakeDatabricks) -> No
     admin.require("app-train", [("table", CURATED, Privilege.SELECT)])
     with pytest.raises(CatalogPermissionError, match="MODIFY"):
         admin.require("app-train", [("table", CURATED, Privilege.MODIFY)])
+
+
+def test_metastore_privileges_outside_the_sdk_enum_are_read_and_granted(fake: FakeDatabricks) -> None:
+    admin, registrar = client(fake, "admin"), client(fake, "registrar")
+    metastore = registrar.metastore_id()
+    assert metastore == fake.metastore_id
+    assert Privilege.CREATE_EXTERNAL_METADATA not in registrar.effective_privileges("metastore", metastore,
+                                                                                    "app-registrar")
+    admin.update_grants("metastore", metastore, "app-registrar", add=[Privilege.CREATE_EXTERNAL_METADATA])
+    assert fake.grants[("metastore", metastore)]["app-registrar"] == {"CREATE_EXTERNAL_METADATA"}
+    registrar.require("app-registrar", [("metastore", metastore, Privilege.CREATE_EXTERNAL_METADATA)])
 
 
 def test_effective_privileges_expand_all_privileges_and_skip_unknown_ones(fake: FakeDatabricks) -> None:
@@ -296,6 +309,11 @@ def test_temporary_path_credentials(fake: FakeDatabricks) -> None:
     fake.add_external_location("landing", "s3://lake/landing")
     fake.grant("external_location", "landing", "app-ingest", "READ_FILES")
     ingest = client(fake, "ingest")
+    with pytest.raises(CatalogPermissionError) as refused:
+        ingest.temporary_path_credentials("s3://lake/landing/2024", "PATH_READ")
+    assert (refused.value.securable, refused.value.privileges) == (
+        "external_location landing", ("EXTERNAL USE LOCATION",))
+    fake.grant("external_location", "landing", "app-ingest", "EXTERNAL_USE_LOCATION")
     creds = ingest.temporary_path_credentials("s3://lake/landing/2024", "PATH_READ")
 
     assert creds.location == "s3://lake/landing/2024" and creds.aws_session_token

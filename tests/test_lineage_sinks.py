@@ -26,16 +26,12 @@ from governed_ft_dagster.lineage_sinks import (
     read_events,
 )
 
-try:
-    from fake_databricks import ApiError, FakeDatabricks, RecordedRequest
-    from test_lineage import CURATED, EMR, MODEL, RAW, SAGEMAKER, SECRET_VALUES, TRAIN_JOB, standard_nodes
-except ImportError:  # tests/ became a package
-    from tests.fake_databricks import ApiError, FakeDatabricks, RecordedRequest
-    from tests.test_lineage import CURATED, EMR, MODEL, RAW, SAGEMAKER, SECRET_VALUES, TRAIN_JOB, standard_nodes
+from fake_databricks import FakeDatabricks
+from fake_lineage import LT, FakeLineageService
+from test_lineage import CURATED, EMR, MODEL, RAW, SAGEMAKER, SECRET_VALUES, TRAIN_JOB, standard_nodes
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
-LT = "/api/2.0/lineage-tracking"
 NEW_TRAINING_RUN = JobRun("SageMakerTrainingJob", TRAIN_JOB, {"config_hash": "sha256:new"})
 
 
@@ -203,99 +199,11 @@ def test_read_events_reports_a_corrupt_line(tmp_path: Path) -> None:
 # ---- Databricks sink against the fake workspace -------------------------------------------------------------
 
 
-class FakeLineageService:
-    """In-memory External Metadata and External Lineage endpoints, in the API's request and response shapes."""
-
-    def __init__(self, page_size: int = 2) -> None:
-        self.metadata: dict[str, dict[str, Any]] = {}
-        self.relationships: list[dict[str, Any]] = []
-        self.page_size = page_size
-
-    def install(self, fake: FakeDatabricks) -> None:
-        fake.add_route("POST", rf"{LT}/external-metadata", self.create_metadata)
-        fake.add_route("GET", rf"{LT}/external-metadata/(?P<name>[^/]+)", self.get_metadata)
-        fake.add_route("PATCH", rf"{LT}/external-metadata/(?P<name>[^/]+)", self.update_metadata)
-        fake.add_route("POST", rf"{LT}/external-lineage", self.create_relationship)
-        fake.add_route("GET", rf"{LT}/external-lineage", self.list_relationships)
-        fake.add_route("PATCH", rf"{LT}/external-lineage", self.update_relationship)
-
-    def create_metadata(self, fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
-        body = request.body or {}
-        missing = [k for k in ("name", "system_type", "entity_type") if not body.get(k)]
-        if missing:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Missing required field(s): {', '.join(missing)}.")
-        if body["name"] in self.metadata:
-            raise ApiError(409, "RESOURCE_ALREADY_EXISTS", f"External metadata '{body['name']}' already exists.")
-        record = {**body, "id": str(uuid.uuid4()), "owner": request.principal, "metastore_id": fake.metastore_id}
-        self.metadata[body["name"]] = record
-        return 200, record
-
-    def get_metadata(self, fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
-        if name not in self.metadata:
-            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"External metadata '{name}' does not exist.")
-        return 200, self.metadata[name]
-
-    def update_metadata(self, fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
-        if name not in self.metadata:
-            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"External metadata '{name}' does not exist.")
-        mask = (request.query.get("update_mask") or [""])[0].split(",")
-        for field in mask:
-            if field:
-                self.metadata[name][field] = (request.body or {}).get(field)
-        return 200, self.metadata[name]
-
-    def _index(self, source: Any, target: Any) -> int | None:
-        return next(
-            (i for i, r in enumerate(self.relationships) if r["source"] == source and r["target"] == target), None
-        )
-
-    def create_relationship(self, fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
-        body = request.body or {}
-        source, target = body.get("source") or {}, body.get("target") or {}
-        if "external_metadata" not in source and "external_metadata" not in target:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "One side must be an external metadata object.")
-        for side in (source, target):
-            if "external_metadata" in side and side["external_metadata"]["name"] not in self.metadata:
-                raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", "External metadata does not exist.")
-        if self._index(source, target) is not None:
-            raise ApiError(409, "RESOURCE_ALREADY_EXISTS", "External lineage relationship already exists.")
-        record = {"id": str(uuid.uuid4()), "source": source, "target": target}
-        record["properties"] = body.get("properties") or {}
-        self.relationships.append(record)
-        return 200, record
-
-    def list_relationships(self, fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
-        query = {k: v[0] for k, v in request.query.items()}
-        prefix = "object_info."
-        anchor: dict[str, Any] = {}
-        for key, value in query.items():
-            if key.startswith(prefix):
-                kind, _, attr = key[len(prefix):].partition(".")
-                anchor.setdefault(kind, {})[attr] = value
-        side = {"DOWNSTREAM": "source", "UPSTREAM": "target"}[query["lineage_direction"]]
-        matches = [r for r in self.relationships if r[side] == anchor]
-        start = int(query.get("page_token") or 0)
-        page = matches[start : start + self.page_size]
-        body: dict[str, Any] = {"external_lineage_relationships": [{"external_lineage_info": r} for r in page]}
-        if start + self.page_size < len(matches):
-            body["next_page_token"] = str(start + self.page_size)
-        return 200, body
-
-    def update_relationship(self, fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
-        body = request.body or {}
-        index = self._index(body.get("source"), body.get("target"))
-        if index is None:
-            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", "External lineage relationship does not exist.")
-        if (request.query.get("update_mask") or [""])[0] != "properties":
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Only properties can be updated here.")
-        self.relationships[index]["properties"] = body.get("properties") or {}
-        return 200, self.relationships[index]
-
-
 @pytest.fixture
 def workspace() -> Iterator[tuple[FakeDatabricks, FakeLineageService, WorkspaceClient]]:
     with FakeDatabricks() as fake:
         fake.add_service_principal("app-registrar", "registrar-secret-1f2e")
+        fake.grant("metastore", fake.metastore_id, "app-registrar", "CREATE_EXTERNAL_METADATA")
         service = FakeLineageService()
         service.install(fake)
         config = Config(

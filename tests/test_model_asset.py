@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from aws_fixtures import BUCKET, CATALOG, REGION, application_id, start_world
+from aws_fixtures import BUCKET, CATALOG, REGION, application_id, start_registry_world
 from conftest import free_port
-from fake_mlflow_uc import PREFIX, install
+from fake_mlflow_uc import PREFIX
 from governed_ft_dagster.assets.model import uc_model_version
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
@@ -37,7 +37,7 @@ from governed_ft_dagster.resources.registry import (
 )
 from governed_ft_dagster.training.base_model import LORA_TARGET_MODULES, build_tiny_base
 from test_lineage import standard_nodes
-from test_lineage_sinks import LT, FakeLineageService
+from fake_lineage import LT
 
 MODEL = f"{CATALOG}.{MODEL_NAME}"
 RAW = f"{CATALOG}.{RAW_TABLE}"
@@ -74,17 +74,7 @@ def adapter(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def world(monkeypatch):
-    world, server = start_world(monkeypatch, free_port())
-    registry = install(world.databricks, storage_root=f"s3://{BUCKET}/ml/models", moto_url=world.moto_url)
-    service = FakeLineageService(page_size=50)
-    service.install(world.databricks)
-    world.databricks.add_route("GET", r"/api/2\.1/unity-catalog/models/(?P<full_name>[^/]+)/versions",
-                               lambda fake, request, full_name: (200, {"model_versions": [
-                                   {"catalog_name": CATALOG, "model_name": full_name, "version": int(v)}
-                                   for v in registry.versions.get(full_name, {})]}))
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", world.moto_url)
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
+    world, server, registry, service = start_registry_world(monkeypatch, free_port())
     yield world, registry, service
     world.databricks.stop()
     server.stop()

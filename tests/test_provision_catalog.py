@@ -29,17 +29,29 @@ ACCOUNT = "123456789012"
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-{REGION}"
 
 # The exact grants, written out by hand: governance.GRANTS on catalog and schemas, plus the location grants.
+METASTORE = "metastore/<id>"  # the fake's metastore id replaces <id>
 EXPECTED_PATCHES: dict[str, dict[str, dict[str, list[str]]]] = {
     f"catalog/{CATALOG}": {role: {"add": ["USE_CATALOG"]} for role in ("ingest", "preprocess", "train", "registrar")},
-    f"schema/{CATALOG}.raw": {"ingest": {"add": ["CREATE_TABLE", "MODIFY", "USE_SCHEMA"]},
-                              "preprocess": {"add": ["USE_SCHEMA"]}},
-    f"schema/{CATALOG}.curated": {"preprocess": {"add": ["CREATE_TABLE", "MODIFY", "USE_SCHEMA"]},
-                                  "train": {"add": ["USE_SCHEMA"]}},
+    f"schema/{CATALOG}.raw": {"ingest": {"add": ["CREATE_TABLE", "EXTERNAL_USE_SCHEMA", "MODIFY", "USE_SCHEMA"]},
+                              "preprocess": {"add": ["EXTERNAL_USE_SCHEMA", "USE_SCHEMA"]}},
+    f"schema/{CATALOG}.curated": {"preprocess": {"add": ["CREATE_TABLE", "EXTERNAL_USE_SCHEMA", "MODIFY",
+                                                         "USE_SCHEMA"]},
+                                  "train": {"add": ["EXTERNAL_USE_SCHEMA", "USE_SCHEMA"]}},
     f"schema/{CATALOG}.ml": {"train": {"add": ["USE_SCHEMA"]}, "registrar": {"add": ["CREATE_MODEL", "USE_SCHEMA"]}},
-    "external_location/gft_raw": {"ingest": {"add": ["CREATE_EXTERNAL_TABLE", "READ_FILES", "WRITE_FILES"]}},
-    "external_location/gft_curated": {"preprocess": {"add": ["CREATE_EXTERNAL_TABLE", "READ_FILES", "WRITE_FILES"]}},
-    "external_location/gft_ml": {"train": {"add": ["READ_FILES", "WRITE_FILES"]}, "registrar": {"add": ["READ_FILES"]}},
+    METASTORE: {"registrar": {"add": ["CREATE_EXTERNAL_METADATA"]}},
+    "external_location/gft_raw": {"ingest": {"add": ["CREATE_EXTERNAL_TABLE", "EXTERNAL_USE_LOCATION", "READ_FILES",
+                                                     "WRITE_FILES"]}},
+    "external_location/gft_curated": {"preprocess": {"add": ["CREATE_EXTERNAL_TABLE", "EXTERNAL_USE_LOCATION",
+                                                             "READ_FILES", "WRITE_FILES"]}},
+    "external_location/gft_ml": {"train": {"add": ["EXTERNAL_USE_LOCATION", "READ_FILES", "WRITE_FILES"]},
+                                 "registrar": {"add": ["EXTERNAL_USE_LOCATION", "READ_FILES"]}},
 }
+
+
+def expected_patches(metastore_id: str) -> dict[str, dict[str, dict[str, list[str]]]]:
+    return {key.replace("<id>", metastore_id): value for key, value in EXPECTED_PATCHES.items()}
+
+
 TABLE_PATCHES = {
     f"table/{CATALOG}.raw.risk_factors": {"preprocess": {"add": ["SELECT"]}},
     f"table/{CATALOG}.curated.risk_factor_instructions": {"train": {"add": ["SELECT"]}},
@@ -128,11 +140,13 @@ def test_plan_is_read_only_and_shows_the_grant_diff(world: World) -> None:
         ("schema", "create"), ("service-principal", "create")}
     diff = {(g["securable_type"], g["full_name"], g["role"]): g["add"] for g in report["grants"]}
     expected = {tuple(key.split("/", 1)) + (role,): change["add"]
-                for key, by_role in EXPECTED_PATCHES.items() for role, change in by_role.items()}
+                for key, by_role in expected_patches(world.fake.metastore_id).items()
+                for role, change in by_role.items()}
     assert diff == expected
     assert all(g["principal"] == f"<new {STACK}-{g['role']}>" and not g["remove"] for g in report["grants"])
     human = world.run("plan")
-    assert f"grant  USE_SCHEMA on schema {CATALOG}.curated to train (<new {STACK}-train>)" in human.stdout
+    assert f"grant  EXTERNAL_USE_SCHEMA, USE_SCHEMA on schema {CATALOG}.curated to train (<new {STACK}-train>)" \
+        in human.stdout
 
 
 def test_apply_creates_the_objects_and_exactly_the_grants(world: World, caplog: pytest.LogCaptureFixture) -> None:
@@ -147,7 +161,7 @@ def test_apply_creates_the_objects_and_exactly_the_grants(world: World, caplog: 
     assert sorted(fake.schemas) == [f"{CATALOG}.curated", f"{CATALOG}.ml", f"{CATALOG}.raw"]
     assert sorted(sp["displayName"] for sp in fake.service_principals.values()) == [
         "gft-ingest", "gft-preprocess", "gft-registrar", "gft-train"]
-    assert world.patches() == EXPECTED_PATCHES
+    assert world.patches() == expected_patches(world.fake.metastore_id)
     for role, app_id in world.app_ids().items():
         sp = next(sp for sp in fake.service_principals.values() if sp["applicationId"] == app_id)
         assert sp["displayName"] == f"gft-{role}"
@@ -194,7 +208,7 @@ def test_a_grant_added_by_hand_is_removed_by_apply(world: World) -> None:
         f"schema/{CATALOG}.curated": {"train": {"remove": ["CREATE_TABLE", "MODIFY"]}},
         "external_location/gft_raw": {"preprocess": {"remove": ["WRITE_FILES"]}},
     }
-    assert world.fake.grants[("schema", f"{CATALOG}.curated")][ids["train"]] == {"USE_SCHEMA"}
+    assert world.fake.grants[("schema", f"{CATALOG}.curated")][ids["train"]] == {"EXTERNAL_USE_SCHEMA", "USE_SCHEMA"}
     assert world.fake.grants[("schema", f"{CATALOG}.raw")]["data-scientists"] == {"SELECT"}  # not a stack principal
     world.fake.clear_requests()
     assert not world.run_json("apply")["changed"] and world.writes() == []
@@ -204,7 +218,8 @@ def test_the_principals_sign_in_with_their_stored_secrets_and_hold_their_grants(
     world.run_json("apply")
     train = DatabricksCatalogClient.from_aws_secret(world.fake.url, "train", f"{STACK}/train", REGION,
                                                     catalog=CATALOG, endpoint_url=world.moto_url, timeout_s=5)
-    assert train.effective_privileges("schema", "curated", train.client_id) == {Privilege.USE_SCHEMA, Privilege.USE_CATALOG}
+    assert train.effective_privileges("schema", "curated", train.client_id) == {
+        Privilege.USE_SCHEMA, Privilege.USE_CATALOG, Privilege.EXTERNAL_USE_SCHEMA}
     assert train.effective_privileges("schema", "raw", train.client_id) == {Privilege.USE_CATALOG}
 
 
@@ -216,7 +231,8 @@ def test_existing_service_principals_and_secrets_are_used_not_replaced(world: Wo
     result = world.run("apply")
     assert result.exit_code == 0 and "pre-made-ingest-secret-1a2b" not in result.output
     assert world.secret("ingest") == stored
-    assert world.patches()[f"schema/{CATALOG}.raw"]["ingest"] == {"add": ["CREATE_TABLE", "MODIFY", "USE_SCHEMA"]}
+    assert world.patches()[f"schema/{CATALOG}.raw"]["ingest"] == {
+        "add": ["CREATE_TABLE", "EXTERNAL_USE_SCHEMA", "MODIFY", "USE_SCHEMA"]}
     assert len(world.fake.service_principals) == 4
     report = world.run_json("destroy", "--yes")
     kept = {o["name"]: o["action"] for o in report["objects"] if o["kind"] == "service-principal"}

@@ -11,9 +11,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
+from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_registry_world
 from conftest import free_port
-from fake_mlflow_uc import PREFIX, install
+from fake_mlflow_uc import PREFIX
 from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionError, Principal
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.registry import (
@@ -63,11 +63,7 @@ def adapter(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def world(monkeypatch):
-    world, server = start_world(monkeypatch, free_port())
-    registry = install(world.databricks, storage_root=STORAGE_ROOT, moto_url=world.moto_url)
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", world.moto_url)
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
+    world, server, registry, _ = start_registry_world(monkeypatch, free_port())
     yield world, registry
     world.databricks.stop()
     server.stop()

@@ -80,6 +80,7 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
         ("schema", ml_schema, Privilege.USE_SCHEMA),
         ("schema", ml_schema, Privilege.CREATE_MODEL),
     ])
+    lineage.preflight()
 
     tags, version_description = _version_facts(upstream, trained_key, trained)
     hyperparameters = _json_mapping(trained.get("hyperparameters"))

@@ -30,6 +30,9 @@ class Privilege(str, Enum):
     EXECUTE = "EXECUTE"
     WRITE_FILES = "WRITE FILES"
     READ_FILES = "READ FILES"
+    EXTERNAL_USE_SCHEMA = "EXTERNAL USE SCHEMA"
+    EXTERNAL_USE_LOCATION = "EXTERNAL USE LOCATION"
+    CREATE_EXTERNAL_METADATA = "CREATE EXTERNAL METADATA"
     ALL_PRIVILEGES = "ALL PRIVILEGES"
 
     @property
@@ -41,7 +44,7 @@ class Privilege(str, Enum):
         return cls(text.strip().upper().replace("_", " "))
 
 
-SecurableType = Literal["catalog", "schema", "table", "registered_model", "external_location"]
+SecurableType = Literal["metastore", "catalog", "schema", "table", "registered_model", "external_location"]
 TableOperation = Literal["READ", "READ_WRITE"]
 PathOperation = Literal["PATH_READ", "PATH_READ_WRITE", "PATH_CREATE_TABLE"]
 
@@ -114,13 +117,15 @@ class CatalogUnavailableError(CatalogError):
 class CatalogPermissionError(CatalogError):
     """The catalog refused a principal for lack of a privilege on a securable."""
 
-    def __init__(self, principal: str, securable: str, privilege: str | Sequence[str], detail: str = ""):
+    def __init__(self, principal: str, securable: str, privilege: str | Sequence[str], detail: str = "",
+                 needed_for: str = ""):
         self.principal = principal
         self.securable = securable
         self.privileges = (privilege,) if isinstance(privilege, str) else tuple(privilege)
         missing = ", ".join(self.privileges)
+        purpose = f" (needed for {needed_for})" if needed_for and needed_for != securable else ""
         message = (
-            f"principal '{principal}' lacks {missing} on {securable}; "
+            f"principal '{principal}' lacks {missing} on {securable}{purpose}; "
             f"grant it with `GRANT {missing} ON {securable} TO `{principal}`` or run the job as a principal that has it"
         )
         if detail:

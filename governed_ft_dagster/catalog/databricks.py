@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Unity Catalog's REST securable types; registered models are FUNCTION securables in the grants API.
 _SDK_SECURABLE = {
+    "metastore": "metastore",
     "catalog": "catalog",
     "schema": "schema",
     "table": "table",
@@ -49,6 +50,8 @@ _PATH_PRIVILEGE = {
     "PATH_CREATE_TABLE": "CREATE EXTERNAL TABLE",
 }
 _MANAGE = "MANAGE"
+_UC = "/api/2.1/unity-catalog"
+_REFUSAL = re.compile(r"does not have (?P<privilege>[A-Z][A-Z_ ]+?) on (?P<kind>[A-Za-z ]+?) '(?P<name>[^']+)'")
 _TYPE_ALIASES = {
     "BIGINT": "LONG",
     "INTEGER": "INT",
@@ -288,17 +291,17 @@ class DatabricksCatalogClient(CatalogClient):
     def effective_privileges(self, securable_type: SecurableType, full_name: str, principal: str) -> set[Privilege]:
         """Privileges the principal holds on the securable, inherited ones included; ALL PRIVILEGES expands to all."""
         kind, full = self._securable(securable_type, full_name)
+        # Raw REST: the SDK's enum drops privileges it does not know, such as CREATE_EXTERNAL_METADATA.
         with self._translate(f"{securable_type} {full}", _MANAGE):
-            response = self._ws().grants.get_effective(kind, full, principal=principal)
+            response = self._ws().api_client.do("GET", f"{_UC}/effective-permissions/{kind}/{full}",
+                                                query={"principal": principal})
         held: set[Privilege] = set()
-        for assignment in response.privilege_assignments or ():
-            if assignment.principal not in (None, principal):
+        for assignment in response.get("privilege_assignments") or ():
+            if assignment.get("principal") not in (None, principal):
                 continue
-            for effective in assignment.privileges or ():
-                if effective.privilege is None:
-                    continue
+            for effective in assignment.get("privileges") or ():
                 try:
-                    held.add(Privilege.parse(effective.privilege.value))
+                    held.add(Privilege.parse(str(effective.get("privilege") or "")))
                 except ValueError:
                     continue  # a privilege outside the pipeline's vocabulary (e.g. BROWSE)
         if Privilege.ALL_PRIVILEGES in held:
@@ -317,13 +320,18 @@ class DatabricksCatalogClient(CatalogClient):
         if not add and not remove:
             return
         kind, full = self._securable(securable_type, full_name)
-        change = uc.PermissionsChange(
-            principal=principal,
-            add=[uc.Privilege(p.sdk_name) for p in add] or None,
-            remove=[uc.Privilege(p.sdk_name) for p in remove] or None,
-        )
+        change: dict[str, Any] = {"principal": principal}
+        if add:
+            change["add"] = [p.sdk_name for p in add]
+        if remove:
+            change["remove"] = [p.sdk_name for p in remove]
         with self._translate(f"{securable_type} {full}", _MANAGE):
-            self._ws().grants.update(kind, full, changes=[change])
+            self._ws().api_client.do("PATCH", f"{_UC}/permissions/{kind}/{full}", body={"changes": [change]})
+
+    def metastore_id(self) -> str:
+        """The id of the metastore assigned to the workspace."""
+        with self._translate("the workspace's metastore assignment", "USE CATALOG"):
+            return str(self._ws().metastores.current().metastore_id)
 
     def create_registered_model(self, full_name: str, comment: str | None = None) -> str:
         """Create the registered model unless it exists; return its full name."""
@@ -394,7 +402,13 @@ class DatabricksCatalogClient(CatalogClient):
         except CatalogError:
             raise
         except PermissionDenied as exc:
-            raise CatalogPermissionError(self.principal, securable, privilege, self._scrub(str(exc))) from None
+            detail = self._scrub(str(exc))
+            said = _REFUSAL.search(detail)
+            if said:  # the catalog names what was missing, which may be a parent's privilege
+                refused = f"{said['kind'].strip().lower().replace(' ', '_')} {said['name']}"
+                raise CatalogPermissionError(self.principal, refused, said["privilege"].replace("_", " "), detail,
+                                             needed_for=securable) from None
+            raise CatalogPermissionError(self.principal, securable, privilege, detail) from None
         except Unauthenticated as exc:
             raise CatalogError(
                 f"Databricks at {self.host} rejected the token of principal '{self.principal}' "
@@ -478,7 +492,7 @@ class DatabricksCatalogClient(CatalogClient):
     def _securable(self, securable_type: SecurableType, full_name: str) -> tuple[str, str]:
         if securable_type not in _SDK_SECURABLE:
             raise CatalogError(f"unknown securable type {securable_type!r}; use one of {sorted(_SDK_SECURABLE)}")
-        if securable_type == "external_location":
+        if securable_type in ("external_location", "metastore"):
             return _SDK_SECURABLE[securable_type], full_name
         return _SDK_SECURABLE[securable_type], self._qualify(securable_type, full_name)
 

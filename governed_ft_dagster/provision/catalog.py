@@ -16,7 +16,7 @@ from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, U
 from databricks.sdk.service import catalog as uc
 
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.governance import GRANTS, MODEL_NAME, SCHEMAS
+from governed_ft_dagster.governance import GRANTS, LINEAGE_WRITERS, MODEL_NAME, SCHEMAS, external_access_grants
 from governed_ft_dagster.catalog.databricks import SECRET_SHAPE, secret_document
 from governed_ft_dagster.provision import ProvisionError
 from governed_ft_dagster.provision.aws import SECRET_PLACEHOLDER, Change
@@ -29,14 +29,20 @@ if TYPE_CHECKING:
 # ingest lands JSON and creates the raw table; preprocess creates and writes the curated table (it reads the raw
 # table with table credentials, which SELECT covers); train writes the LoRA adapter under ml/ and reads its own
 # earlier artifacts; registrar reads the adapter so MLflow can copy it into the model version's managed storage.
+# Path vending to engines outside the workspace also takes EXTERNAL_USE_LOCATION.
 LOCATION_GRANTS: dict[str, dict[Principal, tuple[str, ...]]] = {
-    "raw": {Principal.INGEST: ("CREATE_EXTERNAL_TABLE", "READ_FILES", "WRITE_FILES")},
-    "curated": {Principal.PREPROCESS: ("CREATE_EXTERNAL_TABLE", "READ_FILES", "WRITE_FILES")},
-    "ml": {Principal.TRAIN: ("READ_FILES", "WRITE_FILES"), Principal.REGISTRAR: ("READ_FILES",)},
+    "raw": {Principal.INGEST: ("CREATE_EXTERNAL_TABLE", "EXTERNAL_USE_LOCATION", "READ_FILES", "WRITE_FILES")},
+    "curated": {Principal.PREPROCESS: ("CREATE_EXTERNAL_TABLE", "EXTERNAL_USE_LOCATION", "READ_FILES",
+                                       "WRITE_FILES")},
+    "ml": {Principal.TRAIN: ("EXTERNAL_USE_LOCATION", "READ_FILES", "WRITE_FILES"),
+           Principal.REGISTRAR: ("EXTERNAL_USE_LOCATION", "READ_FILES")},
 }
+# Writing external lineage starts with creating external metadata, a metastore privilege.
+LINEAGE_PRIVILEGE = "CREATE_EXTERNAL_METADATA"
 # Model versions live in the catalog's managed storage, inside the ml/ prefix of the governed bucket.
 MANAGED_STORAGE_PREFIX = "ml/uc-managed"
 SP_CREATED_TAG = "governed-ft:databricks-sp"
+_UC = "/api/2.1/unity-catalog"
 _GRANT_TYPE = {"catalog": "catalog", "schema": "schema", "table": "table", "registered_model": "function"}
 _SDK_DEBUG_SUFFIX = re.compile(r"\.?\s*Config: .*\Z", re.S)
 _AUTO_SCHEMAS = ("information_schema", "default")
@@ -233,6 +239,7 @@ class CatalogProvisioner:
         base = cfg.name.replace("-", "_")
         self.credential_name = f"{base}_storage"
         self.location_names = {prefix: f"{base}_{prefix}" for prefix in SCHEMAS}
+        self._metastore: str | None = None
 
     # ---- public commands -----------------------------------------------------------------------------------
 
@@ -280,6 +287,7 @@ class CatalogProvisioner:
 
     def _reconcile(self, *, apply: bool) -> CatalogReport:
         report = self._report("apply" if apply else "plan")
+        self._check_external_access()
         credential = self._storage_credential(apply, report)
         self._check_trust(credential, apply, report)
         for prefix, name in self.location_names.items():
@@ -490,9 +498,12 @@ class CatalogProvisioner:
     def _desired_grants(self, identities: dict[Principal, _Identity]) -> dict[tuple[str, str], dict[Principal, set[str]]]:
         """Per securable, the privileges each role must hold; roles absent from a securable must hold none."""
         desired: dict[tuple[str, str], dict[Principal, set[str]]] = {}
-        for grant in GRANTS:
+        for grant in (*GRANTS, *external_access_grants()):
             key = (_GRANT_TYPE[grant.securable_type], grant.full_name(self.catalog))
             desired.setdefault(key, {}).setdefault(grant.principal, set()).add(grant.privilege.sdk_name)
+        metastore = desired.setdefault(("metastore", self._metastore_id()), {})
+        for role in LINEAGE_WRITERS:
+            metastore.setdefault(role, set()).add(LINEAGE_PRIVILEGE)
         for prefix, grants in LOCATION_GRANTS.items():
             key = ("external_location", self.location_names[prefix])
             for role, privileges in grants.items():
@@ -521,7 +532,25 @@ class CatalogProvisioner:
                     out.append(GrantChange(kind, full_name, role.value, identity.label, add, remove))
         return out
 
+    def _metastore_id(self) -> str:
+        if self._metastore is None:
+            with self._errors("reading the workspace's metastore assignment"):
+                self._metastore = str(self.ws.metastores.current().metastore_id)
+        return self._metastore
+
+    def _check_external_access(self) -> None:
+        with self._errors("reading the metastore summary"):
+            summary = self.ws.metastores.summary()
+        if not summary.external_access_enabled:
+            raise ProvisionError(
+                f"metastore {summary.name or summary.metastore_id} has external data access turned off, so the "
+                "catalog vends no credentials to the EMR and SageMaker jobs; a metastore admin turns it on in "
+                "Catalog Explorer (Metastore details, External data access), then run apply again"
+            )
+
     def _securable_exists(self, kind: str, full_name: str) -> bool:
+        if kind == "metastore":
+            return True
         getter: Callable[[], Any] = {
             "catalog": lambda: self.ws.catalogs.get(full_name),
             "schema": lambda: self.ws.schemas.get(full_name),
@@ -532,12 +561,13 @@ class CatalogProvisioner:
         return self._get(f"{kind} {full_name}", getter) is not None
 
     def _current_grants(self, kind: str, full_name: str) -> dict[str, set[str]]:
+        # Raw REST: the SDK's enum drops privileges it does not know, such as CREATE_EXTERNAL_METADATA.
         with self._errors(f"reading grants on {kind} {full_name}"):
-            response = self.ws.grants.get(kind, full_name)
+            response = self.ws.api_client.do("GET", f"{_UC}/permissions/{kind}/{full_name}")
         out: dict[str, set[str]] = {}
-        for assignment in response.privilege_assignments or []:
-            privileges = {p.value if isinstance(p, uc.Privilege) else str(p) for p in assignment.privileges or []}
-            out.setdefault(assignment.principal or "", set()).update(privileges)
+        for assignment in response.get("privilege_assignments") or []:
+            out.setdefault(assignment.get("principal") or "", set()).update(
+                str(p) for p in assignment.get("privileges") or [])
         return out
 
     def _update_grants(self, changes: list[GrantChange]) -> None:
@@ -546,16 +576,16 @@ class CatalogProvisioner:
         for change in changes:
             by_securable.setdefault((change.securable_type, change.full_name), []).append(change)
         for (kind, full_name), items in by_securable.items():
-            body = [
-                uc.PermissionsChange(
-                    principal=item.principal,
-                    add=[uc.Privilege(p) for p in item.add] or None,
-                    remove=[uc.Privilege(p) for p in item.remove] or None,
-                )
-                for item in sorted(items, key=lambda i: i.principal)
-            ]
+            body = []
+            for item in sorted(items, key=lambda i: i.principal):
+                entry: dict[str, Any] = {"principal": item.principal}
+                if item.add:
+                    entry["add"] = list(item.add)
+                if item.remove:
+                    entry["remove"] = list(item.remove)
+                body.append(entry)
             with self._errors(f"updating grants on {kind} {full_name}"):
-                self.ws.grants.update(kind, full_name, changes=body)
+                self.ws.api_client.do("PATCH", f"{_UC}/permissions/{kind}/{full_name}", body={"changes": body})
 
     # ---- destroy helpers -------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 import abc
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
@@ -118,6 +119,10 @@ class LineageResource(dg.ConfigurableResource, abc.ABC):
     def where(self, model_full_name: str, version: str) -> str:
         """Where a person sees the lineage of a model version."""
 
+    @abc.abstractmethod
+    def preflight(self) -> None:
+        """Fail before anything is registered when lineage could not be written."""
+
 
 class OpenLineageFileLineageResource(LineageResource):
     """OpenLineage run events in a JSON-lines file of the state folder (the open-source catalog has no lineage API)."""
@@ -133,6 +138,17 @@ class OpenLineageFileLineageResource(LineageResource):
     def where(self, model_full_name: str, version: str) -> str:
         return str(Path(self.path).resolve())
 
+    def preflight(self) -> None:
+        folder = Path(self.path).resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(f"the lineage folder {folder} cannot be created ({exc.strerror}); "
+                               "point the state folder at a writable place") from None
+        if not os.access(folder, os.W_OK):
+            raise CatalogError(f"the lineage folder {folder} is not writable; fix its permissions or point the "
+                               "state folder elsewhere")
+
 
 class DatabricksLineageResource(LineageResource):
     """Unity Catalog External Metadata and External Lineage, written as the registrar principal."""
@@ -143,15 +159,25 @@ class DatabricksLineageResource(LineageResource):
     aws_endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for Secrets Manager (tests only).")
     timeout_s: float = Field(default=30, description="Seconds per HTTP request to the workspace.")
 
-    def workspace_client(self) -> Any:
-        """A WorkspaceClient signed in as the registrar, after a fast reachability check."""
+    def _registrar(self) -> Any:
         from governed_ft_dagster.catalog.databricks import DatabricksCatalogClient
 
-        client = DatabricksCatalogClient.from_aws_secret(
+        return DatabricksCatalogClient.from_aws_secret(
             self.host, Principal.REGISTRAR.value, self.secret_id, self.region, catalog="",
             endpoint_url=self.aws_endpoint_url, timeout_s=self.timeout_s,
         )
-        return client._ws()  # the catalog client's fail-fast OAuth M2M set-up, with its secret redaction
+
+    def workspace_client(self) -> Any:
+        """A WorkspaceClient signed in as the registrar, after a fast reachability check."""
+        return self._registrar()._ws()  # the catalog client's fail-fast OAuth M2M set-up, with its secret redaction
+
+    def preflight(self) -> None:
+        from governed_ft_dagster.catalog.base import Privilege
+
+        registrar = self._registrar()
+        registrar.require(registrar.client_id, [
+            ("metastore", registrar.metastore_id(), Privilege.CREATE_EXTERNAL_METADATA)],
+            display=f"{Principal.REGISTRAR.value} ({registrar.client_id})")
 
     def push(self, graph: LineageGraph) -> dict[str, int]:
         from governed_ft_dagster.lineage_sinks import DatabricksLineageSink
@@ -177,7 +203,7 @@ def databricks_lineage_errors(host: str) -> Iterator[None]:
     except PermissionDenied as exc:
         raise CatalogError(
             f"principal '{Principal.REGISTRAR.value}' may not write lineage at {host} ({_first_line(exc)}); "
-            "grant it the metastore's external-metadata and lineage write privileges"
+            "grant it CREATE EXTERNAL METADATA on the metastore (`governed-ft catalog apply` does)"
         ) from None
     except DatabricksError as exc:
         raise CatalogError(f"the lineage API at {host} failed: {exc.error_code or type(exc).__name__}: "
