@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import dagster as dg
 import pytest
@@ -88,3 +90,55 @@ def test_raw_checks_hold_on_the_shared_filings(world, edgar):
     assert set(evaluations) == {"raw_accessions_unique", "raw_extracted_share", "raw_text_lengths"}
     assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items()}
     assert evaluations["raw_extracted_share"].metadata["share_extracted"].value >= 0.5
+
+
+def landed_accessions(world) -> list[str]:
+    s3 = world.boto("s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="raw/risk_factors/")
+            for o in page.get("Contents", [])]
+    return sorted(json.loads(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())["accession_number"] for k in keys)
+
+
+def failure_message(result) -> str:
+    (failure,) = result.get_step_failure_events()
+    return failure.event_specific_data.error.message
+
+
+def test_a_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_duplicates_nothing(world, edgar):
+    fake, port = world.databricks, world.databricks.port
+    resources = {"catalog": world.catalog_resource(retry_timeout_s=2), "edgar": edgar}
+    run = lambda partition: dg.materialize([raw_risk_factors], partition_key=partition, resources=resources,  # noqa: E731
+                                           raise_on_error=False)
+    uc = "/api/2.1/unity-catalog"
+    # Stopped after the first Delta commit, when the new table is being registered.
+    crashed = fake.crash_on("POST", rf"{uc}/tables")
+    first = run("2023|10-K")
+    assert crashed.is_set() and not first.success
+    assert "unreachable" in failure_message(first) or "could not reach" in failure_message(first).lower()
+    assert f"{CATALOG}.raw.risk_factors" not in fake.tables and raw_rows(world)
+    fake.start(port)
+    assert run("2023|10-K").success
+    # Stopped when the second partition asks for the table's credentials to merge.
+    crashed = fake.crash_on("POST", r"/api/2\.0/unity-catalog/temporary-table-credentials")
+    second = run("2024|10-K")
+    assert crashed.is_set() and not second.success
+    fake.start(port)
+    assert run("2024|10-K").success
+    rows = [r["accession_number"] for r in raw_rows(world)]
+    assert len(rows) == len(set(rows)) and sorted(rows) == landed_accessions(world)
+    again = run("2024|10-K")
+    assert again.asset_materializations_for_node("raw_risk_factors")[0].metadata["rows_inserted"].value == 0
+
+
+def test_a_catalog_back_within_the_retry_window_costs_the_run_nothing(world, edgar):
+    fake, port = world.databricks, world.databricks.port
+    crashed = fake.crash_on("POST", r"/api/2\.1/unity-catalog/tables")
+    restart = threading.Thread(target=lambda: crashed.wait(30) and (time.sleep(1.0), fake.start(port)))
+    restart.start()
+    result = dg.materialize([raw_risk_factors], partition_key="2024|10-K", raise_on_error=False,
+                            resources={"catalog": world.catalog_resource(retry_timeout_s=20), "edgar": edgar})
+    restart.join()
+    assert crashed.is_set() and result.success
+    assert f"{CATALOG}.raw.risk_factors" in fake.tables
+    rows = [r["accession_number"] for r in raw_rows(world)]
+    assert len(rows) == len(set(rows)) and sorted(rows) == landed_accessions(world)

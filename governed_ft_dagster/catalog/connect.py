@@ -53,7 +53,7 @@ def from_args(args: argparse.Namespace) -> CatalogAccess:
                          args.catalog_token_file, args.catalog_secret_id, args.catalog_region, args.aws_endpoint_url)
 
 
-def connect(access: CatalogAccess) -> CatalogClient:
+def connect(access: CatalogAccess, *, retry_timeout_s: float = 60) -> CatalogClient:
     """A client acting as the job's principal: a local token file (oss) or an OAuth secret in Secrets Manager."""
     if access.kind == "oss":
         if not access.token_file:
@@ -70,4 +70,5 @@ def connect(access: CatalogAccess) -> CatalogClient:
     from governed_ft_dagster.catalog.databricks import DatabricksCatalogClient
 
     return DatabricksCatalogClient.from_aws_secret(access.url, access.principal, access.secret_id, access.region,
-                                                   catalog=access.catalog, endpoint_url=access.aws_endpoint_url)
+                                                   catalog=access.catalog, endpoint_url=access.aws_endpoint_url,
+                                                   retry_timeout_s=retry_timeout_s)

@@ -21,12 +21,14 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     storage_root: str = Field(description="Root of the governed storage: s3://bucket or file:///path.")
     storage_region: str = Field(default="us-east-1", description="Region of the governed bucket.")
     s3_endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint (tests only).")
+    retry_timeout_s: float = Field(default=60, description="Seconds a request keeps retrying a catalog that does "
+                                                          "not answer before the asset fails.")
     _clients: dict = PrivateAttr(default_factory=dict)
 
     def client(self, principal: Principal) -> CatalogClient:
         """A client acting as the principal, made once per resource instance."""
         if principal not in self._clients:
-            self._clients[principal] = connect(self.job_access(principal))
+            self._clients[principal] = connect(self.job_access(principal), retry_timeout_s=self.retry_timeout_s)
         return self._clients[principal]
 
     @abc.abstractmethod
