@@ -10,6 +10,7 @@ BENCHMARKS = (
     ("extraction MB/s (ours against edgartools)", ["bench_extract.py"]),
     ("preprocessing cost curve", ["bench_preprocess.py"]),
     ("training tokens/s and padding share", ["bench_training.py", "--repeats", "2"]),
+    ("whole graph on the aws path against the stand-ins", ["bench_graph_standins.py"]),
     ("end to end: stopped stack to registered model version", ["bench_end_to_end.py"]),
 )
 
