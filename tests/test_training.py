@@ -6,8 +6,10 @@ import functools
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -184,6 +186,70 @@ def test_an_interrupted_job_resumes_to_the_same_step(tmp_path, tiny_base, curate
     resumed = [point["loss"] for point in summary["metrics"]["loss_by_step"]]
     uninterrupted = [point["loss"] for point in reference["metrics"]["loss_by_step"]]
     assert resumed == pytest.approx(uninterrupted, abs=0.02)
+
+
+def complete_checkpoints(checkpoint_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in checkpoint_dir.glob("checkpoint-*")
+                  if (p / "trainer_state.json").exists())
+
+
+def start_job(args: list[str], root: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], env=sagemaker_env(root), cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, checkpoints: Path) -> None:
+    deadline = time.monotonic() + 240
+    while not complete_checkpoints(checkpoints) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the job ended before its first checkpoint: " + process.stderr.read()[-2000:]
+
+
+def test_a_killed_job_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path, tiny_base, curated_table,
+                                                                         pipes_run):
+    checkpoints = tmp_path / "checkpoints"
+    args = job_args(tiny_base, curated_table, checkpoints) + as_argv(HYPERPARAMETERS)
+    process = start_job(args, tmp_path)
+    wait_for_checkpoint(process, checkpoints)
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    process.stderr.close()
+    assert not (tmp_path / "model" / "training_summary.json").exists()
+    saved = complete_checkpoints(checkpoints)
+    assert saved and saved[-1] < HYPERPARAMETERS["max_steps"]
+
+    again = run_script(args, sagemaker_env(tmp_path), tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = json.loads((tmp_path / "model" / "training_summary.json").read_text())
+    reference = pipes_run["summary"]
+    assert summary["resumed"] and summary["resumed_from_step"] == saved[-1]
+    assert summary["global_step"] == reference["global_step"] == HYPERPARAMETERS["max_steps"]
+    assert summary["tokens_seen"] == reference["tokens_seen"]
+    resumed = [point["loss"] for point in summary["metrics"]["loss_by_step"]]
+    uninterrupted = [point["loss"] for point in reference["metrics"]["loss_by_step"]]
+    assert resumed == pytest.approx(uninterrupted, abs=0.02)
+
+
+def test_sigterm_as_on_a_spot_interruption_saves_a_checkpoint_where_it_stands_and_exits_75(tmp_path, tiny_base,
+                                                                                         curated_table):
+    checkpoints = tmp_path / "checkpoints"
+    long_run = {**HYPERPARAMETERS, "max_steps": 60, "save_steps": 2}
+    args = job_args(tiny_base, curated_table, checkpoints) + as_argv(long_run)
+    process = start_job(args, tmp_path)
+    wait_for_checkpoint(process, checkpoints)
+    first_periodic = complete_checkpoints(checkpoints)[-1]
+    process.terminate()
+    assert process.wait(timeout=120) == 75
+    process.stderr.close()
+    saved = complete_checkpoints(checkpoints)
+    assert first_periodic < saved[-1] < long_run["max_steps"]
+    assert not list(checkpoints.glob("checkpoint-*/checkpoint-is-incomplete.txt"))
+    assert "interrupted at step" in (tmp_path / "output" / "failure").read_text()
+
+    again = run_script(args, sagemaker_env(tmp_path), tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = json.loads((tmp_path / "model" / "training_summary.json").read_text())
+    assert summary["resumed_from_step"] == saved[-1] and summary["global_step"] == long_run["max_steps"]
 
 
 def test_arguments_come_from_argv_over_sm_hps(monkeypatch):
