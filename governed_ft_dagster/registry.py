@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import mlflow
 import pandas as pd
+import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -42,6 +43,7 @@ TAG_CODE_VERSION = "governed_ft.code_version"
 DEFAULT_MAX_NEW_TOKENS = 128
 MODEL_ARTIFACT_NAME = "model"
 PROBE_TIMEOUT_S = 3.0
+ANSWER_TIMEOUT_S = 10.0
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "prompt")]),
@@ -393,7 +395,7 @@ def _unavailable(registry_uri: str, detail: str) -> RegistryUnavailableError:
 
 
 def _probe(registry_uri: str) -> None:
-    """Fail in seconds, not after the SDK's retry budget, when nothing listens at the registry's address."""
+    """Fail in seconds, not after the SDK's retry budget, when nothing answers at the registry's address."""
     url, _ = _registry_endpoint(registry_uri)
     if not url and registry_uri.startswith("databricks-uc://"):
         return  # the host lives in a ~/.databrickscfg profile; the SDK resolves it
@@ -405,6 +407,14 @@ def _probe(registry_uri: str) -> None:
         socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
         raise _unavailable(registry_uri, exc.strerror or type(exc).__name__) from None
+    try:  # any HTTP answer will do; a host that accepts and stays silent would hold MLflow for minutes
+        requests.get(f"{parts.scheme}://{parts.netloc}/", timeout=(PROBE_TIMEOUT_S, ANSWER_TIMEOUT_S),
+                     allow_redirects=False).close()
+    except requests.Timeout:
+        raise _unavailable(registry_uri, f"it accepts connections but sent no answer within "
+                                         f"{ANSWER_TIMEOUT_S:g} s") from None
+    except requests.RequestException as exc:
+        raise _unavailable(registry_uri, type(exc).__name__) from None
 
 
 def _principal(registry_uri: str) -> str:

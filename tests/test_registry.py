@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import mlflow
@@ -231,6 +233,28 @@ def test_an_unreachable_registry_gives_one_sentence(world, adapter, tmp_path):
     message = str(failed.value)
     assert message.count(". ") == 0 and message.endswith(".") and "\n" not in message
     assert "databricks-uc" in message and url in message and "DATABRICKS_HOST" in message
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_registry_that_accepts_connections_but_never_answers_fails_in_seconds(adapter, tmp_path, monkeypatch):
+    monkeypatch.setattr("governed_ft_dagster.registry.ANSWER_TIMEOUT_S", 1.0)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        with pytest.raises(RegistryUnavailableError) as failed:
+            register_adapter(
+                registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                artifact_location=(tmp_path / "mlartifacts").as_uri(), model_full_name=MODEL,
+                adapter_dir=adapter[1], base_model_ref=str(adapter[0]), description="d", tags={}, experiment="e",
+                env={"DATABRICKS_HOST": url, "DATABRICKS_CLIENT_ID": "registrar", "DATABRICKS_CLIENT_SECRET": "s"},
+            )
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 10
+    assert "sent no answer within 1 s" in str(failed.value) and url in str(failed.value)
     assert not (tmp_path / "mlflow.db").exists()
 
 
