@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from governed_ft_dagster.catalog.base import CatalogClient
+from governed_ft_dagster.catalog.base import CatalogClient, RenewingCredentials
 from governed_ft_dagster.edgar.client import FilingRef, FilingSource
 from governed_ft_dagster.edgar.extract import DEFAULT_MAX_BYTES, EXTRACTOR_VERSION, extract_risk_factors
 from governed_ft_dagster.edgar.landing import RAW_SCHEMA, build_record, catalog_columns, landing_key
@@ -73,7 +73,7 @@ def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_
     refs = list_filings(source, tickers, form_type, fiscal_year, include_amendments, report, log)
     report.filings_in = len(refs) + len(report.rejects)
     log(f"{len(refs)} {form_type} filings for fiscal year {fiscal_year} from {len(tickers)} tickers")
-    landing_creds = client.temporary_path_credentials(target.landing_root, "PATH_READ_WRITE")
+    landing = RenewingCredentials(lambda: client.temporary_path_credentials(target.landing_root, "PATH_READ_WRITE"))
     records: list[dict] = []
     started = time.monotonic()
     for index, ref in enumerate(refs, 1):
@@ -86,7 +86,7 @@ def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_
         record = build_record(ref, result.status.value, result.text, result.reason, EXTRACTOR_VERSION,
                               now().isoformat(timespec="seconds"))
         try:
-            put_json(join(target.landing_root, landing_key(ref)), record, landing_creds, target.endpoint)
+            put_json(join(target.landing_root, landing_key(ref)), record, landing.current(), target.endpoint)
         except Exception as exc:
             report.rejects.append({"key": ref.accession_number, "reason": f"landing failed: {_short(exc)}"})
             continue

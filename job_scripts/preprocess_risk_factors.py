@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
@@ -17,7 +17,6 @@ PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 PROPERTY_PREFIX = "governed_ft"
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 S3A_CREDENTIALS_PROVIDER = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
-RENEW_WITHIN_S = 15 * 60
 CURATED_COMMENT = "Instruction records (risk factor -> heading) curated from SEC Risk Factors sections"
 _CATALOG_TYPE_NAMES = {"string": "STRING", "int": "INT", "bigint": "LONG", "smallint": "SHORT", "tinyint": "BYTE",
                        "boolean": "BOOLEAN", "double": "DOUBLE", "float": "FLOAT", "date": "DATE",
@@ -70,7 +69,7 @@ class CatalogTables:
     """Both tables resolved through the catalog as the job's principal; storage only with vended credentials."""
 
     def __init__(self, client, args: argparse.Namespace):
-        from governed_ft_dagster.catalog.base import CatalogError
+        from governed_ft_dagster.catalog.base import CatalogError, RenewingCredentials
 
         self.client = client
         self.source_table, self.target_table = args.source_table, args.target_table
@@ -78,7 +77,7 @@ class CatalogTables:
         self.endpoint_url, self.region = args.s3_endpoint_url, args.storage_region
         self.grantees = list(args.grant_select_to or [])
         self.source = client.get_table(self.source_table).storage_location
-        self._source_creds = client.temporary_table_credentials(self.source_table, "READ")
+        self._source = RenewingCredentials(lambda: client.temporary_table_credentials(self.source_table, "READ"))
         self.target_exists = client.table_exists(self.target_table)
         if self.target_exists:
             self.target = client.get_table(self.target_table).storage_location
@@ -89,17 +88,17 @@ class CatalogTables:
             self.target = args.target_location
         else:
             raise CatalogError(f"table {self.target_table} is not registered yet; pass --target-location to create it")
-        self._target_creds = self._vend_target()
-        self._path_creds: dict[str, Any] = {}
+        self._target = RenewingCredentials(self._vend_target)
+        self._paths: dict[str, Any] = {}
 
     @property
     def detach_before_write(self) -> bool:
         """Whether reads and writes use different credentials, so the written data must not depend on the source."""
-        return not (self._source_creds.is_local and self._target_creds.is_local)
+        return not (self._source.latest.is_local and self._target.latest.is_local)
 
     @property
     def vended(self) -> list:
-        return [self._source_creds, self._target_creds, *self._path_creds.values()]
+        return [self._source.latest, self._target.latest, *(p.latest for p in self._paths.values())]
 
     def _vend_target(self):
         if self.target_exists:
@@ -107,17 +106,18 @@ class CatalogTables:
         return self.client.temporary_path_credentials(self.target, "PATH_CREATE_TABLE")
 
     def before_read(self, spark) -> None:
-        self._source_creds = _fresh(self._source_creds,
-                                    lambda: self.client.temporary_table_credentials(self.source_table, "READ"))
-        configure_s3a(spark, self._source_creds, self.endpoint_url, self.region)
+        configure_s3a(spark, self._source.current(), self.endpoint_url, self.region)
 
     def before_write(self, spark, location: str) -> None:
+        from governed_ft_dagster.catalog.base import RenewingCredentials
+
         if location == self.target:
-            self._target_creds = creds = _fresh(self._target_creds, self._vend_target)
+            creds = self._target.current()
         else:
-            creds = self._path_creds.get(location)
-            if creds is None or creds.expires_within(RENEW_WITHIN_S):
-                creds = self._path_creds[location] = self.client.temporary_path_credentials(location, "PATH_READ_WRITE")
+            if location not in self._paths:
+                self._paths[location] = RenewingCredentials(
+                    lambda: self.client.temporary_path_credentials(location, "PATH_READ_WRITE"))
+            creds = self._paths[location].current()
         configure_s3a(spark, creds, self.endpoint_url, self.region)
 
     def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
@@ -135,10 +135,6 @@ class CatalogTables:
                 self.client.update_grants("table", self.target_table, grantee, add=[Privilege.SELECT])
                 granted.append(f"SELECT on {self.target_table} to {grantee}")
         return {"table_registered": not self.target_exists, "grants": granted}
-
-
-def _fresh(creds, vend: Callable[[], Any]):
-    return vend() if creds.expires_within(RENEW_WITHIN_S) else creds
 
 
 def resolve_tables(args: argparse.Namespace) -> Locations | CatalogTables:

@@ -142,3 +142,16 @@ def test_a_catalog_back_within_the_retry_window_costs_the_run_nothing(world, edg
     assert f"{CATALOG}.raw.risk_factors" in fake.tables
     rows = [r["accession_number"] for r in raw_rows(world)]
     assert len(rows) == len(set(rows)) and sorted(rows) == landed_accessions(world)
+
+
+def test_landing_credentials_near_expiry_are_vended_again_during_the_ingest(world, edgar):
+    world.databricks.credential_ttl_s = 600  # inside the 15-minute renewal window: every use renews
+    result = materialize(world, edgar, "2024|10-K")
+    assert result.success
+    rows = result.asset_materializations_for_node("raw_risk_factors")[0].metadata["rows"].value
+    landing = [v for v in world.databricks.vended if v["operation"] == "PATH_READ_WRITE"]
+    assert rows > 1 and len(landing) == 1 + rows  # the up-front vend, then one per landed filing
+    world.databricks.credential_ttl_s = 3600
+    world.databricks.vended.clear()
+    assert materialize(world, edgar, "2024|10-Q").success
+    assert len([v for v in world.databricks.vended if v["operation"] == "PATH_READ_WRITE"]) == 1

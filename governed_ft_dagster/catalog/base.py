@@ -6,7 +6,7 @@ import abc
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 
 class Principal(str, Enum):
@@ -94,6 +94,32 @@ class VendedCredentials:
             return False
         now = now or dt.datetime.now(dt.timezone.utc)
         return (self.expiration - now).total_seconds() < seconds
+
+
+RENEW_WITHIN_S = 15 * 60
+
+
+class RenewingCredentials:
+    """Credentials for one table or path, vended now and again whenever they come within renew_within_s of expiry."""
+
+    def __init__(self, vend: Callable[[], VendedCredentials], renew_within_s: float = RENEW_WITHIN_S):
+        self._vend, self.renew_within_s = vend, renew_within_s
+        self.vends = 0
+        self._creds = self._fresh()
+
+    def current(self) -> VendedCredentials:
+        if self._creds.expires_within(self.renew_within_s):
+            self._creds = self._fresh()
+        return self._creds
+
+    @property
+    def latest(self) -> VendedCredentials:
+        """The last vended credentials, without renewing them."""
+        return self._creds
+
+    def _fresh(self) -> VendedCredentials:
+        self.vends += 1
+        return self._vend()
 
 
 @dataclass(frozen=True)
