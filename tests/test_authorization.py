@@ -80,17 +80,27 @@ def report(cells: list[Cell]) -> str:
 # ---- the aws path: the recording Databricks stand-in --------------------------------------------------------
 
 
+def table_probe(catalog: CatalogResource, principal: Principal, action: Action) -> bool:
+    """Vend or create-table as the principal; False when the action is not one of those."""
+    client, full = catalog.client(principal), catalog.table_name(action.target)
+    op, tag = action.operation, f"authz_probe_{principal.value}"
+    if op in (Operation.VEND_READ, Operation.VEND_READ_WRITE):
+        client.temporary_table_credentials(full, "READ" if op == Operation.VEND_READ else "READ_WRITE")
+    elif op == Operation.CREATE_TABLE:
+        client.register_external_table(f"{full}.{tag}", catalog.location(f"{action.target}/tables/{tag}"), COLUMNS)
+    else:
+        return False
+    return True
+
+
 def databricks_probe(catalog: CatalogResource) -> Probe:
     def run(principal: Principal, action: Action) -> None:
+        if table_probe(catalog, principal, action):
+            return
         client = catalog.client(principal)
         full = catalog.table_name(action.target) if action.target else ""
         op, tag = action.operation, f"authz_probe_{principal.value}"
-        if op in (Operation.VEND_READ, Operation.VEND_READ_WRITE):
-            client.temporary_table_credentials(full, "READ" if op == Operation.VEND_READ else "READ_WRITE")
-        elif op == Operation.CREATE_TABLE:
-            client.register_external_table(f"{full}.{tag}", catalog.location(f"{action.target}/tables/{tag}"),
-                                           COLUMNS)
-        elif op == Operation.CREATE_MODEL_VERSION:  # the first call of MLflow's databricks-uc registry
+        if op == Operation.CREATE_MODEL_VERSION:  # the first call of MLflow's databricks-uc registry
             client._ws().api_client.do("POST", f"{MLFLOW_UC}/model-versions/create",
                                        body={"name": full, "source": catalog.location(f"ml/adapters/{tag}")})
         elif op == Operation.WRITE_ARTIFACT:
@@ -169,17 +179,12 @@ LOCAL_ACTIONS = tuple(a for a in pipeline_actions()
 
 def oss_probe(catalog: CatalogResource) -> Probe:
     def run(principal: Principal, action: Action) -> None:
-        client = catalog.client(principal)
-        full = catalog.table_name(action.target)
-        op, tag = action.operation, f"authz_probe_{principal.value}"
-        if op in (Operation.VEND_READ, Operation.VEND_READ_WRITE):
-            client.temporary_table_credentials(full, "READ" if op == Operation.VEND_READ else "READ_WRITE")
-        elif op == Operation.CREATE_TABLE:
-            client.register_external_table(f"{full}.{tag}", catalog.location(f"{action.target}/tables/{tag}"),
-                                           COLUMNS)
-        elif op == Operation.CREATE_MODEL_VERSION:
-            catalog_name, schema, model = full.split(".")
-            client._request("POST", "/models/versions", body={  # type: ignore[attr-defined]
+        if table_probe(catalog, principal, action):
+            return
+        catalog_name, schema, model = catalog.table_name(action.target).split(".")
+        tag = f"authz_probe_{principal.value}"
+        if action.operation == Operation.CREATE_MODEL_VERSION:
+            catalog.client(principal)._request("POST", "/models/versions", body={  # type: ignore[attr-defined]
                 "catalog_name": catalog_name, "schema_name": schema, "model_name": model,
                 "source": catalog.location(f"ml/adapters/{tag}"), "run_id": tag})
         else:
