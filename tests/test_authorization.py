@@ -16,6 +16,7 @@ from databricks.sdk.service import catalog as uc
 
 from aws_fixtures import CATALOG, application_id
 from governed_ft_dagster.catalog.base import CatalogPermissionError, ColumnInfo, Principal
+from governed_ft_dagster.catalog.oss import API
 from governed_ft_dagster.governance import (
     CURATED_TABLE,
     MODEL_NAME,
@@ -184,9 +185,10 @@ def oss_probe(catalog: CatalogResource) -> Probe:
         catalog_name, schema, model = catalog.table_name(action.target).split(".")
         tag = f"authz_probe_{principal.value}"
         if action.operation == Operation.CREATE_MODEL_VERSION:
-            catalog.client(principal)._request("POST", "/models/versions", body={  # type: ignore[attr-defined]
+            catalog.client(principal)._request("POST", f"{API}/models/versions", body={  # type: ignore[attr-defined]
                 "catalog_name": catalog_name, "schema_name": schema, "model_name": model,
-                "source": catalog.location(f"ml/adapters/{tag}"), "run_id": tag})
+                "source": catalog.location(f"ml/adapters/{tag}"), "run_id": tag},
+                securable=f"registered_model {catalog_name}.{schema}.{model}", privilege="OWNER")
         else:
             raise AssertionError(f"no probe for {action}")
     return run

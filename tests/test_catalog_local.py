@@ -25,7 +25,8 @@ def running_stack(local_stack, uc_server_jars):
 
 
 def _resource(stack) -> LocalCatalogResource:
-    return LocalCatalogResource(catalog=stack.settings.catalog_name, url=stack.settings.uc_url, home=str(stack.home))
+    return LocalCatalogResource(catalog=stack.settings.catalog_name, url=stack.settings.uc_url, home=str(stack.home),
+                                storage_root=stack.warehouse.as_uri())
 
 
 def test_bootstrap_twice_gives_the_same_catalog_state(running_stack):

@@ -48,7 +48,8 @@ class OssCatalogClient(CatalogClient):
         try:
             response = self._session.request(
                 method, f"{self.url}{path}", json=body, params=params, timeout=self._timeout,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                headers={"Authorization": f"Bearer {self._token}",
+                         "Accept": "application/json, application/scim+json"},
             )
         except requests.RequestException as exc:
             raise CatalogUnavailableError(

@@ -32,6 +32,7 @@ server.allowed-issuers=internal
 server.audiences=
 server.cookie-timeout=P5D
 server.managed-table.enabled=false
+storage-root.models={models_root}
 """
 
 HIBERNATE_PROPERTIES = """\
@@ -78,7 +79,10 @@ def write_config(paths: ServerPaths) -> None:
     """Write server and database configuration (idempotent; an edited file is left alone)."""
     paths.conf.mkdir(parents=True, exist_ok=True)
     paths.database.mkdir(parents=True, exist_ok=True)
-    for name, text in (("server.properties", SERVER_PROPERTIES), ("hibernate.properties", HIBERNATE_PROPERTIES)):
+    # Model versions need managed storage; the catalog and schemas have none, so the server's root is used.
+    models_root = (paths.root.parent / "warehouse" / "ml" / "uc-managed").as_uri()
+    server_properties = SERVER_PROPERTIES.format(models_root=models_root)
+    for name, text in (("server.properties", server_properties), ("hibernate.properties", HIBERNATE_PROPERTIES)):
         target = paths.conf / name
         if not target.exists():
             target.write_text(text)
