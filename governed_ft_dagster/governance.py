@@ -58,9 +58,24 @@ OWNERS: dict[str, Principal] = {
     CURATED_TABLE: Principal.PREPROCESS,
     MODEL_NAME: Principal.REGISTRAR,
 }
-# Beyond catalog grants: who writes the model artifact location, and who writes lineage.
-ARTIFACT_WRITERS: tuple[Principal, ...] = (Principal.TRAIN,)
+# What path vending needs, on one external location per storage prefix so no principal reaches another's prefix:
+# ingest lands JSON and creates the raw table; preprocess creates and writes the curated table (it reads the raw
+# table with table credentials, which SELECT covers); train writes the LoRA adapter under ml/ and reads its own
+# earlier artifacts; registrar reads the adapter so the registry can copy it into the model version.
+LOCATION_GRANTS: dict[str, dict[Principal, tuple[Privilege, ...]]] = {
+    "raw": {Principal.INGEST: (Privilege.CREATE_EXTERNAL_TABLE, Privilege.READ_FILES, Privilege.WRITE_FILES)},
+    "curated": {Principal.PREPROCESS: (Privilege.CREATE_EXTERNAL_TABLE, Privilege.READ_FILES,
+                                       Privilege.WRITE_FILES)},
+    "ml": {Principal.TRAIN: (Privilege.READ_FILES, Privilege.WRITE_FILES), Principal.REGISTRAR: (Privilege.READ_FILES,)},
+}
+ARTIFACT_WRITERS: tuple[Principal, ...] = tuple(
+    p for p, privileges in LOCATION_GRANTS["ml"].items() if Privilege.WRITE_FILES in privileges)
 LINEAGE_WRITERS: tuple[Principal, ...] = (Principal.REGISTRAR,)
+
+
+def location_name(catalog: str, prefix: str) -> str:
+    """The external location that covers one storage prefix."""
+    return f"{catalog}_{prefix}"
 
 
 def external_access_grants() -> tuple[GrantSpec, ...]:

@@ -12,7 +12,7 @@ from moto.server import ThreadedMotoServer
 from fake_databricks import FakeDatabricks
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import GRANTS, LINEAGE_WRITERS, external_access_grants
-from governed_ft_dagster.provision.catalog import LINEAGE_PRIVILEGE, LOCATION_GRANTS
+from governed_ft_dagster.provision.catalog import DATABRICKS_LOCATION_GRANTS, LINEAGE_PRIVILEGE
 from governed_ft_dagster.resources.catalog import DatabricksCatalogResource
 
 BUCKET = "governed-lake"
@@ -62,7 +62,7 @@ def start_world(monkeypatch, moto_port: int) -> tuple[AwsWorld, ThreadedMotoServ
         fake.add_service_principal(application_id(principal), secret_value(principal))
         secrets.create_secret(Name=f"governed-ft/{principal.value}", SecretString=json.dumps(
             {"client_id": application_id(principal), "client_secret": secret_value(principal)}))
-    for prefix, grants in LOCATION_GRANTS.items():
+    for prefix, grants in DATABRICKS_LOCATION_GRANTS.items():
         fake.add_external_location(f"governed_{prefix}", f"s3://{BUCKET}/{prefix}")
         for principal, privileges in grants.items():
             fake.grant("external_location", f"governed_{prefix}", application_id(principal), *privileges)

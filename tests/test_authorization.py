@@ -174,17 +174,19 @@ def test_the_external_use_privileges_are_what_vending_hinges_on(world):  # noqa:
 
 # ---- the local path: the open-source catalog server ---------------------------------------------------------
 
-LOCAL_ACTIONS = tuple(a for a in pipeline_actions()
-                      if a.operation not in (Operation.WRITE_ARTIFACT, Operation.WRITE_LINEAGE))
+LOCAL_ACTIONS = tuple(a for a in pipeline_actions() if a.operation != Operation.WRITE_LINEAGE)  # lineage is a file
 
 
 def oss_probe(catalog: CatalogResource) -> Probe:
     def run(principal: Principal, action: Action) -> None:
         if table_probe(catalog, principal, action):
             return
-        catalog_name, schema, model = catalog.table_name(action.target).split(".")
         tag = f"authz_probe_{principal.value}"
-        if action.operation == Operation.CREATE_MODEL_VERSION:
+        if action.operation == Operation.WRITE_ARTIFACT:
+            catalog.client(principal).temporary_path_credentials(catalog.location(f"ml/adapters/{tag}"),
+                                                                 "PATH_READ_WRITE")
+        elif action.operation == Operation.CREATE_MODEL_VERSION:
+            catalog_name, schema, model = catalog.table_name(action.target).split(".")
             catalog.client(principal)._request("POST", f"{API}/models/versions", body={  # type: ignore[attr-defined]
                 "catalog_name": catalog_name, "schema_name": schema, "model_name": model,
                 "source": catalog.location(f"ml/adapters/{tag}"), "run_id": tag},
@@ -211,7 +213,7 @@ def test_exactly_the_designs_grants_succeed_on_the_local_catalog(local_stack, uc
         cells = run_matrix(oss_probe(catalog), LOCAL_ACTIONS)
         with capsys.disabled():
             print("\n" + report(cells))
-        assert len(cells) == len(Principal) * len(LOCAL_ACTIONS) == 32
+        assert len(cells) == len(Principal) * len(LOCAL_ACTIONS) == 36
         assert [c for c in cells if c.unexpected] == []
     finally:
         local_stack.down()

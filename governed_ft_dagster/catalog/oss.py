@@ -177,6 +177,30 @@ class OssCatalogClient(CatalogClient):
                           securable=f"schema {full_name}")
             return True
 
+    def ensure_storage_credential(self, name: str, role_arn: str, comment: str = "") -> bool:
+        """Create the storage credential unless it exists; return whether it was created."""
+        try:
+            self._request("GET", f"{API}/credentials/{quote(name)}", securable=f"credential {name}")
+            return False
+        except NotFound:
+            self._request("POST", f"{API}/credentials", securable=f"credential {name}", body={
+                "name": name, "comment": comment, "purpose": "STORAGE", "aws_iam_role": {"role_arn": role_arn}})
+            return True
+
+    def ensure_external_location(self, name: str, url: str, credential: str, comment: str = "") -> bool:
+        """Create the external location unless it exists at url; return whether it was created."""
+        try:
+            existing = self._request("GET", f"{API}/external-locations/{quote(name)}",
+                                     securable=f"external_location {name}")
+        except NotFound:
+            self._request("POST", f"{API}/external-locations", securable=f"external_location {name}", body={
+                "name": name, "url": url, "credential_name": credential, "comment": comment})
+            return True
+        if str(existing.get("url", "")).rstrip("/") != url.rstrip("/"):
+            raise CatalogError(f"external location {name} points at {existing.get('url')}, not {url}; delete it "
+                               "or start from an empty state folder, then bootstrap again")
+        return False
+
     def list_names(self, kind: str, **params: str) -> list[str]:
         """Names of catalogs or schemas (first page is enough for this project)."""
         data = self._request("GET", f"{API}/{kind}", params=params)
@@ -226,6 +250,8 @@ def _split(full_name: str, parts: int) -> list[str]:
 
 
 def _lineage_of_securable(securable_type: str, full_name: str) -> list[tuple[str, str]]:
+    if securable_type in ("external_location", "metastore"):
+        return [(securable_type, full_name)]
     pieces = full_name.split(".")
     chain: list[tuple[str, str]] = [("catalog", pieces[0])]
     if len(pieces) >= 2:

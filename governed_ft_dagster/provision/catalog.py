@@ -16,7 +16,14 @@ from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, U
 from databricks.sdk.service import catalog as uc
 
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.governance import GRANTS, LINEAGE_WRITERS, MODEL_NAME, SCHEMAS, external_access_grants
+from governed_ft_dagster.governance import (
+    GRANTS,
+    LINEAGE_WRITERS,
+    LOCATION_GRANTS,
+    MODEL_NAME,
+    SCHEMAS,
+    external_access_grants,
+)
 from governed_ft_dagster.catalog.databricks import SECRET_SHAPE, secret_document
 from governed_ft_dagster.provision import ProvisionError
 from governed_ft_dagster.provision.aws import SECRET_PLACEHOLDER, Change
@@ -25,17 +32,11 @@ from governed_ft_dagster.provision.policies import StackConfig
 if TYPE_CHECKING:
     from governed_ft_dagster.provision.aws import AwsProvisioner
 
-# What path vending needs, on one external location per prefix so no principal reaches another's prefix:
-# ingest lands JSON and creates the raw table; preprocess creates and writes the curated table (it reads the raw
-# table with table credentials, which SELECT covers); train writes the LoRA adapter under ml/ and reads its own
-# earlier artifacts; registrar reads the adapter so MLflow can copy it into the model version's managed storage.
-# Path vending to engines outside the workspace also takes EXTERNAL_USE_LOCATION.
-LOCATION_GRANTS: dict[str, dict[Principal, tuple[str, ...]]] = {
-    "raw": {Principal.INGEST: ("CREATE_EXTERNAL_TABLE", "EXTERNAL_USE_LOCATION", "READ_FILES", "WRITE_FILES")},
-    "curated": {Principal.PREPROCESS: ("CREATE_EXTERNAL_TABLE", "EXTERNAL_USE_LOCATION", "READ_FILES",
-                                       "WRITE_FILES")},
-    "ml": {Principal.TRAIN: ("EXTERNAL_USE_LOCATION", "READ_FILES", "WRITE_FILES"),
-           Principal.REGISTRAR: ("EXTERNAL_USE_LOCATION", "READ_FILES")},
+# The design's path grants, plus EXTERNAL_USE_LOCATION that vending to engines outside the workspace needs.
+DATABRICKS_LOCATION_GRANTS: dict[str, dict[Principal, tuple[str, ...]]] = {
+    prefix: {role: tuple(sorted({p.sdk_name for p in privileges} | {"EXTERNAL_USE_LOCATION"}))
+             for role, privileges in grants.items()}
+    for prefix, grants in LOCATION_GRANTS.items()
 }
 # Writing external lineage starts with creating external metadata, a metastore privilege.
 LINEAGE_PRIVILEGE = "CREATE_EXTERNAL_METADATA"
@@ -504,7 +505,7 @@ class CatalogProvisioner:
         metastore = desired.setdefault(("metastore", self._metastore_id()), {})
         for role in LINEAGE_WRITERS:
             metastore.setdefault(role, set()).add(LINEAGE_PRIVILEGE)
-        for prefix, grants in LOCATION_GRANTS.items():
+        for prefix, grants in DATABRICKS_LOCATION_GRANTS.items():
             key = ("external_location", self.location_names[prefix])
             for role, privileges in grants.items():
                 desired.setdefault(key, {}).setdefault(role, set()).update(privileges)
@@ -688,5 +689,5 @@ def _as_list(value: Any) -> list[Any]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
-__all__ = ["LOCATION_GRANTS", "AwsSecretStore", "CatalogProvisioner", "CatalogReport", "GrantChange",
+__all__ = ["DATABRICKS_LOCATION_GRANTS", "AwsSecretStore", "CatalogProvisioner", "CatalogReport", "GrantChange",
            "workspace_client"]

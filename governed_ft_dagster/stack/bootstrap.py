@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key, l
 
 from governed_ft_dagster.catalog.base import Principal, Privilege
 from governed_ft_dagster.catalog.oss import OssCatalogClient
-from governed_ft_dagster.governance import GRANTS, SCHEMAS, principal_email
+from governed_ft_dagster.governance import GRANTS, LOCATION_GRANTS, SCHEMAS, location_name, principal_email
 from governed_ft_dagster.stack.errors import StackError
 from governed_ft_dagster.stack.local import LocalStack
 
 ISSUER = "internal"
+LOCAL_ROLE_ARN = "arn:aws:iam::000000000000:role/governed-ft-local-unused"
 
 
 @dataclass
@@ -82,7 +83,12 @@ def apply_governance(admin: OssCatalogClient, catalog: str, report: BootstrapRep
     for grant in GRANTS:
         key = (grant.securable_type, grant.full_name(catalog), principal_email(grant.principal))
         wanted.setdefault(key, set()).add(grant.privilege)
+    for prefix, grants in LOCATION_GRANTS.items():
+        for principal, privileges in grants.items():
+            key = ("external_location", location_name(catalog, prefix), principal_email(principal))
+            wanted.setdefault(key, set()).update(privileges)
     securables = {(t, n) for t, n, _ in wanted} | {("catalog", catalog)} | {("schema", f"{catalog}.{s}") for s in SCHEMAS}
+    securables |= {("external_location", location_name(catalog, prefix)) for prefix in LOCATION_GRANTS}
     for securable_type, full_name in sorted(securables):
         if securable_type == "table" and not admin.table_exists(full_name):
             report.pending.extend(
@@ -112,6 +118,16 @@ def bootstrap(stack: LocalStack) -> BootstrapReport:
     for schema in SCHEMAS:
         if admin.ensure_schema(catalog, schema):
             report.created.append(f"schema {catalog}.{schema}")
+    # The catalog vends nothing for file:// paths, but checks path grants on external locations, which need a
+    # storage credential; this one is never used to reach storage.
+    credential = f"{catalog}_local_storage"
+    if admin.ensure_storage_credential(credential, LOCAL_ROLE_ARN, "file:// locations of the local stack"):
+        report.created.append(f"storage credential {credential}")
+    for prefix in LOCATION_GRANTS:
+        name, url = location_name(catalog, prefix), (stack.warehouse / prefix).as_uri()
+        (stack.warehouse / prefix).mkdir(parents=True, exist_ok=True)
+        if admin.ensure_external_location(name, url, credential, f"the {prefix}/ prefix of the warehouse"):
+            report.created.append(f"external location {name}")
     for principal in Principal:
         email = principal_email(principal)
         if admin.ensure_user(email, f"governed-ft {principal.value}"):

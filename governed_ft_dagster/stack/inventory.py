@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.catalog.oss import NotFound, OssCatalogClient
-from governed_ft_dagster.governance import GRANTS, principal_email
+from governed_ft_dagster.governance import GRANTS, LOCATION_GRANTS, location_name, principal_email
 from governed_ft_dagster.stack.local import LocalStack
 
 
@@ -19,7 +19,9 @@ def catalog_inventory(stack: LocalStack) -> dict:
     emails = set(admin.list_user_emails())
     principals = [p.value for p in Principal if principal_email(p) in emails]
     grants = []
-    for securable_type, full_name in sorted({(g.securable_type, g.full_name(catalog)) for g in GRANTS}):
+    securables = {(g.securable_type, g.full_name(catalog)) for g in GRANTS}
+    securables |= {("external_location", location_name(catalog, prefix)) for prefix in LOCATION_GRANTS}
+    for securable_type, full_name in sorted(securables):
         for principal in Principal:
             try:
                 held = admin.direct_privileges(securable_type, full_name, principal_email(principal))

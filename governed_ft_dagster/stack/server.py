@@ -79,8 +79,9 @@ def write_config(paths: ServerPaths) -> None:
     """Write server and database configuration (idempotent; an edited file is left alone)."""
     paths.conf.mkdir(parents=True, exist_ok=True)
     paths.database.mkdir(parents=True, exist_ok=True)
-    # Model versions need managed storage; the catalog and schemas have none, so the server's root is used.
-    models_root = (paths.root.parent / "warehouse" / "ml" / "uc-managed").as_uri()
+    # Model versions need managed storage; the catalog and schemas have none, so the server's root is used. It
+    # lies outside the external locations, which may not contain managed storage.
+    models_root = (paths.root.parent / "warehouse" / "uc-managed").as_uri()
     server_properties = SERVER_PROPERTIES.format(models_root=models_root)
     for name, text in (("server.properties", server_properties), ("hibernate.properties", HIBERNATE_PROPERTIES)):
         target = paths.conf / name
