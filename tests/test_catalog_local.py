@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+
+import dagster as dg
 import pytest
 
 from governed_ft_dagster.catalog.base import CatalogPermissionError, ColumnInfo, Principal
@@ -64,3 +69,52 @@ def test_train_is_refused_read_on_raw_and_preprocess_is_allowed(running_stack):
     assert "train" in message and full_name in message and "SELECT" in message
     vended = resource.client(Principal.PREPROCESS).temporary_table_credentials(full_name, "READ")
     assert vended.location.rstrip("/").endswith("raw/risk_factors")
+
+
+class StopCatalogWhenExtracted(logging.Handler):
+    """Stops the catalog server, from inside the run, once every filing is landed and before the Delta merge."""
+
+    def __init__(self, stack):
+        super().__init__()
+        self.stack, self.stopped = stack, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not self.stopped and re.search(r"extracted (\d+)/\1 filings", message):
+            self.stopped = self.stack.down()
+
+
+def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_duplicates_nothing(running_stack):
+    from deltalake import DeltaTable
+
+    from governed_ft_dagster.assets.raw import raw_risk_factors
+    from governed_ft_dagster.resources import local_resources
+
+    bootstrap(running_stack)
+    stopper = StopCatalogWhenExtracted(running_stack)
+
+    @dg.logger
+    def catalog_stopper(init_context) -> logging.Logger:
+        logger = logging.Logger("catalog-stopper", level=logging.INFO)
+        logger.addHandler(stopper)
+        return logger
+
+    resources = {k: v for k, v in local_resources(running_stack.settings).items() if k in ("catalog", "edgar")}
+    job = dg.define_asset_job("raw_job", selection=[raw_risk_factors], partitions_def=raw_risk_factors.partitions_def)
+    defs = dg.Definitions(assets=[raw_risk_factors], jobs=[job], resources=resources,
+                          loggers={"catalog_stopper": catalog_stopper})
+    run = lambda: defs.resolve_job_def("raw_job").execute_in_process(  # noqa: E731
+        partition_key="2024|10-K", raise_on_error=False, run_config={"loggers": {"catalog_stopper": {}}})
+    failed = run()
+    assert stopper.stopped and not failed.success
+    message = failed.get_step_failure_events()[0].event_specific_data.error.message
+    assert "did not answer" in message and "governed-ft stack up" in message
+    landing = running_stack.warehouse / "raw" / "risk_factors"
+    landed = sorted(json.loads(p.read_text())["accession_number"] for p in landing.rglob("*.json"))
+    assert landed and not (running_stack.warehouse / "raw" / "tables" / "risk_factors").exists()
+
+    running_stack.up()
+    assert run().success
+    rows = DeltaTable(str(running_stack.warehouse / "raw" / "tables" / "risk_factors")).to_pyarrow_table()
+    accessions = rows.column("accession_number").to_pylist()
+    assert sorted(accessions) == landed and len(set(accessions)) == len(accessions)

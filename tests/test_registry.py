@@ -39,7 +39,6 @@ MODEL = f"{CATALOG}.{MODEL_NAME}"
 STORAGE_ROOT = f"s3://{BUCKET}/ml/models"
 PLANTED = "dose-planted-hyperparameter-secret-77aa"
 HYPERPARAMETERS = {"lora_r": 4, "learning_rate": 2e-4, "epochs": 1, "max_tokens": 1024, "hf_token": PLANTED}
-OSS_SKIP = "the open-source catalog server jar is not served by the Maven registry on this machine"
 CORPUS = [
     "Risk factors: our business depends on suppliers, interest rates and cybersecurity incidents.",
     "We may be unable to protect our intellectual property, and litigation could harm our results.",
@@ -268,20 +267,28 @@ def test_prompts_and_conversations_become_chat_messages():
         chat_messages([42])
 
 
-@pytest.mark.skipif(not os.environ.get("GOVERNED_FT_UC_URL"), reason=OSS_SKIP)
-def test_registers_into_the_open_source_catalog(adapter, tmp_path):
-    base, adapter_dir = adapter
-    url = os.environ["GOVERNED_FT_UC_URL"]
-    with registry_env_for_oss(url, os.environ.get("GOVERNED_FT_UC_TOKEN", "")):
-        first = register_adapter(
-            registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(),
-            model_full_name=f"{os.environ.get('GOVERNED_FT_UC_CATALOG', CATALOG)}.{MODEL_NAME}",
-            adapter_dir=adapter_dir, base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft",
-            env=None,
-        )
-        again = register_adapter(
-            registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(), model_full_name=first.name,
-            adapter_dir=adapter_dir, base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft",
-            env=None,
-        )
+def test_registers_into_the_open_source_catalog_once(adapter, tmp_path, local_stack, uc_server_jars):
+    from governed_ft_dagster.stack import jars
+    from governed_ft_dagster.stack.bootstrap import bootstrap, read_token
+
+    target = jars.group_dir(local_stack.home, "uc-server")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(jars.group_dir(uc_server_jars, "uc-server"))
+    local_stack.up()
+    try:
+        bootstrap(local_stack)
+        base, adapter_dir = adapter
+        url = local_stack.settings.uc_url
+        registered = []
+        with registry_env_for_oss(url, read_token(local_stack.home, Principal.REGISTRAR)):
+            for _ in range(2):
+                registered.append(register_adapter(
+                    registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    artifact_location=(tmp_path / "mlartifacts").as_uri(),
+                    model_full_name=f"{local_stack.settings.catalog_name}.{MODEL_NAME}", adapter_dir=adapter_dir,
+                    base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft", env=None))
+    finally:
+        local_stack.down()
+    first, again = registered
+    assert first.created and first.version == "1"
     assert not again.created and again.version == first.version
