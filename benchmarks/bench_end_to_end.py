@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, args in PHASES:
             rc, seconds, output = governed_ft(args, env, options.timeout)
             rows.append((name, seconds, rc))
-            print(f"--- {name}: {seconds:.1f} s, exit {rc}\n{output.rstrip()}", flush=True)
+            shown = output.rstrip() if rc else "\n".join(output.rstrip().splitlines()[-3:])  # all of it on failure
+            print(f"--- {name}: {seconds:.1f} s, exit {rc}\n{shown}", flush=True)
             if rc != 0:
                 break
     finally:
