@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,8 @@ def governed_ft(args: list[str], env: dict[str, str], timeout_s: float) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--home", type=Path, help="state folder to use (default: a fresh temporary one)")
+    parser.add_argument("--home", type=Path, help="state folder to use (default: a fresh temporary one, removed "
+                                                  "after a complete run)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per phase")
     options = parser.parse_args(argv)
     home = options.home or Path(tempfile.mkdtemp(prefix="governed-ft-e2e-"))
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {seconds:.1f} | {rc} |")
     verdict = ("under" if total < GOAL_S else "over") + f" the {GOAL_S:.0f} s goal" if complete else "did not finish"
     print(f"| total, stopped stack to registered model version | {total:.1f} | {verdict} |")
+    if complete and options.home is None:
+        shutil.rmtree(home, ignore_errors=True)
+        home = Path(f"{home} (removed)")
     print(f"cores: {os.cpu_count()}, state folder: {home}")
     return 0 if complete else 1
 
