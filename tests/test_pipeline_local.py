@@ -27,6 +27,20 @@ def link_group(home: Path, cache: Path, group: str) -> None:
     target.symlink_to(jars.group_dir(cache, group))
 
 
+def scan_state_folder(home: Path, secrets: list[str]) -> list[str]:
+    """Files of the state folder holding any secret, apart from where the tokens are meant to live."""
+    kept = {home / "tokens", ServerPaths.under(home).conf, home / "jars"}
+    leaks, scanned = [], 0
+    for path in home.rglob("*"):
+        if not path.is_file() or any(k in path.parents for k in kept) or path.stat().st_size > 50_000_000:
+            continue
+        scanned += 1
+        text = path.read_bytes().decode("latin-1")
+        leaks += [f"{path.relative_to(home)}: {secret[:12]}" for secret in secrets if secret in text]
+    assert scanned > 50  # the Dagster and MLflow stores, lineage, job logs, landing JSON and Delta files
+    return leaks
+
+
 def test_stack_up_bootstrap_and_run_register_a_model_version_with_its_lineage(local_stack, uc_server_jars,
                                                                              spark_home, stack_env):
     link_group(local_stack.home, uc_server_jars, "uc-server")
@@ -56,5 +70,7 @@ def test_stack_up_bootstrap_and_run_register_a_model_version_with_its_lineage(lo
         tokens += [admin.read_text().strip()] if admin.exists() else []
         for output in (done.stdout + done.stderr, again.stdout + again.stderr, shown.stdout):
             assert not [t for t in tokens if t in output]
+        leaks = scan_state_folder(local_stack.home, tokens)
+        assert not leaks, leaks[:10]
     finally:
         governed_ft("stack", "down", env=env, timeout_s=120)
