@@ -63,6 +63,22 @@ def uc_server_jars(tmp_path_factory) -> Path:
     return home
 
 
+def link_group(home: Path, cache: Path, group: str) -> None:
+    """Use a jar group fetched once per session in another state folder."""
+    target = jars.group_dir(home, group)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(jars.group_dir(cache, group))
+
+
+@pytest.fixture
+def running_stack(local_stack, uc_server_jars):
+    """The local stack with its catalog server up (not bootstrapped); stopped afterwards."""
+    link_group(local_stack.home, uc_server_jars, "uc-server")
+    local_stack.up()
+    yield local_stack
+    local_stack.down()
+
+
 @pytest.fixture
 def edgar(tmp_path):
     """The shared real filings as a local EDGAR-shaped source."""

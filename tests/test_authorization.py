@@ -196,27 +196,19 @@ def oss_probe(catalog: CatalogResource) -> Probe:
     return run
 
 
-def test_exactly_the_designs_grants_succeed_on_the_local_catalog(local_stack, uc_server_jars, capsys):
+def test_exactly_the_designs_grants_succeed_on_the_local_catalog(running_stack, capsys):
     from governed_ft_dagster.resources.catalog import LocalCatalogResource
-    from governed_ft_dagster.stack import jars
     from governed_ft_dagster.stack.bootstrap import bootstrap
 
-    target = jars.group_dir(local_stack.home, "uc-server")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(jars.group_dir(uc_server_jars, "uc-server"))
-    local_stack.up()
-    try:
-        bootstrap(local_stack)
-        catalog = LocalCatalogResource(catalog=local_stack.settings.catalog_name, url=local_stack.settings.uc_url,
-                                       home=str(local_stack.home), storage_root=local_stack.warehouse.as_uri())
-        governed_objects(catalog)
-        cells = run_matrix(oss_probe(catalog), LOCAL_ACTIONS)
-        with capsys.disabled():
-            print("\n" + report(cells))
-        assert len(cells) == len(Principal) * len(LOCAL_ACTIONS) == 36
-        assert [c for c in cells if c.unexpected] == []
-    finally:
-        local_stack.down()
+    bootstrap(running_stack)
+    catalog = LocalCatalogResource(catalog=running_stack.settings.catalog_name, url=running_stack.settings.uc_url,
+                                   home=str(running_stack.home), storage_root=running_stack.warehouse.as_uri())
+    governed_objects(catalog)
+    cells = run_matrix(oss_probe(catalog), LOCAL_ACTIONS)
+    with capsys.disabled():
+        print("\n" + report(cells))
+    assert len(cells) == len(Principal) * len(LOCAL_ACTIONS) == 36
+    assert [c for c in cells if c.unexpected] == []
 
 
 def test_the_design_matrix_itself() -> None:

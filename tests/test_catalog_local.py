@@ -12,21 +12,9 @@ import pytest
 from governed_ft_dagster.catalog.base import CatalogPermissionError, ColumnInfo, Principal
 from governed_ft_dagster.governance import RAW_TABLE
 from governed_ft_dagster.resources.catalog import LocalCatalogResource
-from governed_ft_dagster.stack import jars
 from governed_ft_dagster.stack.bootstrap import apply_governance, bootstrap, BootstrapReport
 from governed_ft_dagster.stack.inventory import catalog_inventory
 from governed_ft_dagster.catalog.oss import OssCatalogClient
-
-
-@pytest.fixture
-def running_stack(local_stack, uc_server_jars):
-    for group in ("uc-server",):
-        target = jars.group_dir(local_stack.home, group)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(jars.group_dir(uc_server_jars, group))
-    local_stack.up()
-    yield local_stack
-    local_stack.down()
 
 
 def _resource(stack) -> LocalCatalogResource:

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import link_group
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
-from governed_ft_dagster.stack import jars
 from governed_ft_dagster.stack.bootstrap import read_token
 from governed_ft_dagster.stack.server import ServerPaths
 
@@ -19,12 +19,6 @@ CLI = Path(sys.executable).with_name("governed-ft")
 
 def governed_ft(*args: str, env: dict[str, str], timeout_s: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=timeout_s)
-
-
-def link_group(home: Path, cache: Path, group: str) -> None:
-    target = jars.group_dir(home, group)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(jars.group_dir(cache, group))
 
 
 def scan_state_folder(home: Path, secrets: list[str]) -> list[str]:

@@ -267,28 +267,20 @@ def test_prompts_and_conversations_become_chat_messages():
         chat_messages([42])
 
 
-def test_registers_into_the_open_source_catalog_once(adapter, tmp_path, local_stack, uc_server_jars):
-    from governed_ft_dagster.stack import jars
+def test_registers_into_the_open_source_catalog_once(adapter, tmp_path, running_stack):
     from governed_ft_dagster.stack.bootstrap import bootstrap, read_token
 
-    target = jars.group_dir(local_stack.home, "uc-server")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(jars.group_dir(uc_server_jars, "uc-server"))
-    local_stack.up()
-    try:
-        bootstrap(local_stack)
-        base, adapter_dir = adapter
-        url = local_stack.settings.uc_url
-        registered = []
-        with registry_env_for_oss(url, read_token(local_stack.home, Principal.REGISTRAR)):
-            for _ in range(2):
-                registered.append(register_adapter(
-                    registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                    artifact_location=(tmp_path / "mlartifacts").as_uri(),
-                    model_full_name=f"{local_stack.settings.catalog_name}.{MODEL_NAME}", adapter_dir=adapter_dir,
-                    base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft", env=None))
-    finally:
-        local_stack.down()
+    bootstrap(running_stack)
+    base, adapter_dir = adapter
+    url = running_stack.settings.uc_url
+    registered = []
+    with registry_env_for_oss(url, read_token(running_stack.home, Principal.REGISTRAR)):
+        for _ in range(2):
+            registered.append(register_adapter(
+                registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                artifact_location=(tmp_path / "mlartifacts").as_uri(),
+                model_full_name=f"{running_stack.settings.catalog_name}.{MODEL_NAME}", adapter_dir=adapter_dir,
+                base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft", env=None))
     first, again = registered
     assert first.created and first.version == "1"
     assert not again.created and again.version == first.version
