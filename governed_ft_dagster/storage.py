@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,17 @@ def read_delta(location: str, options: dict[str, str], columns: list[str] | None
 
     table = DeltaTable(location, version=version, storage_options=options)
     return table.to_pyarrow_table(columns=columns), table.version()
+
+
+def extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract regular files and folders under dest; refuse links, devices and paths that leave dest."""
+    root = Path(dest).resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or (target != root and root not in target.parents):
+            raise ValueError(f"the archive member {member.name!r} is not a plain file or folder inside the "
+                             "archive's own tree; refusing to extract it")
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 also strips unsafe modes
+        tar.extractall(root, filter="data")
+    else:
+        tar.extractall(root)  # noqa: S202 - every member was checked above

@@ -39,6 +39,7 @@ from governed_ft_dagster.resources.training_jobs import (
     TrainingJobResult,
     TrainingJobSpec,
 )
+from governed_ft_dagster.storage import extract_tar
 from test_training_jobs_local import HYPERPARAMETERS, SECRET_NAME, materialize, metadata, run_log, spec_for, write_code
 
 REGION = "us-east-1"
@@ -110,7 +111,7 @@ def play_container(request: dict, endpoint: str, workdir: Path) -> dict:
     code.mkdir(parents=True)
     tarball = boto("s3", endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
-        tar.extractall(code, filter="data")
+        extract_tar(tar, code)
     model_dir, output = workdir / name / "model", workdir / name / "output"
     model_dir.mkdir()
     env = {**os.environ, **request["Environment"], "TRAINING_JOB_NAME": name, "SM_MODEL_DIR": str(model_dir),

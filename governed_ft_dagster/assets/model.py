@@ -22,7 +22,7 @@ from governed_ft_dagster.lineage_facts import MODEL_VERSION as FACT_MODEL_VERSIO
 from governed_ft_dagster.lineage_facts import lineage_nodes_from_graph
 from governed_ft_dagster.resources.catalog import CatalogResource
 from governed_ft_dagster.resources.registry import LineageResource, RegistryResource
-from governed_ft_dagster.storage import is_local, local_path
+from governed_ft_dagster.storage import extract_tar, is_local, local_path
 
 if TYPE_CHECKING:
     from governed_ft_dagster.lineage import LineageGraph
@@ -268,7 +268,7 @@ def download_adapter(catalog: CatalogResource, location: str, dest: Path) -> Pat
             archive = dest.parent / "model.tar.gz"
             s3.download_file(bucket, key, str(archive))
             with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(dest, filter="data")
+                extract_tar(tar, dest)
             archive.unlink()
         else:
             count = 0
