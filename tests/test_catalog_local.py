@@ -106,3 +106,8 @@ def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_du
     rows = DeltaTable(str(running_stack.warehouse / "raw" / "tables" / "risk_factors")).to_pyarrow_table()
     accessions = rows.column("accession_number").to_pylist()
     assert sorted(accessions) == landed and len(set(accessions)) == len(accessions)
+    catalog = resources["catalog"]
+    table = catalog.client(Principal.PREPROCESS).get_table(catalog.table_name(RAW_TABLE))
+    assert table.storage_location.rstrip("/").endswith("raw/tables/risk_factors")
+    again = run()
+    assert again.asset_materializations_for_node("raw_risk_factors")[0].metadata["rows_inserted"].value == 0

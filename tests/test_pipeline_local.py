@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from conftest import link_group
+from test_curated_asset import tiny_base  # noqa: F401  (fixture)
+from test_training_asset import TINY_RUN
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.stack.bootstrap import read_token
@@ -68,3 +70,76 @@ def test_stack_up_bootstrap_and_run_register_a_model_version_with_its_lineage(lo
         assert not leaks, leaks[:10]
     finally:
         governed_ft("stack", "down", env=env, timeout_s=120)
+
+
+def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(running_stack, edgar,
+                                                                              tiny_base):
+    import dagster as dg
+
+    from governed_ft_dagster.assets.curated import curated_training_table
+    from governed_ft_dagster.assets.model import uc_model_version
+    from governed_ft_dagster.assets.raw import raw_risk_factors
+    from governed_ft_dagster.assets.training import finetuned_lora_model
+    from governed_ft_dagster.checks import all_checks
+    from governed_ft_dagster.cli_lineage import read_lineage
+    from governed_ft_dagster.lineage import upstream_chain
+    from governed_ft_dagster.lineage_facts import openlineage_path
+    from governed_ft_dagster.lineage_sinks import read_events
+    from governed_ft_dagster.resources import local_resources
+    from governed_ft_dagster.resources.base_model import BaseModelResource
+    from governed_ft_dagster.stack.bootstrap import bootstrap
+    from governed_ft_dagster.training.base_model import load_tokenizer
+
+    bootstrap(running_stack)
+    settings = running_stack.settings
+    resources = {**local_resources(settings), "edgar": edgar, "base_model": BaseModelResource(model_ref=str(tiny_base))}
+    catalog = resources["catalog"]
+    assets = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version, *all_checks]
+    downstream = dg.AssetSelection.keys(curated_training_table.key, finetuned_lora_model.key, uc_model_version.key)
+
+    def run_graph(instance):
+        for partition in ("2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"):
+            assert dg.materialize([raw_risk_factors], partition_key=partition, instance=instance,
+                                  resources=resources).success
+        result = dg.materialize(assets, selection=downstream, instance=instance, resources=resources,
+                                raise_on_error=False, run_config={"ops": {"finetuned_lora_model": {"config": TINY_RUN}}})
+        assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
+        return result
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = run_graph(instance)
+        checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
+        assert checks and all(checks.values()), checks
+        curated_meta = first.asset_materializations_for_node("curated_training_table")[0].metadata
+        model_meta = first.asset_materializations_for_node("uc_model_version")[0].metadata
+
+        # The curated table is registered and readable through the catalog as the train principal.
+        curated, version_read = catalog.read_table(Principal.TRAIN, CURATED_TABLE)
+        rows = curated.to_pylist()
+        assert version_read == curated_meta["delta_version"].value
+        assert curated_meta["rows_out"].value == len(rows) > 0
+        assert sum(s["records"] for s in curated_meta["splits"].value.values()) == len(rows)
+        companies = {split: {r["cik"] for r in rows if r["split"] == split} for split in ("train", "validation")}
+        assert companies["train"] and companies["validation"] and not companies["train"] & companies["validation"]
+        tokenizer = load_tokenizer(tiny_base)
+        assert all(r["n_tokens"] <= 1024 for r in rows)
+        for row in rows[:: max(1, len(rows) // 8)]:
+            assert len(tokenizer.apply_chat_template(row["messages"], tokenize=True)["input_ids"]) == row["n_tokens"]
+
+        # The model version carries its sources, and the lineage chain names the Delta versions actually read.
+        model, version = model_meta["model_name"].value, str(model_meta["model_version"].value)
+        found = catalog.client(Principal.REGISTRAR)._request(  # type: ignore[attr-defined]
+            "GET", f"/api/2.1/unity-catalog/models/{model}/versions/{version}")
+        facts = dict(line.split("=", 1) for line in (found.get("comment") or "").splitlines() if "=" in line)
+        assert f"{settings.catalog_name}.{CURATED_TABLE}" in facts["governed_ft.source_tables"]
+        graph, _ = read_lineage(settings, model, version)
+        chain = upstream_chain(graph, model, version)
+        assert int(chain["curated_table"]["version_read"]) == curated_meta["delta_version"].value
+        assert int(chain["raw_table"]["version_read"]) == curated_meta["source_version"].value
+        assert chain["training_run"] and chain["preprocessing_run"]
+        events_before = read_events(openlineage_path(running_stack.home))
+
+        again = run_graph(instance)
+        model_again = again.asset_materializations_for_node("uc_model_version")[0].metadata
+        assert model_again["created"].value is False and str(model_again["model_version"].value) == version
+        assert read_events(openlineage_path(running_stack.home)) == events_before
