@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -18,14 +19,20 @@ SHARED_SAMPLES = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", REPO.parent / "s
 
 
 def free_port() -> int:
-    """A loopback port whose successor is free too (the catalog binds PORT and PORT+1)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+    """A loopback port whose successor is free too (the catalog binds PORT and PORT+1).
+
+    Ports come from below the kernel's ephemeral range, so an outgoing connection cannot take one between this
+    check and the server's bind.
+    """
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
     raise RuntimeError("no free loopback port pair")
 
 

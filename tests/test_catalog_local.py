@@ -111,3 +111,23 @@ def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_du
     assert table.storage_location.rstrip("/").endswith("raw/tables/risk_factors")
     again = run()
     assert again.asset_materializations_for_node("raw_risk_factors")[0].metadata["rows_inserted"].value == 0
+
+
+def test_a_port_taken_after_the_check_stops_the_start_in_one_sentence_and_leaves_no_server(local_stack,
+                                                                                          uc_server_jars):
+    import socket
+    import time
+
+    from conftest import link_group
+    from governed_ft_dagster.stack import server
+    from governed_ft_dagster.stack.errors import StackError
+
+    link_group(local_stack.home, uc_server_jars, "uc-server")
+    port = local_stack.settings.uc_port
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", port + 1))  # bound but not listening: the pre-start check cannot see it
+        started = time.monotonic()
+        with pytest.raises(StackError, match=f"took port {port} or {port + 1}"):
+            local_stack.up()
+    assert time.monotonic() - started < 60
+    assert server.read_pid(local_stack.server_paths) is None

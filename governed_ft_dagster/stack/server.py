@@ -167,6 +167,7 @@ def start(home: Path, host: str, port: int, wait_s: float = 120.0) -> int:
         java = java_executable()
         classpath = jars.classpath(home, "uc-server")
         write_config(paths)
+        log_start = paths.log_file.stat().st_size if paths.log_file.exists() else 0
         log = paths.log_file.open("ab")
         process = subprocess.Popen(
             [java, "-cp", os.pathsep.join(str(p) for p in classpath), MAIN_CLASS, "-p", str(port)],
@@ -179,12 +180,19 @@ def start(home: Path, host: str, port: int, wait_s: float = 120.0) -> int:
         log.close()
         pid = process.pid
         paths.pid_file.write_text(f"{pid}\n")
+    else:
+        log_start = paths.log_file.stat().st_size if paths.log_file.exists() else 0
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if read_pid(paths) is None:
             raise StackError(f"the catalog server exited during start-up; its log is {paths.log_file}:\n{_tail(paths.log_file)}")
         if healthy(url, admin_token(paths)):
             return pid
+        if _bind_failed(paths.log_file, log_start):  # the JVM lingers after this, so do not wait it out
+            stop(home)
+            raise StackError(f"another program took port {port} or {port + 1} while the catalog server started; "
+                             "stop that program or choose another port with GOVERNED_FT_UC_PORT, then run "
+                             "`governed-ft stack up` again")
         time.sleep(0.5)
     raise StackError(f"the catalog server did not answer on {url} within {wait_s:.0f} s; see {paths.log_file}")
 
@@ -213,6 +221,15 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def _bind_failed(log_file: Path, start: int) -> bool:
+    try:
+        with log_file.open("rb") as handle:
+            handle.seek(start)
+            return b"Address already in use" in handle.read()
+    except FileNotFoundError:
+        return False
 
 
 def _tail(path: Path, lines: int = 20) -> str:
