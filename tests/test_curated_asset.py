@@ -165,6 +165,20 @@ def test_without_select_on_raw_the_asset_fails_before_any_spark_job(world, edgar
     assert CURATED not in world.databricks.tables
 
 
+def test_without_external_use_of_the_raw_schema_the_asset_fails_before_any_spark_job(world, edgar, spark_home,
+                                                                                    tiny_base):
+    materialize_raw(world, edgar, ("2024|10-K",))
+    world.databricks.revoke("schema", f"{CATALOG}.raw", application_id(Principal.PREPROCESS), "EXTERNAL_USE_SCHEMA")
+    runs_before, vended_before = spark_runs(spark_home), len(world.databricks.vended)
+
+    result = materialize_curated(resources(world, edgar, spark_home, tiny_base))
+
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "preprocess" in failure and f"EXTERNAL USE SCHEMA on schema {CATALOG}.raw" in failure
+    assert spark_runs(spark_home) == runs_before and world.databricks.vended[vended_before:] == []
+
+
 def test_a_refusal_inside_the_job_fails_the_asset_with_the_catalog_sentence(world, edgar, spark_home, tiny_base):
     materialize_raw(world, edgar, ("2024|10-K",))
     world.databricks.revoke("external_location", "governed_curated", application_id(Principal.PREPROCESS),

@@ -105,22 +105,17 @@ class RenewingCredentials:
 
     def __init__(self, vend: Callable[[], VendedCredentials], renew_within_s: float = RENEW_WITHIN_S):
         self._vend, self.renew_within_s = vend, renew_within_s
-        self.vends = 0
-        self._creds = self._fresh()
+        self._creds = vend()
 
     def current(self) -> VendedCredentials:
         if self._creds.expires_within(self.renew_within_s):
-            self._creds = self._fresh()
+            self._creds = self._vend()
         return self._creds
 
     @property
     def latest(self) -> VendedCredentials:
         """The last vended credentials, without renewing them."""
         return self._creds
-
-    def _fresh(self) -> VendedCredentials:
-        self.vends += 1
-        return self._vend()
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,23 @@ class DatabricksCatalogResource(CatalogResource):
                              secret_id=f"{self.secret_prefix}{principal.value}", region=self.region,
                              aws_endpoint_url=self.aws_endpoint_url)
 
+    def preflight(self, principal: Principal, requirements: list[tuple[SecurableType, str, Privilege]]) -> None:
+        """Also EXTERNAL USE SCHEMA wherever table data is read or written: vending to the jobs needs it here."""
+        super().preflight(principal, [*requirements, *external_use_requirements(requirements)])
+
     def principal_name(self, principal: Principal) -> str:
         if principal.value in self.application_ids:
             return self.application_ids[principal.value]
         return self.client(principal).client_id  # type: ignore[attr-defined]
+
+
+def external_use_requirements(
+        requirements: list[tuple[SecurableType, str, Privilege]]) -> list[tuple[SecurableType, str, Privilege]]:
+    """EXTERNAL USE SCHEMA on the schema of every table read or written, and of every schema written."""
+    schemas: dict[str, None] = {}
+    for securable_type, full_name, privilege in requirements:
+        if securable_type == "table" and privilege in (Privilege.SELECT, Privilege.MODIFY):
+            schemas[full_name.rsplit(".", 1)[0]] = None
+        elif securable_type == "schema" and privilege == Privilege.MODIFY:
+            schemas[full_name] = None
+    return [("schema", schema, Privilege.EXTERNAL_USE_SCHEMA) for schema in schemas]
