@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,19 @@ from pathlib import Path
 
 GOAL_S = 300.0
 PHASES = (("stack up", ["stack", "up"]), ("bootstrap", ["bootstrap"]), ("run", ["run"]))
+
+
+def free_port_pair() -> int:
+    """A loopback port whose successor is free too, below the ephemeral range (the catalog binds both)."""
+    for port in range(28000, 32000, 2):
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise SystemExit("no free loopback port pair between 28000 and 32000; set GOVERNED_FT_UC_PORT")
 
 
 def governed_ft(args: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, float, str]:
@@ -35,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     home = options.home or Path(tempfile.mkdtemp(prefix="governed-ft-e2e-"))
     env = {**os.environ, "GOVERNED_FT_HOME": str(home), "GOVERNED_FT_DEPLOYMENT": "local"}
+    env.setdefault("GOVERNED_FT_UC_PORT", str(free_port_pair()))  # a running demo stack keeps its port
     env.pop("DAGSTER_HOME", None)
 
     rc, seconds, output = governed_ft(["stack", "fetch"], env, options.timeout)
