@@ -36,6 +36,20 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port pair")
 
 
+def tiny_lora_adapter(root: Path, corpus: list[str], seed: int, name: str) -> tuple[Path, Path]:
+    """A tiny Ministral3 base and a randomly initialised LoRA adapter over the production module names."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from governed_ft_dagster.training.base_model import LORA_TARGET_MODULES, build_tiny_base, load_base_model
+
+    base = build_tiny_base(corpus, root / "base", vocab_size=320)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGET_MODULES), init_lora_weights=False)
+    get_peft_model(load_base_model(base), config).save_pretrained(root / name)
+    return base, root / name
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _mlflow_outside_the_repository(tmp_path_factory):
     """MLflow's default store is ./mlflow.db; a test that forgets its own URI writes to a temporary one instead."""

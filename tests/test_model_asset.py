@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from aws_fixtures import BUCKET, CATALOG, REGION, application_id, start_registry_world
-from conftest import free_port
+from conftest import free_port, tiny_lora_adapter
 from fake_mlflow_uc import PREFIX
 from governed_ft_dagster.assets.model import uc_model_version
 from governed_ft_dagster.catalog.base import Principal
@@ -35,7 +35,6 @@ from governed_ft_dagster.resources.registry import (
     DatabricksRegistryResource,
     openlineage_path,
 )
-from governed_ft_dagster.training.base_model import LORA_TARGET_MODULES, build_tiny_base
 from test_lineage import standard_nodes
 from fake_lineage import LT
 
@@ -59,17 +58,7 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny Ministral3 base and a LoRA adapter saved by peft, as the training job leaves them."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from governed_ft_dagster.training.base_model import load_base_model
-
-    root = tmp_path_factory.mktemp("adapter")
-    base = build_tiny_base(CORPUS, root / "base", vocab_size=320)
-    torch.manual_seed(2)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGET_MODULES), init_lora_weights=False)
-    get_peft_model(load_base_model(base), config).save_pretrained(root / "model")
-    return base, root / "model"
+    return tiny_lora_adapter(tmp_path_factory.mktemp("adapter"), CORPUS, seed=2, name="model")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_registry_world
-from conftest import free_port
+from conftest import free_port, tiny_lora_adapter
 from fake_mlflow_uc import PREFIX
 from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionError, Principal
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
@@ -33,7 +33,6 @@ from governed_ft_dagster.registry import (
     registry_env_for_oss,
     scoped_env,
 )
-from governed_ft_dagster.training.base_model import LORA_TARGET_MODULES, build_tiny_base
 
 MODEL = f"{CATALOG}.{MODEL_NAME}"
 STORAGE_ROOT = f"s3://{BUCKET}/ml/models"
@@ -49,17 +48,7 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny Ministral3 base and a randomly initialised LoRA adapter over the production module names."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from governed_ft_dagster.training.base_model import load_base_model
-
-    root = tmp_path_factory.mktemp("adapter")
-    base = build_tiny_base(CORPUS, root / "base", vocab_size=320)
-    torch.manual_seed(1)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGET_MODULES), init_lora_weights=False)
-    get_peft_model(load_base_model(base), config).save_pretrained(root / "adapter")
-    return base, root / "adapter"
+    return tiny_lora_adapter(tmp_path_factory.mktemp("adapter"), CORPUS, seed=1, name="adapter")
 
 
 @pytest.fixture
