@@ -9,28 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from governed_ft_dagster.stack.server import free_port_pair
+
 GOAL_S = 300.0
 PHASES = (("stack up", ["stack", "up"]), ("bootstrap", ["bootstrap"]), ("run", ["run"]))
-
-
-def free_port_pair() -> int:
-    """A loopback port whose successor is free too, below the ephemeral range (the catalog binds both)."""
-    for port in range(28000, 32000, 2):
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise SystemExit("no free loopback port pair between 28000 and 32000; set GOVERNED_FT_UC_PORT")
 
 
 def governed_ft(args: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, float, str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,27 +11,15 @@ from governed_ft_dagster.settings import load_settings
 from governed_ft_dagster.stack import jars
 from governed_ft_dagster.stack.errors import StackError
 from governed_ft_dagster.stack.local import LocalStack
+from governed_ft_dagster.stack.server import free_port_pair
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", REPO.parent / "shared" / "sec_samples"))
 
 
 def free_port() -> int:
-    """A loopback port whose successor is free too (the catalog binds PORT and PORT+1).
-
-    Ports come from below the kernel's ephemeral range, so an outgoing connection cannot take one between this
-    check and the server's bind.
-    """
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free loopback port pair")
+    """A loopback port whose successor is free too (the catalog binds PORT and PORT+1)."""
+    return free_port_pair()
 
 
 def tiny_lora_adapter(root: Path, corpus: list[str], seed: int, name: str) -> tuple[Path, Path]:

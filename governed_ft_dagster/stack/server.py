@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -103,6 +104,20 @@ def java_executable() -> str:
     if major < MIN_JAVA:
         raise StackError(f"Java {major or 'of unknown version'} is too old for the catalog server; install Java {MIN_JAVA} or set JAVA_HOME to one")
     return java
+
+
+def free_port_pair(host: str = "127.0.0.1", low: int = 20000, high: int = 32000) -> int:
+    """A port whose successor is free too (the server binds both), below the kernel's ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(low, high)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind((host, port))
+                second.bind((host, port + 1))
+        except OSError:
+            continue
+        return port
+    raise StackError(f"no free port pair between {low} and {high} on {host}; set GOVERNED_FT_UC_PORT")
 
 
 def port_in_use(host: str, port: int) -> bool:
