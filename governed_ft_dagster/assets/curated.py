@@ -13,12 +13,13 @@ from governed_ft_dagster.assets.failures import readable_failures
 from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
 from governed_ft_dagster.governance import CURATED_TABLE, GRANTS, RAW_TABLE
+from governed_ft_dagster.job_code import PREPROCESS_SCRIPT, job_script
 from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.catalog import CatalogResource
 from governed_ft_dagster.resources.spark_jobs import SparkJobResource, SparkJobSpec, package_zip
 from governed_ft_dagster.storage import delta_version, storage_options
 
-JOB_SCRIPT = Path(__file__).resolve().parents[2] / "job_scripts" / "preprocess_risk_factors.py"
+JOB_SCRIPT = job_script(PREPROCESS_SCRIPT)
 CURATED_PREFIX = "curated/tables/risk_factor_instructions"
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Literal, Optional
 from urllib.parse import urlparse
@@ -12,13 +13,12 @@ from pydantic import Field
 from governed_ft_dagster.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal, Privilege, VendedCredentials
 from governed_ft_dagster.governance import CURATED_TABLE
+from governed_ft_dagster.job_code import training_source_dir
 from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.catalog import CatalogResource
 from governed_ft_dagster.resources.training_jobs import TrainingJobResource, TrainingJobSpec
 from governed_ft_dagster.storage import S3Endpoint, delta_version, is_local, join, local_path, storage_options
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = REPO_ROOT / "job_scripts" / "train_lora.py"
 ADAPTERS_PREFIX = "ml/adapters"
 SUMMARY_FILE = "training_summary.json"
 CURATED_KEY = dg.AssetKey("curated_training_table")
@@ -107,9 +107,11 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         return previous
     context.log.info(f"training job {job_name}: {table} at Delta version {version}, base {base_ref}, "
                      f"adapter to {adapter_location}")
-    spec = TrainingJobSpec(script=str(TRAIN_SCRIPT), source_dir=str(REPO_ROOT), hyperparameters=job_arguments,
-                           job_name=job_name)
-    result = training.run(context, spec)
+    with tempfile.TemporaryDirectory(prefix="governed-ft-train-code-") as tmp:
+        script, source_dir = training_source_dir(Path(tmp))
+        spec = TrainingJobSpec(script=str(script), source_dir=str(source_dir), hyperparameters=job_arguments,
+                               job_name=job_name)
+        result = training.run(context, spec)
     summary = _read_summary(catalog, adapter_location)
     _verify(summary, table, version, result.run_id, adapter_location)
     metrics = summary["metrics"]
