@@ -25,6 +25,7 @@ def _edgar(settings: Settings) -> EdgarResource:
         user_agent=dg.EnvVar("GOVERNED_FT_EDGAR_USER_AGENT") if settings.edgar_source == "live" else None,
         cache_dir=str(settings.home / "edgar_cache"),
         local_root=str(settings.home / "edgar_sample"),
+        sample_fiscal_years=list(settings.fiscal_years),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +23,8 @@ class EdgarResource(dg.ConfigurableResource):
     data_url: str = "https://data.sec.gov"
     max_rps: float = 10.0
     sample_companies: int = 12
+    sample_fiscal_years: list[int] = Field(default=[2023, 2024],
+                                           description="Fiscal years the generated corpus covers ('sample' only).")
     list_missing_documents: bool = Field(default=False, description="List filings whose document is absent from a local folder (they become rejects).")
     sensor_batch_size: int = Field(default=50, description="Companies the new-filings sensor reads per tick (10 requests/s).")
 
@@ -29,11 +33,25 @@ class EdgarResource(dg.ConfigurableResource):
             return EdgarClient(self.user_agent or "", base_url=self.base_url, data_url=self.data_url,
                                cache_dir=Path(self.cache_dir), max_rps=self.max_rps)
         root = Path(self.local_root)
-        if self.source == "sample" and not (root / "files" / "company_tickers.json").exists():
-            from governed_ft_dagster.edgar.sample_corpus import build_sample_corpus
-
-            build_sample_corpus(root, companies=self.sample_companies)
+        if self.source == "sample":
+            self._ensure_sample_corpus(root)
         return LocalEdgarSource(root, only_available=not self.list_missing_documents)
+
+    def _ensure_sample_corpus(self, root: Path) -> None:
+        """Generate the sample corpus, anew when the configured fiscal years or company count changed."""
+        from governed_ft_dagster.edgar.sample_corpus import MANIFEST_NAME, build_sample_corpus
+
+        wanted = {"fiscal_years": sorted(set(self.sample_fiscal_years)), "companies": self.sample_companies}
+        try:
+            built = json.loads((root / MANIFEST_NAME).read_text())
+            current = {"fiscal_years": sorted(built["fiscal_years"]), "companies": len(built["companies"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            current = None
+        if current == wanted and (root / "files" / "company_tickers.json").exists():
+            return
+        if root.exists():
+            shutil.rmtree(root)
+        build_sample_corpus(root, companies=self.sample_companies, fiscal_years=self.sample_fiscal_years)
 
     def default_universe(self) -> list[str]:
         """S&P 500 live; every company with submissions in the local folder otherwise."""
