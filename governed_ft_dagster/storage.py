@@ -122,12 +122,13 @@ def merge_rows(location: str, rows: pa.Table, key: str, options: dict[str, str],
 
 
 def read_delta(location: str, options: dict[str, str], columns: list[str] | None = None,
-               version: int | None = None) -> tuple[pa.Table, int]:
-    """The table's rows (optionally some columns, at a version) and the version read."""
+               version: int | None = None, where: dict[str, object] | None = None) -> tuple[pa.Table, int]:
+    """The table's rows (optionally some columns, at a version, where columns equal values) and the version read."""
     from deltalake import DeltaTable
 
     table = DeltaTable(location, version=version, storage_options=options)
-    return table.to_pyarrow_table(columns=columns), table.version()
+    filters = [(column, "=", value) for column, value in (where or {}).items()] or None
+    return table.to_pyarrow_table(columns=columns, filters=filters), table.version()
 
 
 def extract_tar(tar: tarfile.TarFile, dest: Path) -> None:

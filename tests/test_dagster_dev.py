@@ -51,7 +51,7 @@ def test_dagster_dev_lists_assets_checks_schedules_and_sensors(tmp_path):
         assert node["groupName"] and node["kinds"] and node["description"]
         assert {"team": "governed-ft"} in node["owners"]
     checks = {c["name"]: c for n in nodes.values() for c in n["assetChecksOrError"]["checks"]}
-    assert {"raw_accessions_unique", "raw_extracted_share", "raw_text_lengths", "curated_token_budget",
+    assert {"raw_accessions_unique", "raw_located_share", "raw_text_lengths", "curated_token_budget",
             "curated_split_by_company", "adapter_beats_base_model"} <= set(checks)
     assert checks["adapter_beats_base_model"]["blocking"] is True
     [repository] = data["repositoriesOrError"]["nodes"]

@@ -24,17 +24,27 @@ def real_raw_rows() -> list[dict]:
 
 def test_raw_contracts_hold_on_the_shared_filings(real_raw_rows):
     assert quality.unique_accessions(real_raw_rows).passed
-    assert quality.extracted_share(real_raw_rows, 0.5).passed
+    assert quality.located_share(real_raw_rows, 0.8).passed
     assert quality.text_lengths_in_range(real_raw_rows, 200, 2_000_000).passed
 
 
 def test_raw_contracts_fail_on_crafted_input(real_raw_rows):
     assert not quality.unique_accessions(real_raw_rows + real_raw_rows[:1]).passed
     not_found = [dict(r, status="not_found") for r in real_raw_rows]
-    verdict = quality.extracted_share(not_found, 0.5)
-    assert not verdict.passed and verdict.metadata["share_extracted"] == 0.0
+    verdict = quality.located_share(not_found, 0.8)
+    assert not verdict.passed and verdict.metadata["share_located"] == 0.0
     truncated = [dict(real_raw_rows[0], status="extracted", risk_factors_text="Item 1A. Risk Factors")]
     assert not quality.text_lengths_in_range(truncated, 200, 2_000_000).passed
+
+
+def test_quarterly_partition_of_no_material_changes_is_located_but_not_found_is_not():
+    quarter = ([{"status": "no_material_changes"}] * 20 + [{"status": "extracted"}] * 12
+               + [{"status": "not_found"}] * 4)
+    verdict = quality.located_share(quarter, 0.8)
+    assert verdict.passed and verdict.metadata["share_located"] == round(32 / 36, 4)
+    assert verdict.metadata["share_extracted"] == round(12 / 36, 4)
+    assert not quality.located_share(quarter + [{"status": "error"}] * 5, 0.8).passed
+    assert not quality.located_share([], 0.8).passed
 
 
 def record(cik: str, split: str, n_tokens: int = 300, content: str = "text") -> dict:

@@ -81,15 +81,17 @@ def test_ingest_without_modify_on_raw_fails_before_any_write(world, edgar):
 
 
 def test_raw_checks_hold_on_the_shared_filings(world, edgar):
-    from governed_ft_dagster.checks import raw_accessions_unique, raw_extracted_share, raw_text_lengths
+    from governed_ft_dagster.checks import raw_accessions_unique, raw_located_share, raw_text_lengths
 
-    result = dg.materialize([raw_risk_factors, raw_accessions_unique, raw_extracted_share, raw_text_lengths],
+    result = dg.materialize([raw_risk_factors, raw_accessions_unique, raw_located_share, raw_text_lengths],
                             partition_key="2024|10-K",
                             resources={"catalog": world.catalog_resource(), "edgar": edgar})
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"raw_accessions_unique", "raw_extracted_share", "raw_text_lengths"}
+    assert set(evaluations) == {"raw_accessions_unique", "raw_located_share", "raw_text_lengths"}
     assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items()}
-    assert evaluations["raw_extracted_share"].metadata["share_extracted"].value >= 0.5
+    assert evaluations["raw_located_share"].metadata["share_located"].value >= 0.8
+    assert {e.metadata["partition"].value for e in evaluations.values()} == {"2024|10-K"}
+    assert all(e.partition == "2024|10-K" for e in evaluations.values())
 
 
 def landed_accessions(world) -> list[str]:

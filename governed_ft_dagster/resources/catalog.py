@@ -52,12 +52,13 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def endpoint(self) -> S3Endpoint:
         return S3Endpoint(region=self.storage_region, endpoint_url=self.s3_endpoint_url)
 
-    def read_table(self, principal: Principal, relative_table: str, columns: Optional[list[str]] = None):
+    def read_table(self, principal: Principal, relative_table: str, columns: Optional[list[str]] = None,
+                   where: Optional[dict[str, object]] = None):
         """Rows of a governed table read with READ credentials vended to the principal, and the version read."""
         from governed_ft_dagster.storage import read_delta, storage_options
 
         creds = self.client(principal).temporary_table_credentials(self.table_name(relative_table), "READ")
-        return read_delta(creds.location, storage_options(creds, self.endpoint()), columns)
+        return read_delta(creds.location, storage_options(creds, self.endpoint()), columns, where=where)
 
     def grant_table_readers(self, owner: Principal, relative_table: str) -> list[str]:
         """As the table's owner, grant the design's table-level privileges on it; return what was granted."""
