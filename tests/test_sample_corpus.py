@@ -281,3 +281,22 @@ def test_corpus_served_over_http_reads_like_the_local_source(corpus, tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_the_generated_corpus_follows_the_configured_fiscal_years(tmp_path):
+    from governed_ft_dagster.resources.edgar import EdgarResource
+
+    def filings_by_year(years: list[int]) -> dict[int, int]:
+        edgar = EdgarResource(source="sample", cache_dir=str(tmp_path / "cache"), local_root=str(tmp_path / "sample"),
+                              sample_fiscal_years=years)
+        source = edgar.filing_source()
+        counts: dict[int, int] = {}
+        for cik in source.ticker_to_cik().values():
+            for ref in source.filings(cik, forms=("10-K", "10-Q"), fiscal_years=(2023, 2024, 2025)):
+                counts[ref.fiscal_year] = counts.get(ref.fiscal_year, 0) + 1
+        return counts
+
+    only_2025 = filings_by_year([2025])  # the year before the period is generated too, to exercise period filtering
+    assert only_2025.get(2025, 0) >= 24 and 2023 not in only_2025
+    default = filings_by_year([2023, 2024])
+    assert default.get(2023, 0) >= 24 and default.get(2024, 0) >= 24 and 2025 not in default
