@@ -6,7 +6,7 @@ import codecs
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from lxml import etree
@@ -28,6 +28,10 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 # A section this short that says "no material changes" / "incorporated by reference" is not substantive.
 SHORT_SECTION_CHARS = 3000
+# A section this short that only refers the reader elsewhere is a pointer, not risk factors.
+POINTER_MAX_CHARS = 1500
+# A section a pointer leads to must have at least this much text to count as the risk factors.
+FOLLOWED_MIN_CHARS = 500
 # Table rows whose cells add up to at most this many characters become one line.
 ROW_JOIN_MAX_CHARS = 500
 # A short line seen this many times in a document is a running header or footer.
@@ -54,6 +58,8 @@ class Extraction:
     text: str
     reason: str | None = None
     heading: str | None = None
+    start: int | None = None  # index of the heading line in document_lines(html)
+    end: int | None = None  # index of the first line after the section
 
     @property
     def chars(self) -> int:
@@ -137,6 +143,15 @@ _INVISIBLE_CHARS = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"
 _BULLETS = frozenset("•●◦▪▫■□○◆◇♦➢➤►▸✓✔·*-–—o")
 
 
+def _without_ix_header(data: bytes) -> bytes:
+    """Cut the inline-XBRL header (hidden facts and contexts, never text) before parsing."""
+    start = data.find(b"<ix:header>")
+    if start < 0:
+        return data
+    end = data.find(b"</ix:header>", start)
+    return data if end < 0 else data[:start] + data[end + len(b"</ix:header>"):]
+
+
 def _parse(html: bytes | str, max_bytes: int) -> etree._Element:
     """Check size, decode and parse a document into an lxml tree."""
     if isinstance(html, str):
@@ -150,7 +165,7 @@ def _parse(html: bytes | str, max_bytes: int) -> etree._Element:
         text = decode_html(data)
     if not text.strip():
         raise DocumentError("empty document")
-    encoded = text.encode("utf-8", errors="replace")
+    encoded = _without_ix_header(text.encode("utf-8", errors="replace"))
     if len(encoded) > max_bytes:
         raise DocumentError(f"document is {len(encoded)} bytes, larger than the limit of {max_bytes} bytes")
     parser = etree.HTMLParser(
@@ -212,6 +227,9 @@ def _merge_bullets(parts: list[str]) -> list[str]:
         if len(part) <= 2 and part in _BULLETS:
             pending = part
             continue
+        if part[0] == _ANCHOR_OPEN and _ANCHOR_ONLY_RE.fullmatch(part):
+            merged.append(part)  # an anchor between a bullet and its text belongs to neither
+            continue
         if pending and _is_item_heading(part):
             merged.append(pending)
             pending = ""
@@ -242,9 +260,110 @@ def _split_lines(raw: str) -> list[str]:
     return _merge_bullets(lines)
 
 
+# ---------------------------------------------------------------------------
+# Table of contents: internal links to the anchors at section starts
+# ---------------------------------------------------------------------------
+
+# Anchor targets get an inline marker "<n>" between two private-use characters (lxml text cannot hold
+# control characters); the markers are taken out again once lines are split.
+_ANCHOR_OPEN, _ANCHOR_CLOSE = "\ue000", "\ue001"
+_ANCHOR_RE = re.compile("\ue000(\\d+)\ue001")
+_ANCHOR_ONLY_RE = re.compile("(?:\ue000\\d+\ue001 ?)+")
+_TOC_ITEM_RE = re.compile(r"^(?:part\s+(?:iv|i{1,3})\W*)?item\s*(\d{1,2})\s*([a-d](?![a-z]))?", re.I)
+_TOC_PART_RE = re.compile(r"^part\s+(iv|i{1,3})\b", re.I)
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4}
+
+
+@dataclass(frozen=True)
+class _TocEntry:
+    target: str  # id (or name) of the element the link points to
+    key: str  # "1A", "2", ... for items, "PART II" for parts, "RF" for a bare Risk Factors entry, "END" for others
+
+
+def _toc_key(label: str) -> str | None:
+    """What a table-of-contents label names: an item, a part, Risk Factors, another section; None otherwise."""
+    label = " ".join(label.split())
+    if not label or len(label) > 200:
+        return None
+    match = _TOC_ITEM_RE.match(label)
+    if match:
+        return match.group(1).lstrip("0") + (match.group(2) or "").upper()
+    match = _TOC_PART_RE.match(label)
+    if match:
+        return f"PART {match.group(1).upper()}"
+    title = _PAGE_REF_TAIL_RE.sub("", label, count=1) if _EDGE_DIGITS_RE.search(label) else label
+    if _RF_TITLE_RE.match(title):
+        return "RF"
+    if _title_match(label, _BARE_END_TITLES):
+        return "END"
+    return None
+
+
+def _row_text(link: etree._Element) -> str:
+    """Text of the table row holding a link, cells separated by spaces; empty outside tables."""
+    for row in link.iterancestors("tr"):
+        return " ".join(" ".join(cell.xpath("string()").split()) for cell in row.iter("td", "th"))
+    return ""
+
+
+def _toc_entries(root: etree._Element) -> list[_TocEntry]:
+    """Internal links that name a section, in document order, one per target."""
+    entries: list[_TocEntry] = []
+    seen: set[str] = set()
+    for link in root.xpath("//a[starts-with(@href, '#')]"):
+        target = link.get("href", "")[1:].strip()
+        if not target or target in seen or any(c in target for c in " '\""):
+            continue
+        seen.add(target)
+        label = link.xpath("string()")
+        key = _toc_key(label)
+        if key is None or key in ("RF", "END"):
+            row_key = _toc_key(_row_text(link))
+            if row_key is not None and row_key not in ("RF", "END"):
+                key = row_key
+        if key is not None:
+            entries.append(_TocEntry(target, key))
+    return entries
+
+
+def _mark_anchors(root: etree._Element, entries: list[_TocEntry]) -> None:
+    """Put a marker at the start of each element a table-of-contents entry points to."""
+    if not entries:
+        return
+    index = {entry.target: n for n, entry in enumerate(entries)}
+    for element in root.xpath("id($ids)", ids=" ".join(index)):
+        n = index.get(element.get("id")) if element.get("id") in index else index.get(element.get("name"))
+        if n is not None:
+            element.text = f"{_ANCHOR_OPEN}{n}{_ANCHOR_CLOSE}{element.text or ''}"
+
+
+def _take_anchors(marked: list[str]) -> tuple[list[str], dict[int, int]]:
+    """Remove anchor markers from lines; return the lines and entry number -> index of the line it starts."""
+    lines: list[str] = []
+    anchors: dict[int, int] = {}
+    for line in marked:
+        if _ANCHOR_OPEN in line:
+            for number in _ANCHOR_RE.findall(line):
+                anchors.setdefault(int(number), len(lines))
+            line = " ".join(_ANCHOR_RE.sub(" ", line).split())
+            if not line:
+                continue
+        lines.append(line)
+    return lines, anchors
+
+
+def _read(html: bytes | str, max_bytes: int) -> tuple[list[str], list[_TocEntry], dict[int, int]]:
+    """Lines of a document, its table-of-contents entries and the line each entry's anchor starts."""
+    root = _parse(html, max_bytes)
+    entries = _toc_entries(root)
+    _mark_anchors(root, entries)
+    lines, anchors = _take_anchors(_split_lines(_walk(root)))
+    return lines, entries, anchors
+
+
 def document_lines(html: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
     """Paragraph lines of a whole document, including noise lines (page numbers, headers)."""
-    return _split_lines(_walk(_parse(html, max_bytes)))
+    return _read(html, max_bytes)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -254,14 +373,20 @@ def document_lines(html: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> lis
 _DASHES = r"[.:;,\-\u2010-\u2015\u2212]"
 _PAGE_REF = r"(?:\s*(?:pages?\s*)?[A-Z]?-?\d{1,4}(?:\s*(?:[-\u2013\u2014,]|and|to)\s*[A-Z]?-?\d{1,4})*)?"
 _ITEM_RE = re.compile(
-    rf"^(?:part\s+(?:iv|i{{1,3}})\s*{_DASHES}*\s*)?item\s*(\d{{1,2}})\s*([a-d])?\b\s*{_DASHES}*\s*(.*)$",
+    rf"^(?:part\s+(?:iv|i{{1,3}})\s*{_DASHES}*\s*)?item\s*(\d{{1,2}})\s*([a-d])?\b(?:\s*{_DASHES})*\s*(.*)$",
     re.I,
 )
 _PART_RE = re.compile(rf"^part\s+(iv|i{{1,3}})\b\s*(?:{_DASHES}|\u2014|$)", re.I)
+# Inline tags can split a word ("Ri</span> <span>sk"), so single spaces between letters are allowed.
+_RISK_FACTORS = r"r\s?i\s?s\s?k\s*f\s?a\s?c\s?t\s?o\s?r\s?s"
 _RF_TITLE_RE = re.compile(
-    rf"^[\"'\u201c\u2018]?risk\s*factors[\"'\u201d\u2019]?\.?(?:\s*\(continued\))?{_PAGE_REF}\s*$", re.I
+    rf"^[\"'\u201c\u2018]?{_RISK_FACTORS}[\"'\u201d\u2019]?\s*[.:]?(?:\s*\(continued\))?{_PAGE_REF}\s*$", re.I
 )
-_RF_RUN_IN_RE = re.compile(r"^(risk\s*factors)\s*[.:\u2013\u2014-]\s+(\S.*)$", re.I)
+_RF_RUN_IN_RE = re.compile(rf"^({_RISK_FACTORS})\s*[.:\u2013\u2014-]\s+(\S.*)$", re.I)
+# An index entry that marks the item as not applicable, maybe with a note marker: "Risk Factors Not applicable (a)".
+_RF_NOT_APPLICABLE_RE = re.compile(
+    rf"^{_RISK_FACTORS}\W*(?:not\s+applicable|none|n/a)\b\W*?(\([a-z0-9]{{1,2}}\)|\*{{1,3}})?\W*$", re.I
+)
 _PAGE_NUMBER_RE = re.compile(
     r"^(?:page\s*)?[-\u2013\u2014(\[]?\s*(?:[A-Z]-)?\d{1,4}\s*[-\u2013\u2014)\]]?(?:\s*of\s*\d{1,4})?$"
     r"|^(?=[mdclxvi])m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})\.?$",
@@ -273,8 +398,7 @@ _TOC_LINK_RE = re.compile(
 _FOOTER_RE = re.compile(r"\|.*\|\s*\d{1,4}$|^.{0,30}\bform\s+10-?[kq]\b.{0,20}?\s\d{1,4}$", re.I)
 _DIGITS_RE = re.compile(r"\d+")
 _EDGE_DIGITS_RE = re.compile(r"^\W*\d|\d\W*$")
-_PAGES_RE = re.compile(r"\bpages?\s+\d", re.I)
-_PAGE_REF_TAIL_RE = re.compile(r"[.:]?" + _PAGE_REF + r"\s*", re.I)
+_PAGE_REF_TAIL_RE = re.compile(r"[.:]?" + _PAGE_REF + r"\s*$", re.I)
 
 _ITEM_END_TITLES = (
     "unresolved staff comments",
@@ -321,6 +445,28 @@ _INCORPORATED_RE = re.compile(
     r"\b(?:pages?\s+\d|exhibit\s+13)",
     re.I,
 )
+# A short section that sends the reader elsewhere instead of stating risks.
+_POINTER_RE = re.compile(
+    r"\b(?:refer\s+to|see|consider|discussed|described|disclosed|set\s+forth|contained|included|found|presented)\b"
+    r"[^.]{0,250}?\b(?:form\s+10-?[kq]|annual\s+report|quarterly\s+report|this\s+report|report\s+to\s+"
+    r"(?:share|stock)holders|part\s+i{1,2}\b|item\s+\d|pages?\s+\d|exhibit\s+13|proxy\s+statement)",
+    re.I,
+)
+# A place in this very document: "in Part I, Item 2 of this report", "on pages 27-36", "herein".
+_THIS_DOCUMENT_RE = re.compile(
+    r"\b(?:in|of|under)\s+this\s+(?:annual\s+|quarterly\s+)?(?:report|form\s+10-?[kq]|document)\b(?!\s+(?:on|for)\b)"
+    r"|\bherein\b|\bpages?\s+\d|\bpart\s+i{1,2},?\s+item\s+\d+[a-d]?\b[^.]{0,40}?\bof\s+this\b",
+    re.I,
+)
+_OTHER_DOCUMENT_RE = re.compile(
+    r"\b(?:our|its|the|company[\u2019']s|corporation[\u2019']s)\s+(?:\d{4}\s+)?(?:annual\s+report|form\s+10-?k|"
+    r"quarterly\s+report\s+on\s+form\s+10-?q\s+for)|\bannual\s+report\s+(?:on\s+form\s+10-?k|to\s+(?:share|stock)"
+    r"holders)|\bexhibit\s+13\b|\bproxy\s+statement\b",
+    re.I,
+)
+_CONTENT_FOLLOWS_RE = re.compile(
+    r"\b(?:except|other\s+than|supplement\w*|below|as\s+follows|following\s+risk|updated?)\b", re.I
+)
 _NOT_APPLICABLE_RE = re.compile(
     r"^(?:none|not\s+applicable|n/?a|omitted|reserved|\[reserved\])\.?$"
     r"|smaller\s+reporting\s+compan(?:y|ies)[^.]{0,120}\bnot\s+required\b"
@@ -340,6 +486,11 @@ def _is_item_heading(line: str) -> re.Match[str] | None:
     if title and title[0].isalpha() and title[0].islower():
         return None
     return match
+
+
+def _is_item_1a(match: re.Match[str]) -> bool:
+    """Whether an item heading match is Item 1A."""
+    return match.group(1) in ("1", "01") and (match.group(2) or "").lower() == "a"
 
 
 def _is_noise_line(line: str) -> bool:
@@ -373,11 +524,13 @@ def _noise_flags(lines: list[str]) -> list[bool]:
     return flags
 
 
-def _title_match(line: str, titles: Iterable[str]) -> bool:
+def _title_match(line: str, titles: Iterable[str], upper_only: bool = False) -> bool:
     """Whether the line is one of the titles, alone (maybe with a page number) or run-in in capitals."""
     low = line.lower()
     for title in titles:
         if not low.startswith(title):
+            continue
+        if upper_only and not line[: len(title)].isupper():
             continue
         rest = line[len(title):]
         if _PAGE_REF_TAIL_RE.fullmatch(rest):
@@ -400,46 +553,56 @@ class _Candidate:
     body_start: int  # index of the first body line
     heading: str
     lead: str  # body text that sat on the heading line (run-in heading)
+    item: bool = True  # an "Item 1A" heading rather than a bare "Risk Factors" one
+
+
+def _item_1a_at(lines: list[str], i: int) -> _Candidate | None:
+    """The Item 1A Risk Factors heading (or TOC entry) on line i, if there is one."""
+    match = _is_item_heading(lines[i])
+    if match is None or not _is_item_1a(match):
+        return None
+    line, title = lines[i], match.group(3)
+    if not title:
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if _RF_TITLE_RE.match(nxt):
+            return _Candidate(i, i + 2, f"{line} {nxt}", "")
+        return None
+    if _RF_TITLE_RE.match(title):
+        return _Candidate(i, i + 1, line, "")
+    run_in = _RF_RUN_IN_RE.match(title)
+    if run_in and len(run_in.group(2)) > 40:
+        heading = line[: len(line) - len(title)] + run_in.group(1)
+        return _Candidate(i, i + 1, heading.strip(), run_in.group(2))
+    return None
 
 
 def _item_1a_candidates(lines: list[str], first: int) -> list[_Candidate]:
     """Lines from index `first` on that head an Item 1A Risk Factors section (or its TOC entry)."""
-    found: list[_Candidate] = []
+    found = []
     for i in range(first, len(lines)):
-        line = lines[i]
-        match = _is_item_heading(line)
-        if match is None or match.group(1) != "1" or (match.group(2) or "").lower() != "a":
-            continue
-        title = match.group(3)
-        if not title:
-            nxt = lines[i + 1] if i + 1 < len(lines) else ""
-            if _RF_TITLE_RE.match(nxt):
-                found.append(_Candidate(i, i + 2, f"{line} {nxt}", ""))
-            continue
-        if _RF_TITLE_RE.match(title):
-            found.append(_Candidate(i, i + 1, line, ""))
-            continue
-        run_in = _RF_RUN_IN_RE.match(title)
-        if run_in and len(run_in.group(2)) > 40:
-            heading = line[: len(line) - len(title)] + run_in.group(1)
-            found.append(_Candidate(i, i + 1, heading.strip(), run_in.group(2)))
+        if lines[i][:1] in "IiPp":
+            cand = _item_1a_at(lines, i)
+            if cand is not None:
+                found.append(cand)
     return found
+
+
+def _bare_at(lines: list[str], noise: list[bool], i: int) -> _Candidate | None:
+    """A 'RISK FACTORS' heading without an item number on line i (e.g. GE's annual-report layout)."""
+    line = lines[i]
+    if len(line) < 12 or line[0] not in "Rr\"'\u201c\u2018" or noise[i]:
+        return None
+    if len(line) <= 60 and _RF_TITLE_RE.match(line):
+        return _Candidate(i, i + 1, line, "", item=False)
+    run_in = _RF_RUN_IN_RE.match(line)
+    if run_in and run_in.group(1).isupper() and len(run_in.group(2)) > 40:
+        return _Candidate(i, i + 1, run_in.group(1), run_in.group(2), item=False)
+    return None
 
 
 def _bare_candidates(lines: list[str], noise: list[bool], first: int) -> list[_Candidate]:
-    """'RISK FACTORS' headings without an item number (e.g. GE's annual-report layout)."""
-    found: list[_Candidate] = []
-    for i in range(first, len(lines)):
-        line = lines[i]
-        if len(line) < 12 or line[0] not in "Rr\"'\u201c\u2018" or noise[i]:
-            continue
-        if len(line) <= 60 and _RF_TITLE_RE.match(line):
-            found.append(_Candidate(i, i + 1, line, ""))
-            continue
-        run_in = _RF_RUN_IN_RE.match(line)
-        if run_in and run_in.group(1).isupper() and len(run_in.group(2)) > 40:
-            found.append(_Candidate(i, i + 1, run_in.group(1), run_in.group(2)))
-    return found
+    """Bare 'Risk Factors' headings from index `first` on."""
+    return [cand for i in range(first, len(lines)) if (cand := _bare_at(lines, noise, i)) is not None]
 
 
 def _toc_successor_titles(lines: list[str], noise: list[bool]) -> list[str]:
@@ -458,29 +621,38 @@ def _toc_successor_titles(lines: list[str], noise: list[bool]) -> list[str]:
     return titles
 
 
-def _is_end(line: str, noise: bool, titles: Iterable[str]) -> bool:
-    """Whether a line starts the next section."""
-    if _is_item_heading(line):
-        return True
-    if noise or len(line) > 300:
-        return False
-    if _PART_RE.match(line) and len(line) <= 100:
-        return True
-    return _title_match(line, titles)
+@dataclass(frozen=True)
+class _Bounds:
+    """What ends a section: titles of the next section, the part it belongs to, a hard stop line."""
+
+    titles: tuple[str, ...]
+    part: int = 0  # a PART heading above this number ends the section; 0: any PART heading does
+    stop: int | None = None  # index of the next section's anchor, from the table of contents
+    upper_only: bool = False  # an upper-case heading ends only at upper-case titles of the same level
 
 
-def _section(
-    lines: list[str], noise: list[bool], cand: _Candidate, titles: Iterable[str]
-) -> tuple[list[str], int]:
+def _section(lines: list[str], noise: list[bool], cand: _Candidate, bounds: _Bounds) -> tuple[list[str], int]:
     """Body paragraphs of a candidate, ending before the next section; and the end index."""
     body: list[str] = [cand.lead] if cand.lead else []
     skipped = False
-    end = len(lines)
-    for j in range(cand.body_start, len(lines)):
+    end = len(lines) if bounds.stop is None else min(bounds.stop, len(lines))
+    for j in range(cand.body_start, end):
         line = lines[j]
-        if _is_end(line, noise[j], titles):
-            end = j
-            break
+        item = _is_item_heading(line)
+        if item is not None:
+            if not _is_item_1a(item):
+                end = j
+                break
+            skipped = True  # the same item again: a running page header, not a new section
+            continue
+        if not noise[j] and len(line) <= 300:
+            part = _PART_RE.match(line)
+            if part and len(line) <= 100 and _ROMAN[part.group(1).lower()] > bounds.part:
+                end = j
+                break
+            if _title_match(line, bounds.titles, bounds.upper_only):
+                end = j
+                break
         if noise[j]:
             skipped = True
             continue
@@ -494,35 +666,83 @@ def _section(
     return body, end
 
 
-def _pick(
-    lines: list[str], noise: list[bool], cands: list[_Candidate], titles: Iterable[str]
-) -> tuple[_Candidate, list[str]] | None:
+@dataclass(frozen=True)
+class _Found:
+    cand: _Candidate
+    body: list[str]
+    end: int
+
+    @property
+    def chars(self) -> int:
+        """Characters of body text."""
+        return sum(map(len, self.body))
+
+
+def _pick(lines: list[str], noise: list[bool], cands: list[_Candidate], bounds: _Bounds) -> _Found | None:
     """The candidate with the most body text (TOC entries have none); later wins ties."""
-    best: tuple[_Candidate, list[str]] | None = None
-    best_chars = 0
+    best: _Found | None = None
     for cand in cands:
-        body, _ = _section(lines, noise, cand, titles)
-        chars = sum(map(len, body))
-        if chars > 0 and chars >= best_chars:
-            best, best_chars = (cand, body), chars
+        body, end = _section(lines, noise, cand, bounds)
+        found = _Found(cand, body, end)
+        if found.chars > 0 and (best is None or found.chars >= best.chars):
+            best = found
     return best
 
 
-def _classify(heading: str, body: list[str]) -> Extraction:
+def _toc_section(
+    lines: list[str], noise: list[bool], entries: list[_TocEntry], anchors: dict[int, int], quarterly: bool
+) -> _Found | None:
+    """The Risk Factors section as the table of contents links it: its anchor to the next section's anchor."""
+    placed = [(anchors[n], entry) for n, entry in enumerate(entries) if n in anchors]
+    if not placed:
+        return None
+    keys = [entry.key for _, entry in placed]
+    if quarterly and "PART II" in keys:
+        after_part_ii = keys.index("PART II")
+        chosen = [i for i, key in enumerate(keys) if key in ("1A", "RF") and i > after_part_ii]
+    else:
+        chosen = [i for i, key in enumerate(keys) if key == "1A"]
+    chosen = chosen or [i for i, key in enumerate(keys) if key == "RF"]
+    if not chosen:
+        return None
+    start = placed[chosen[0]][0]
+    cand = None
+    for i in range(start, min(start + 6, len(lines))):
+        cand = _item_1a_at(lines, i) or _bare_at(lines, noise, i)
+        if cand is not None or not noise[i]:
+            break
+    if cand is None:
+        return None
+    later = [line for line, _ in placed if line > cand.start]
+    stop = min(later) if later else None
+    if cand.item:
+        bounds = _Bounds(_ITEM_END_TITLES, part=2 if quarterly else 1, stop=stop)
+    else:
+        bounds = _Bounds(_BARE_END_TITLES, stop=stop, upper_only=cand.heading.isupper())
+    body, end = _section(lines, noise, cand, bounds)
+    return _Found(cand, body, end) if body else None
+
+
+def _classify(found: _Found) -> Extraction:
     """Decide the status of a located section from its body text."""
+    heading, body = found.cand.heading, found.body
     body_text = " ".join(body)
     text = "\n\n".join([heading, *body])
     size = len(body_text)
+    where = {"heading": heading, "start": found.cand.start, "end": found.end}
     if size <= 300 and _NOT_APPLICABLE_RE.search(body_text):
-        return Extraction(Status.NOT_FOUND, "", "risk factors section says it is not applicable", heading)
+        return Extraction(Status.NOT_FOUND, "", "risk factors section says it is not applicable", **where)
     if size <= SHORT_SECTION_CHARS and _NO_MATERIAL_CHANGES_RE.search(body_text):
         if size <= SHORT_SECTION_CHARS // 2 or not _EXCEPT_RE.search(body_text):
             reason = "section only states there are no material changes from previously disclosed risk factors"
-            return Extraction(Status.NO_MATERIAL_CHANGES, text, reason, heading)
+            return Extraction(Status.NO_MATERIAL_CHANGES, text, reason, **where)
     if size <= SHORT_SECTION_CHARS and _INCORPORATED_RE.search(body_text):
         reason = "section incorporates the risk factors by reference to another document"
-        return Extraction(Status.INCORPORATED_BY_REFERENCE, text, reason, heading)
-    return Extraction(Status.EXTRACTED, text, None, heading)
+        return Extraction(Status.INCORPORATED_BY_REFERENCE, text, reason, **where)
+    if size <= POINTER_MAX_CHARS and _POINTER_RE.search(body_text) and not _CONTENT_FOLLOWS_RE.search(body_text):
+        reason = "section only refers the reader to risk factors disclosed elsewhere"
+        return Extraction(Status.INCORPORATED_BY_REFERENCE, text, reason, **where)
+    return Extraction(Status.EXTRACTED, text, None, **where)
 
 
 def _part_ii_starts(lines: list[str]) -> list[int]:
@@ -532,26 +752,80 @@ def _part_ii_starts(lines: list[str]) -> list[int]:
     ]
 
 
-def _locate(lines: list[str], quarterly: bool) -> Extraction:
+def _bare_section(lines: list[str], noise: list[bool], skip: range) -> _Found | None:
+    """The largest bare 'Risk Factors' section outside the line range `skip`."""
+    titles = _BARE_END_TITLES + tuple(_toc_successor_titles(lines, noise))
+    best: _Found | None = None
+    for cand in _bare_candidates(lines, noise, 0):
+        if cand.start in skip:
+            continue
+        body, end = _section(lines, noise, cand, _Bounds(titles, upper_only=cand.heading.isupper()))
+        found = _Found(cand, body, end)
+        if found.chars > 0 and (best is None or found.chars >= best.chars):
+            best = found
+    return best
+
+
+def _follow_pointer(lines: list[str], noise: list[bool], pointer: Extraction) -> Extraction:
+    """Resolve a section that points elsewhere: to a Risk Factors section in this document, or flag it."""
+    body = pointer.text[len(pointer.heading or ""):]
+    if _THIS_DOCUMENT_RE.search(body):
+        skip = range(pointer.start or 0, pointer.end or 0)
+        target = _bare_section(lines, noise, skip)
+        if target is not None:
+            result = _classify(target)
+            if result.status is Status.EXTRACTED and target.chars >= FOLLOWED_MIN_CHARS:
+                return replace(result, reason=f"{pointer.heading} points to this section")
+        if not _OTHER_DOCUMENT_RE.search(body):
+            reason = "section points to risk factors elsewhere in this report, and no such section was found"
+            return Extraction(Status.NOT_FOUND, "", reason, pointer.heading, pointer.start, pointer.end)
+    return pointer
+
+
+def _index_not_applicable(lines: list[str]) -> Extraction | None:
+    """An index entry 'Item 1A. Risk Factors  Not applicable (a)': referred elsewhere by its note, or absent."""
+    for i, line in enumerate(lines):
+        match = _is_item_heading(line)
+        if match is None or not _is_item_1a(match):
+            continue
+        entry = _RF_NOT_APPLICABLE_RE.match(match.group(3))
+        if entry is None:
+            continue
+        heading = line[: len(line) - len(match.group(3))] + "Risk Factors"
+        marker = entry.group(1)
+        note = next(
+            (lines[j] for j in range(i + 1, min(i + 200, len(lines))) if marker and lines[j].startswith(marker)), None
+        )
+        if note and _OTHER_DOCUMENT_RE.search(note):
+            text = f"{heading.strip()}\n\n{match.group(3)}\n\n{note}"
+            reason = "the cross-reference index marks Item 1A not applicable and its note refers to another document"
+            return Extraction(Status.INCORPORATED_BY_REFERENCE, text, reason, heading.strip(), i, i + 1)
+        reason = "the cross-reference index marks Item 1A Risk Factors as not applicable"
+        return Extraction(Status.NOT_FOUND, "", reason, heading.strip(), i, i + 1)
+    return None
+
+
+def _locate(lines: list[str], entries: list[_TocEntry], anchors: dict[int, int], quarterly: bool) -> Extraction:
     """Find and classify the Risk Factors section in document lines."""
     noise = _noise_flags(lines)
-    part_ii = _part_ii_starts(lines) if quarterly else []
-    # In a 10-Q only Part II has an Item 1A; the first Part II line may be the TOC's, which is fine.
-    item = _pick(lines, noise, _item_1a_candidates(lines, part_ii[0] if part_ii else 0), _ITEM_END_TITLES)
-    item_result = _classify(item[0].heading, item[1]) if item else None
-    if item_result is not None and not (
-        item_result.status is Status.INCORPORATED_BY_REFERENCE and _PAGES_RE.search(item_result.text)
-    ):
-        return item_result
-    # No usable Item 1A (or one pointing at pages of this report): look for a bare RISK FACTORS heading.
-    bare_titles = _BARE_END_TITLES + tuple(_toc_successor_titles(lines, noise))
-    bare = _pick(lines, noise, _bare_candidates(lines, noise, part_ii[-1] if part_ii else 0), bare_titles)
+    item = _toc_section(lines, noise, entries, anchors, quarterly)
+    if item is None:
+        part_ii = _part_ii_starts(lines) if quarterly else []
+        # In a 10-Q only Part II has an Item 1A; the first Part II line may be the TOC's, which is fine.
+        cands = _item_1a_candidates(lines, part_ii[0] if part_ii else 0)
+        item = _pick(lines, noise, cands, _Bounds(_ITEM_END_TITLES, part=2 if quarterly else 1))
+    if item is not None:
+        result = _classify(item)
+        if result.status is Status.INCORPORATED_BY_REFERENCE:
+            return _follow_pointer(lines, noise, result)
+        return result
+    # No Item 1A with a body: a bare RISK FACTORS heading (annual-report and cross-reference-index layouts).
+    bare = _bare_section(lines, noise, range(0))
     if bare is not None:
-        bare_result = _classify(bare[0].heading, bare[1])
-        if item_result is None or bare_result.status is Status.EXTRACTED:
-            return bare_result
-    if item_result is not None:
-        return item_result
+        return _classify(bare)
+    index = _index_not_applicable(lines)
+    if index is not None:
+        return index
     where = "Part II Item 1A" if quarterly else "Item 1A"
     return Extraction(Status.NOT_FOUND, "", f"no {where} Risk Factors section with body text found", None)
 
@@ -586,7 +860,7 @@ def extract_risk_factors(
         quarterly = _is_quarterly(str(form_type))
         if html is None or len(html) == 0:
             raise DocumentError("empty document")
-        return _locate(document_lines(html, max_bytes), quarterly)
+        return _locate(*_read(html, max_bytes), quarterly)
     except DocumentError as exc:
         return Extraction(Status.ERROR, "", str(exc), None)
     except Exception as exc:  # noqa: BLE001 - the contract is to never raise
