@@ -1,0 +1,45 @@
+"""Process groups are always ended: a child that ignores SIGTERM, and the processes it started, are killed."""
+
+import os
+import subprocess
+import sys
+import time
+
+from governed_ft_dagster.processes import end_group
+
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_a_group_that_ignores_sigterm_is_killed_with_its_children():
+    process = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    grandchild = int(process.stdout.readline())
+    started = time.monotonic()
+    assert end_group(process, grace_s=1) == "killed after 1 s"
+    assert time.monotonic() - started < 15
+    assert process.returncode is not None
+    deadline = time.monotonic() + 5
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(grandchild)
+
+
+def test_a_group_that_exits_on_sigterm_is_reported_terminated():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    time.sleep(0.5)
+    assert end_group(process, grace_s=10) == "terminated"
