@@ -1,53 +1,202 @@
-"""`governed-ft run`: materialize the whole graph on the configured deployment and say where the model is."""
+"""`governed-ft run`: materialize the whole graph, print one line per phase, keep the full log in the state folder."""
 
+from __future__ import annotations
+
+import contextlib
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import click
 
-from governed_ft_dagster.settings import load_settings
+from governed_ft_dagster.settings import Settings, load_settings
+
+ASSETS = ("raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version")
 
 
 @click.command("run")
 @click.option("--partition", "partitions", multiple=True, help="Raw partitions (fiscal_year|form_type); default all.")
-def run(partitions: tuple[str, ...]) -> None:
+@click.option("--verbose", is_flag=True, help="Print Dagster's and the jobs' own output too, not only the summary.")
+def run(partitions: tuple[str, ...], verbose: bool) -> None:
     """Ingest every raw partition, then curate, train and register; print the model version and its lineage."""
     settings = load_settings()
-    os.environ.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    import dagster as dg
+    dagster_home = settings.prepare_dagster_home()
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / f"run-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    with _output_to(log_path, verbose):
+        import dagster as dg
 
-    from governed_ft_dagster.definitions import defs
-    from governed_ft_dagster.partitions import raw_partitions
+        from governed_ft_dagster.definitions import defs
+        from governed_ft_dagster.partitions import raw_partitions
 
-    assets = [defs.get_assets_def(key) for key in
-              ("raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version")]
-    resources = defs.resources
+    assets = [defs.get_assets_def(key) for key in ASSETS]
     checks = list(defs.asset_checks or [])
+    raw_checks = [c for c in checks if {k.asset_key for k in c.check_keys} == {dg.AssetKey(ASSETS[0])}]
+    say = Summary(log_path, dagster_home)
     with dg.DagsterInstance.get() as instance:
         for key in partitions or raw_partitions.get_partition_keys():
-            click.echo(f"raw_risk_factors {key} ...")
-            _fail_on(dg.materialize(assets[:1] + checks[:3], partition_key=key, instance=instance,
-                                    resources=resources, raise_on_error=False))
-        click.echo("curated_training_table, finetuned_lora_model, uc_model_version ...")
-        result = dg.materialize(assets + checks, selection=dg.AssetSelection.assets(*assets[1:]),
-                                instance=instance, resources=resources, raise_on_error=False)
-        _fail_on(result)
-    metadata = result.asset_materializations_for_node("uc_model_version")[0].metadata
-    name, version = metadata["model_name"].value, metadata["model_version"].value
+            say.start(f"raw_risk_factors {key}")
+            with _output_to(log_path, verbose):
+                result = dg.materialize(assets[:1] + raw_checks, partition_key=key, instance=instance,
+                                        resources=defs.resources, raise_on_error=False)
+            say.done(result, _raw_line(result), key=key)
+        say.start("curated_training_table, finetuned_lora_model, uc_model_version")
+        with _output_to(log_path, verbose):
+            result = dg.materialize(assets + checks, selection=dg.AssetSelection.assets(*assets[1:]),
+                                    instance=instance, resources=defs.resources, raise_on_error=False)
+        say.done(result, "done")
+        for line in _downstream_lines(result, instance):
+            click.echo(line)
+    metadata = _metadata(result, "uc_model_version")
+    name, version = metadata["model_name"], metadata["model_version"]
     click.echo(f"registered {name} version {version}")
-    click.echo(f"lineage: governed-ft lineage {name} --version {version} --json")
+    click.echo(_lineage_line(settings, name, str(version)))
+    click.echo(f"full log: {log_path}; runs, checks and metadata: `governed-ft ui` (Dagster instance {dagster_home})")
 
 
-def _fail_on(result) -> None:
-    failures = result.get_step_failure_events()
-    if failures:
-        message = failures[0].event_specific_data.error.message.strip()
-        if message.startswith("dagster.") and ": " in message:
-            message = message.split(": ", 1)[1]
-        click.echo(f"error: {failures[0].step_key}: {message}", err=True)
-        sys.exit(1)
+class Summary:
+    """Prints a phase as it starts and how it ended; a failure ends the command with its one-line cause."""
+
+    def __init__(self, log_path: Path, dagster_home: Path):
+        self.log_path, self.dagster_home, self.started = log_path, dagster_home, 0.0
+
+    def start(self, phase: str) -> None:
+        self.started = time.monotonic()
+        click.echo(f"{phase} ...", nl=False)
+
+    def done(self, result, line: str, key: str | None = None) -> None:
+        seconds = time.monotonic() - self.started
+        failures = result.get_step_failure_events()
+        if failures:
+            click.echo(" failed")
+            message = failures[0].event_specific_data.error.message.strip()
+            if message.startswith("dagster.") and ": " in message:
+                message = message.split(": ", 1)[1]
+            click.echo(f"error: {failures[0].step_key}: {message}", err=True)
+            click.echo(f"full log: {self.log_path}", err=True)
+            sys.exit(1)
+        failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        checks = _checks_text(result)
+        click.echo(f" {line}{'; ' if line and checks else ''}{checks} ({seconds:.1f} s)")
+        for evaluation in failed_checks:
+            click.echo(f"  check {evaluation.check_name} failed: {evaluation.description}", err=True)
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path, verbose: bool) -> Iterator[None]:
+    """Send this process's and its children's stdout and stderr to the log file (and nowhere else unless verbose)."""
+    if verbose:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _metadata(result, asset: str) -> dict[str, Any]:
+    events = result.asset_materializations_for_node(asset)
+    if not events:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in events[-1].metadata.items()}
+
+
+def _checks_text(result) -> str:
+    evaluations = result.get_asset_check_evaluations()
+    if not evaluations:
+        return ""
+    passed = sum(1 for e in evaluations if e.passed)
+    return f"checks {passed}/{len(evaluations)} passed"
+
+
+def _raw_line(result) -> str:
+    m = _metadata(result, "raw_risk_factors")
+    statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted((m.get("rows_by_status") or {}).items()))
+    return (f"{m.get('filings_in', 0)} filings in, {m.get('rows', 0)} rows ({statuses or 'none'}), "
+            f"{m.get('rejects', 0)} rejects, raw table at Delta version {m.get('delta_version')}")
+
+
+def _downstream_lines(result, instance) -> list[str]:
+    durations = _step_seconds(instance, result.run_id)
+    lines = []
+    curated = _metadata(result, "curated_training_table")
+    if curated.get("up_to_date"):
+        lines.append(f"  curated: up to date at Delta version {curated.get('delta_version')}, no job started")
+    elif curated:
+        splits = curated.get("splits") or {}
+        split_text = ", ".join(f"{v.get('records', 0)} {k}" for k, v in sorted(splits.items()))
+        lines.append(f"  curated: {curated.get('rows_out')} records ({split_text}) from {curated.get('rows_in')} raw "
+                     f"rows at Delta version {curated.get('source_version')}, {curated.get('rejects_total', 0)} "
+                     f"rejected; Delta version {curated.get('delta_version')}"
+                     f"{_seconds(durations, 'curated_training_table')}")
+    model = _metadata(result, "finetuned_lora_model")
+    if model.get("up_to_date"):
+        lines.append(f"  training: up to date ({model.get('job_run_id')}), no job started")
+    elif model:
+        lines.append(f"  training: {model.get('job_run_id')}: {model.get('global_step')} steps, train loss "
+                     f"{_number(model.get('train_loss'))}, eval loss {_number(model.get('eval_loss'))} (base model "
+                     f"{_number(model.get('base_eval_loss'))}){_seconds(durations, 'finetuned_lora_model')}")
+    version = _metadata(result, "uc_model_version")
+    if version:
+        outcome = "created" if version.get("created") else "already registered, nothing created"
+        lineage = version.get("lineage") or {}
+        lines.append(f"  registration: {version.get('model_name')} version {version.get('model_version')} "
+                     f"{outcome}; lineage {lineage.get('created', 0)} created, {lineage.get('updated', 0)} updated, "
+                     f"{lineage.get('unchanged', 0)} unchanged{_seconds(durations, 'uc_model_version')}")
+    return lines
+
+
+def _step_seconds(instance, run_id: str) -> dict[str, float]:
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not entry.step_key:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[entry.step_key] = entry.timestamp
+        elif event.event_type_value == "STEP_SUCCESS" and entry.step_key in started:
+            seconds[entry.step_key] = entry.timestamp - started[entry.step_key]
+    return seconds
+
+
+def _seconds(durations: dict[str, float], step: str) -> str:
+    return f" ({durations[step]:.1f} s)" if step in durations else ""
+
+
+def _number(value: Any) -> str:
+    return f"{float(value):.4f}" if value not in (None, "") else "n/a"
+
+
+def _lineage_line(settings: Settings, name: str, version: str) -> str:
+    from governed_ft_dagster.cli_lineage import read_lineage
+    from governed_ft_dagster.lineage import upstream_chain
+
+    command = f"governed-ft lineage {name} --version {version}"
+    try:
+        graph, version = read_lineage(settings, name, version)
+        chain = upstream_chain(graph, name, version)["chain"]
+    except Exception as exc:  # the summary line must not hide the registration that succeeded
+        return f"lineage: not readable ({exc}); try `{command}`"
+    parts = []
+    for entry in chain:
+        if entry["type"] == "job_run":
+            parts.append(f"{entry.get('kind', 'job run')} {entry.get('run_id', entry['name'])}")
+        elif entry["type"] == "table":
+            parts.append(f"{entry['full_name']}@{entry['version_read']}")
+        else:
+            parts.append(f"{entry['full_name']} v{entry['version']}")
+    return f"lineage: {' <- '.join(parts)} (`{command}`)"

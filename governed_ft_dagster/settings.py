@@ -34,6 +34,24 @@ class Settings:
     def uc_url(self) -> str:
         return f"http://{self.uc_host}:{self.uc_port}"
 
+    @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance of every command (`run`, `ui`): runs, events and checks live here."""
+        return self.home / "dagster"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def prepare_dagster_home(self) -> Path:
+        """Create the instance folder (telemetry off) unless DAGSTER_HOME names another one; return the folder used."""
+        home = Path(os.environ.get("DAGSTER_HOME") or self.dagster_home)
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        os.environ["DAGSTER_HOME"] = str(home)
+        return home
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read GOVERNED_FT_* variables; defaults give the embedded local stack under ./.governed_ft."""

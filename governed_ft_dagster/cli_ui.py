@@ -1,0 +1,49 @@
+"""`governed-ft ui`: the Dagster UI on the instance `governed-ft run` writes to, and the MLflow UI on its store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from governed_ft_dagster.processes import end_group
+from governed_ft_dagster.settings import load_settings
+
+
+@click.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address both UIs listen on.")
+@click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI.")
+@click.option("--mlflow-port", default=5000, show_default=True, help="Port of the MLflow UI (0: do not start it).")
+def ui(host: str, port: int, mlflow_port: int) -> None:
+    """Serve the Dagster UI (runs, materializations, checks) and the MLflow UI (runs, loss curves) until stopped."""
+    settings = load_settings()
+    dagster_home = settings.prepare_dagster_home()
+    bin_dir = Path(sys.executable).parent
+    children = [subprocess.Popen([str(bin_dir / "dagster"), "dev", "-m", "governed_ft_dagster.definitions",
+                                  "-h", host, "-p", str(port)], start_new_session=True)]
+    click.echo(f"Dagster UI: http://{host}:{port} (instance {dagster_home})")
+    if mlflow_port and settings.deployment == "local":
+        store = settings.home / "mlflow"
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+             "--default-artifact-root", (store / "artifacts").as_uri(), "--host", host, "--port", str(mlflow_port)],
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True))
+        click.echo(f"MLflow UI: http://{host}:{mlflow_port} (store {store})")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        while not stop and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            end_group(child)
+    exited = [child for child in children if child.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL)]
+    if exited and not stop:
+        sys.exit(1)
