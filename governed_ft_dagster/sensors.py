@@ -75,7 +75,13 @@ def raw_table_version_sensor(context: dg.SensorEvaluationContext, catalog: Catal
                                                          "governed_ft/raw_version": str(version)})
 
 
-@dg.sensor(job=retraining_job, minimum_interval_seconds=15 * 60, default_status=dg.DefaultSensorStatus.STOPPED)
+def _on_when_policy(kind: str) -> dg.DefaultSensorStatus:
+    """Setting GOVERNED_FT_RETRAIN_POLICY to this kind is the opt-in: its sensor starts on; otherwise off."""
+    chosen = RetrainPolicy.parse(load_settings().retrain_policy).kind == kind
+    return dg.DefaultSensorStatus.RUNNING if chosen else dg.DefaultSensorStatus.STOPPED
+
+
+@dg.sensor(job=retraining_job, minimum_interval_seconds=15 * 60, default_status=_on_when_policy("new_data"))
 def retraining_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource):
     """Retrains only when the policy says so (GOVERNED_FT_RETRAIN_POLICY=new_data:<records>)."""
     policy = RetrainPolicy.parse(load_settings().retrain_policy)

@@ -89,3 +89,32 @@ def test_policy_parsing():
     assert retrain_due(RetrainPolicy.parse("new_data:5"), None, 1)
     with pytest.raises(SettingsError, match="is not a policy"):
         load_settings({"GOVERNED_FT_RETRAIN_POLICY": "always"})
+
+
+AUTOMATION_STATUS = """
+from governed_ft_dagster.definitions import defs
+repo = defs.get_repository_def()
+for s in repo.schedule_defs:
+    print("schedule", s.name, s.default_status.value)
+for s in repo.sensor_defs:
+    print("sensor", s.name, s.default_status.value)
+"""
+
+
+@pytest.mark.parametrize("policy, running", [
+    ("on_demand", set()),
+    ("new_data:500", {"sensor retraining_sensor"}),
+    ("schedule:0 3 * * 1", {"schedule retraining_schedule"}),
+])
+def test_only_the_automation_of_the_chosen_retraining_policy_starts_on(policy, running, tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GOVERNED_FT_")}
+    env.update(GOVERNED_FT_RETRAIN_POLICY=policy, GOVERNED_FT_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", AUTOMATION_STATUS], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    statuses = dict(line.rsplit(" ", 1) for line in done.stdout.splitlines())
+    assert {"sensor new_filings_sensor", "sensor raw_table_version_sensor", "schedule edgar_refresh_schedule"} <= set(statuses)
+    assert {name for name, status in statuses.items() if status == "RUNNING"} == running
