@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import requests
@@ -92,3 +96,377 @@ def start_registry_world(monkeypatch, moto_port: int):
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     return world, server, registry, service
+# ---- moto's IAM evaluator, completed where AWS refuses and moto would not --------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One evaluation: allowed or not, and the statement that decided a refusal."""
+
+    allowed: bool
+    reason: str = ""
+
+
+def glob_match(pattern: str, value: str, *, case: bool = True) -> bool:
+    """IAM wildcards: * any run of characters, ? exactly one; everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, 0 if case else re.I) is not None
+
+
+def _values(value: Any) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, list[str]]) -> bool:
+    if_exists = operator.endswith("IfExists")
+    base = operator.removesuffix("IfExists")
+    actual = context.get(key.lower())
+    if actual is None:
+        return if_exists or base.startswith(("StringNot", "ArnNot"))
+    wanted = _values(expected)
+    if base in ("StringEquals", "ArnEquals"):
+        return any(a in wanted for a in actual)
+    if base in ("StringLike", "ArnLike"):
+        return any(glob_match(w, a) for w in wanted for a in actual)
+    if base == "StringNotEquals":
+        return all(a not in wanted for a in actual)
+    if base == "StringNotLike":
+        return not any(glob_match(w, a) for w in wanted for a in actual)
+    if base == "Bool":
+        return any(a.lower() == w.lower() for w in wanted for a in actual)
+    raise ValueError(f"condition operator {operator} is not evaluated by this stand-in")
+
+
+def _principal_matches(element: Any, principals: list[str]) -> bool:
+    if element == "*":
+        return True
+    if not isinstance(element, dict):
+        return False
+    named = _values(element.get("AWS", []))
+    return "*" in named or any(glob_match(n, p) for n in named for p in principals)
+
+
+def statement_applies(statement: dict[str, Any], action: str, resource: str, principals: list[str],
+                      context: dict[str, list[str]]) -> bool:
+    """Whether the statement covers this request: action, resource, principal and every condition."""
+    if "NotAction" in statement:
+        if any(glob_match(a, action, case=False) for a in _values(statement["NotAction"])):
+            return False
+    elif not any(glob_match(a, action, case=False) for a in _values(statement.get("Action", []))):
+        return False
+    if "NotResource" in statement:
+        if any(glob_match(r, resource) for r in _values(statement["NotResource"])):
+            return False
+    elif "Resource" in statement and not any(glob_match(r, resource) for r in _values(statement["Resource"])):
+        return False
+    if "Principal" in statement and not _principal_matches(statement["Principal"], principals):
+        return False
+    return all(_condition_holds(op, key, expected, context)
+               for op, block in (statement.get("Condition") or {}).items() for key, expected in block.items())
+
+
+def evaluate(documents: list[dict[str, Any]], action: str, resource: str, principals: list[str],
+             context: dict[str, list[str]]) -> str | None:
+    """'deny' when a Deny applies, else 'allow' when an Allow applies, else None (implicit deny)."""
+    verdict = None
+    for document in documents:
+        statements = document.get("Statement", [])
+        for statement in statements if isinstance(statements, list) else [statements]:
+            if statement_applies(statement, action, resource, principals, context):
+                if statement.get("Effect") == "Deny":
+                    return "deny"
+                verdict = "allow"
+    return verdict
+
+
+def _documents(policies: list[Any]) -> list[dict[str, Any]]:
+    from moto.iam.access_control import IAMPolicy
+
+    return [IAMPolicy(p)._policy_json for p in policies]
+
+
+def _request_context(request: Any) -> dict[str, list[str]]:
+    query = parse_qs(urlsplit(request._path).query, keep_blank_values=True)
+    context = {"aws:securetransport": ["true"]}  # the loopback endpoint stands for AWS's TLS endpoint
+    if request._action == "s3:ListBucket" and "prefix" in query:
+        context["s3:prefix"] = query["prefix"][:1]
+    external = request._data.get("ExternalId") if isinstance(request._data, dict) else None
+    if external:
+        context["sts:externalid"] = _values(external)[:1]
+    return context
+
+
+def _resource_arn(request: Any, account: str, resource: str) -> str:
+    """moto hands "*" for services other than S3 and STS: the secret's or log group's ARN, as AWS evaluates."""
+    if resource != "*" or request._service not in ("secretsmanager", "logs"):
+        return resource
+    try:
+        params = json.loads(request._body or b"{}")
+    except ValueError:
+        return resource
+    if request._service == "secretsmanager" and params.get("SecretId"):
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        secrets = secretsmanager_backends[account][request._region].secrets
+        secret = secrets.get(params["SecretId"]) if params["SecretId"] in secrets else None
+        return secret.arn if secret is not None else params["SecretId"]
+    if request._service == "logs" and params.get("logGroupName"):
+        arn = f"arn:aws:logs:{request._region}:{account}:log-group:{params['logGroupName']}"
+        return f"{arn}:log-stream:{params['logStreamName']}" if params.get("logStreamName") else arn
+    return resource
+
+
+def _refuse(request: Any, action: str, resource: str) -> None:
+    from moto.core.exceptions import AccessDeniedError, JsonRESTError
+    from moto.s3.exceptions import S3AccessDeniedError
+
+    if request._service == "s3":
+        raise S3AccessDeniedError()  # never the bucket variant: moto then retries a DeleteObjects unauthenticated
+    message = f"User: {request._access_key.arn} is not authorized to perform: {action} on resource: {resource}"
+    if request._service in ("secretsmanager", "logs"):
+        raise JsonRESTError("AccessDeniedException", message)
+    error = AccessDeniedError(user_arn=request._access_key.arn, action=action)
+    error.description = error.description.replace(action, f"{action} on resource: {resource}")
+    raise error
+
+
+def _expired(request: Any) -> None:
+    from moto.core.exceptions import _RESTError
+    from moto.s3.exceptions import S3ClientError
+
+    if request._service == "s3":
+        raise S3ClientError("ExpiredToken", "The provided token has expired.")
+    error = _RESTError("ExpiredToken", "The security token included in the request is expired")
+    error.code = 403
+    raise error
+
+
+def _check_action_permitted(self: Any, resource: str) -> None:
+    """moto's check, completed: session policies, conditions, cross-account trust, bucket policies, expiry."""
+    from moto.core.utils import utcnow
+    from moto.iam.access_control import AssumedRoleAccessKey
+    from moto.iam.models import iam_backends
+    from moto.s3.models import s3_backends
+    from moto.sts.models import sts_backends
+
+    action = {"s3:HeadBucket": "s3:ListBucket"}.get(self._action, self._action)
+    if action == "sts:GetCallerIdentity":
+        return
+    key, partition = self._access_key, "aws"
+    principals, session = [key.arn], []
+    if isinstance(key, AssumedRoleAccessKey):
+        assumed = next(r for r in sts_backends[key.account_id][partition].assumed_roles
+                       if r.access_key_id == key._access_key_id)
+        if utcnow() >= assumed.expiration:
+            _expired(self)
+        principals.append(assumed.role_arn)
+        if assumed.policy:
+            session = [json.loads(assumed.policy)]
+    identity = _documents(key.collect_policies())
+    context = _request_context(self)
+    resources = [_resource_arn(self, key.account_id, resource)]
+    if self._service == "s3" and action == "s3:DeleteObject" and "/" not in resource.split(":::", 1)[1]:
+        keys = re.findall(r"<Key>(.*?)</Key>", (self._body or b"").decode("utf-8", "replace"))
+        resources = [f"{resource}/{k}" for k in keys]  # DeleteObjects: every key is checked
+    for target in resources:
+        verdicts = [evaluate(identity, action, target, principals, context)]
+        if self._service == "s3":
+            bucket = s3_backends[key.account_id][partition].buckets.get(target.split(":::", 1)[1].split("/")[0])
+            if bucket is not None and bucket.policy:
+                verdicts.append(evaluate([json.loads(bucket.policy)], action, target, principals, context))
+        if "deny" in verdicts or "allow" not in verdicts:
+            _refuse(self, action, target)
+        if session and evaluate(session, action, target, principals, context) != "allow":
+            _refuse(self, action, target)
+        if action == "sts:AssumeRole":
+            account = target.split(":")[4]
+            try:
+                role = iam_backends[account][partition].get_role_by_arn(target)
+            except Exception:  # noqa: BLE001 - a role that does not exist cannot be assumed
+                _refuse(self, action, target)
+            if evaluate([json.loads(role.assume_role_policy_document)], action, target, principals,
+                        context) != "allow":
+                _refuse(self, action, target)
+
+
+def _bucket_permission(self: Any, action: str, resource: str) -> Any:
+    """The bucket policy for requests moto checks without a caller: principal-specific statements do not apply."""
+    from moto.iam.access_control import PermissionResult
+
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    verdict = evaluate([json.loads(self.policy)], action, resource, [], {"aws:securetransport": ["true"]})
+    return {"deny": PermissionResult.DENIED, "allow": PermissionResult.PERMITTED}.get(verdict,
+                                                                                      PermissionResult.NEUTRAL)
+
+
+@contextmanager
+def enforcing(moto_url: str) -> Iterator[None]:
+    """IAM authorization on in the moto server (and the evaluator completed) until the block ends."""
+    from moto.iam.access_control import IAMRequestBase
+    from moto.s3.models import FakeBucket
+
+    saved = IAMRequestBase.check_action_permitted, FakeBucket.get_permission
+    IAMRequestBase.check_action_permitted, FakeBucket.get_permission = _check_action_permitted, _bucket_permission
+    requests.post(f"{moto_url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+    try:
+        yield
+    finally:
+        requests.post(f"{moto_url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+        IAMRequestBase.check_action_permitted, FakeBucket.get_permission = saved
+
+
+# ---- the enforcing world: built by `governed-ft aws apply` and `governed-ft catalog apply` -------------------
+
+STACK = "gft"
+ACCOUNT = "123456789012"  # moto's default account
+DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-{REGION}"
+ADMIN_APP, ADMIN_OAUTH = "workspace-admin-app", "workspace-admin-oauth-secret-9b2e"
+_WRITE_OPERATIONS = ("READ_WRITE", "PATH_READ_WRITE", "PATH_CREATE_TABLE")
+
+
+def scope_policy(location: str, write: bool) -> dict[str, Any]:
+    """The session policy a vend carries: Get and List on the location's prefix; Put and Delete too for writes."""
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/")
+    objects = [f"arn:aws:s3:::{bucket}/{prefix}", f"arn:aws:s3:::{bucket}/{prefix}/*"]
+    statements = [
+        {"Sid": "Read", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": objects},
+        {"Sid": "List", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"],
+         "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}},
+        {"Sid": "Locate", "Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": [f"arn:aws:s3:::{bucket}"]},
+    ]
+    if write:
+        statements.append({"Sid": "Write", "Effect": "Allow", "Resource": objects,
+                           "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def keys_of(credentials: dict[str, str]) -> dict[str, str]:
+    """boto3 client arguments for an STS or IAM key triple."""
+    out = {"aws_access_key_id": credentials["AccessKeyId"], "aws_secret_access_key": credentials["SecretAccessKey"]}
+    if credentials.get("SessionToken"):
+        out["aws_session_token"] = credentials["SessionToken"]
+    return out
+
+
+@dataclass
+class EnforcedWorld:
+    """moto with IAM enforced and the stack applied; the fake workspace provisioned and vending real STS sessions."""
+
+    moto_url: str
+    databricks: FakeDatabricks
+    admin: dict[str, str]
+    orchestrator: dict[str, str]
+    unity_catalog: dict[str, str]
+    application_ids: dict[str, str]
+    narrow: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+
+    def boto(self, service: str, keys: dict[str, str] | None = None):
+        return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url, **(keys or self.admin))
+
+    def role_keys(self, role_name: str) -> dict[str, str]:
+        """A session of one of the stack's roles, as the service that runs it would hold."""
+        return keys_of(self.boto("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role_name}",
+                                                    RoleSessionName="probe")["Credentials"])
+
+    def vend(self, location: str, operation: str, principal: str, ttl_s: int) -> dict[str, str]:
+        """As Unity Catalog does: assume the storage credential's role with a session policy for this scope."""
+        location_info = self.databricks.location_of(location.rstrip("/"))
+        if location_info is None:
+            location_info = next(loc for loc in self.databricks.external_locations.values()
+                                 if location.startswith(loc["url"].rsplit("/", 1)[0]))
+        credential = self.databricks.storage_credentials[location_info["credential_name"]]["aws_iam_role"]
+        scope, write = self.narrow.get((location.rstrip("/"), operation), (location, operation in _WRITE_OPERATIONS
+                                                                          or "WRITE" in operation))
+        issued = self.boto("sts", self.unity_catalog).assume_role(
+            RoleArn=credential["role_arn"], RoleSessionName=re.sub(r"[^\w+=,.@-]", "-", principal)[:64] or "uc",
+            ExternalId=credential["external_id"], DurationSeconds=max(ttl_s, 900),
+            Policy=json.dumps(scope_policy(scope, write)))["Credentials"]
+        return {"access_key_id": issued["AccessKeyId"], "secret_access_key": issued["SecretAccessKey"],
+                "session_token": issued["SessionToken"]}
+
+    def expire(self, access_key_ids: set[str] | None = None) -> int:
+        """Move moto's clock past the end of vended sessions (all so far by default); returns how many."""
+        import datetime as dt
+
+        from moto.sts.models import sts_backends
+
+        wanted = access_key_ids or {c["access_key_id"] for c in self.databricks.vended}
+        past = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=1)
+        aged = 0
+        for role in sts_backends[ACCOUNT]["aws"].assumed_roles:
+            if role.access_key_id in wanted:
+                role.expiration, aged = past, aged + 1
+        return aged
+
+    def catalog_resource(self, **overrides) -> DatabricksCatalogResource:
+        return DatabricksCatalogResource(**{
+            "catalog": CATALOG, "host": self.databricks.url, "region": REGION, "storage_root": f"s3://{DATA_BUCKET}",
+            "storage_region": REGION, "s3_endpoint_url": self.moto_url, "aws_endpoint_url": self.moto_url,
+            "secret_prefix": f"{STACK}/", "application_ids": self.application_ids, **overrides,
+        })
+
+
+def _cli(group, args: list[str], env: dict[str, str | None]) -> str:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(group, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output + result.stderr
+    return result.stdout
+
+
+def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
+    """Set up with IAM off, as the stack's operator would with admin credentials; then IAM on (see `enforcing`)."""
+    from governed_ft_dagster.cli_provision import aws as aws_group
+    from governed_ft_dagster.cli_provision import catalog_group
+    from governed_ft_dagster.provision.policies import UC_MASTER_ROLE_ARN
+
+    requests.post(f"{moto_url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    root = boto3.client("iam", region_name=REGION, endpoint_url=moto_url,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    users = {}
+    for user, policy in [
+        ("stack-admin", {"Effect": "Allow", "Action": "*", "Resource": "*"}),
+        # The orchestrator's own AWS identity: the principals' secrets, nothing in the governed bucket.
+        ("orchestrator", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                          "Resource": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{STACK}/*"}),
+    ]:
+        root.create_user(UserName=user)
+        root.put_user_policy(UserName=user, PolicyName="access", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [policy]}))
+        key = root.create_access_key(UserName=user)["AccessKey"]
+        users[user] = keys_of(key)
+    admin = users["stack-admin"]
+    for name, value in {**{k.upper(): v for k, v in admin.items()}, "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    # Unity Catalog's master role lives in Databricks' account; moto keeps that account apart from ours.
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=moto_url, **admin)
+    databricks_keys = keys_of(sts.assume_role(RoleArn=UC_MASTER_ROLE_ARN, RoleSessionName="setup")["Credentials"])
+    databricks_iam = boto3.client("iam", region_name=REGION, endpoint_url=moto_url, **databricks_keys)
+    master = UC_MASTER_ROLE_ARN.rsplit("/", 1)[1]
+    databricks_iam.create_role(RoleName=master, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))
+    databricks_iam.put_role_policy(RoleName=master, PolicyName="assume-storage-roles", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}))
+    unity_catalog = keys_of(sts.assume_role(RoleArn=UC_MASTER_ROLE_ARN, RoleSessionName="unity-catalog",
+                                            DurationSeconds=43200)["Credentials"])
+
+    fake = FakeDatabricks().start()
+    fake.add_service_principal(ADMIN_APP, ADMIN_OAUTH, admin=True)
+    env = {"GOVERNED_FT_AWS_ENDPOINT_URL": moto_url, "AWS_REGION": REGION, "GOVERNED_FT_STACK": STACK,
+           "DATABRICKS_HOST": fake.url, "DATABRICKS_CLIENT_ID": ADMIN_APP, "DATABRICKS_CLIENT_SECRET": ADMIN_OAUTH,
+           "DATABRICKS_TOKEN": None, "DATABRICKS_CONFIG_PROFILE": None,
+           "DATABRICKS_CONFIG_FILE": "/nonexistent/databrickscfg"}
+    _cli(aws_group, ["apply", "--uc-external-id", fake.account_id], env)
+    _cli(catalog_group, ["apply"], env)
+    secrets = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto_url, **admin)
+    ids = {p.value: json.loads(secrets.get_secret_value(SecretId=f"{STACK}/{p.value}")["SecretString"])["client_id"]
+           for p in Principal}
+    world = EnforcedWorld(moto_url, fake, admin, users["orchestrator"], unity_catalog, ids)
+    fake.vendor = world.vend
+    for name, value in {k.upper(): v for k, v in world.orchestrator.items()}.items():
+        monkeypatch.setenv(name, value)
+    return world

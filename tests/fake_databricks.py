@@ -101,6 +101,7 @@ class FakeDatabricks:
         self.account_id = account_id or str(uuid.UUID(int=0x0FA4E))
         self.token_ttl_s = token_ttl_s
         self.credential_ttl_s = 3600
+        self.vendor: Callable[[str, str, str, int], dict[str, str]] | None = None
         self.metastore_id = str(uuid.uuid4())
         self.external_access_enabled = True
         self.clients: dict[str, str] = {}
@@ -329,7 +330,12 @@ class FakeDatabricks:
     # ---- credentials ------------------------------------------------------------------------------------------
 
     def mint_storage_credentials(self, location: str, operation: str, principal: str) -> dict[str, Any]:
-        """Recognisable fake AWS STS credentials; replace this method to vend real ones (e.g. from moto)."""
+        """STS credentials from `vendor(location, operation, principal, ttl_s)` when set, else recognisable fakes."""
+        if self.vendor is not None:
+            creds = self.vendor(location, operation, principal, self.credential_ttl_s)
+            with self._lock:
+                self.vended.append({"location": location, "operation": operation, "principal": principal, **creds})
+            return creds
         n = next(self._counter)
         creds = {
             "access_key_id": f"ASIAFAKE{n:012d}",

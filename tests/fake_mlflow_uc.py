@@ -40,6 +40,8 @@ class FakeMlflowUc:
     storage_root: str
     moto_url: str | None = None
     region: str = "us-east-1"
+    admin_keys: dict[str, str] = field(default_factory=lambda: {"aws_access_key_id": "testing",
+                                                                "aws_secret_access_key": "testing"})
     versions: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     model_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -49,12 +51,11 @@ class FakeMlflowUc:
         return base if version is None else f"{base}/{version}"
 
     def boto(self, service: str) -> Any:
-        return boto3.client(service, region_name=self.region, endpoint_url=self.moto_url,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(service, region_name=self.region, endpoint_url=self.moto_url, **self.admin_keys)
 
     def vend(self, location: str, operation: str, principal: str) -> dict[str, Any]:
         """Temporary AWS credentials for one storage location, from moto's STS when it runs."""
-        if self.moto_url is None:
+        if self.moto_url is None or self.fake.vendor is not None:
             creds = self.fake.mint_storage_credentials(location, operation, principal)
         else:
             issued = self.boto("sts").assume_role(

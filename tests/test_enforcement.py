@@ -1,0 +1,168 @@
+"""Zero bypass, enforced by the storage: moto with IAM on, the stack and catalog built by the project's apply
+commands, credentials vended from moto's STS. Prints the probe table with `-s`."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
+
+from aws_fixtures import ACCOUNT, CATALOG, DATA_BUCKET, REGION, STACK, EnforcedWorld, build_enforced_world, enforcing
+from conftest import free_port
+from governed_ft_dagster.catalog.base import ColumnInfo, Principal
+from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
+from governed_ft_dagster.provision import probes as pr
+
+COLUMNS = [ColumnInfo("accession_number", "STRING", "string", 0, False)]
+RAW_KEY, CURATED_KEY = "raw/tables/risk_factors/part-0.json", "curated/tables/risk_factor_instructions/part-0.json"
+
+
+@pytest.fixture(scope="module")
+def enforced() -> Iterator[tuple[EnforcedWorld, dict[str, dict[str, str]]]]:
+    """The enforcing world with both governed tables registered by their owners and one object in each prefix."""
+    monkeypatch = pytest.MonkeyPatch()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{server._port}"
+    world = build_enforced_world(url, monkeypatch)
+    # What AWS hands each job's service when it assumes the job's role.
+    own = {"emr-runtime": world.role_keys(f"{STACK}-emr-runtime"),
+           "sagemaker-execution": world.role_keys(f"{STACK}-sagemaker-execution"),
+           "orchestrator": world.orchestrator}
+    try:
+        with enforcing(url):
+            for key in (RAW_KEY, CURATED_KEY, "ml/adapters/seed.txt"):
+                world.boto("s3").put_object(Bucket=DATA_BUCKET, Key=key, Body=b"{}")
+            catalog = world.catalog_resource()
+            catalog.client(Principal.INGEST).register_external_table(
+                catalog.table_name(RAW_TABLE), catalog.location("raw/tables/risk_factors"), COLUMNS)
+            catalog.grant_table_readers(Principal.INGEST, RAW_TABLE)
+            catalog.client(Principal.PREPROCESS).register_external_table(
+                catalog.table_name(CURATED_TABLE), catalog.location("curated/tables/risk_factor_instructions"), COLUMNS)
+            catalog.grant_table_readers(Principal.PREPROCESS, CURATED_TABLE)
+            yield world, own
+    finally:
+        world.databricks.stop()
+        server.stop()
+        monkeypatch.undo()
+
+
+def s3_attempts(world: EnforcedWorld, keys: dict[str, str]):
+    """Get, put, delete and list on the governed bucket with these credentials."""
+    s3 = world.boto("s3", keys)
+    return {
+        "get": lambda key: (lambda: s3.get_object(Bucket=DATA_BUCKET, Key=key)["Body"].read()),
+        "put": lambda key: (lambda: s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=b"probe")),
+        "delete": lambda key: (lambda: s3.delete_object(Bucket=DATA_BUCKET, Key=key)),
+        "delete many": lambda key: (lambda: _delete_objects(s3, key)),
+        "list": lambda prefix: (lambda: s3.list_objects_v2(Bucket=DATA_BUCKET, Prefix=prefix)),
+    }
+
+
+def _delete_objects(s3, key: str) -> None:
+    errors = s3.delete_objects(Bucket=DATA_BUCKET, Delete={"Objects": [{"Key": key}]}).get("Errors")
+    if errors:
+        raise ClientError({"Error": {"Code": errors[0]["Code"], "Message": errors[0]["Message"]}}, "DeleteObjects")
+
+
+def vended_keys(world: EnforcedWorld, principal: Principal, how: str, target: str) -> dict[str, str]:
+    """Credentials the fake workspace vends to the principal, asked for through the project's catalog client."""
+    client = world.catalog_resource().client(principal)
+    if how.startswith("PATH"):
+        creds = client.temporary_path_credentials(f"s3://{DATA_BUCKET}/{target}", how)
+    else:
+        creds = client.temporary_table_credentials(f"{CATALOG}.{target}", how)
+    return {"aws_access_key_id": creds.aws_access_key_id, "aws_secret_access_key": creds.aws_secret_access_key,
+            "aws_session_token": creds.aws_session_token}
+
+
+def enforcement_probes(world: EnforcedWorld, own: dict[str, dict[str, str]]) -> list[pr.Probe]:
+    """Every probe of the issue, each with the outcome the design demands."""
+    probes: list[pr.Probe] = []
+    bucket = f"s3://{DATA_BUCKET}"
+
+    def add(principal, securable, operation, source, allowed, attempt):
+        probes.append(pr.Probe(principal, securable, operation, source, allowed, attempt))
+
+    for role, secret, other, group in (("emr-runtime", "preprocess", "train", f"/aws/emr-serverless/{STACK}"),
+                                       ("sagemaker-execution", "train", "preprocess", "/aws/sagemaker/TrainingJobs")):
+        keys, s3 = own[role], s3_attempts(world, own[role])
+        for key in (RAW_KEY, CURATED_KEY, "ml/adapters/seed.txt"):
+            add(role, f"{bucket}/{key}", "GetObject", "own role", False, s3["get"](key))
+        add(role, f"{bucket}/ml/adapters/probe.txt", "PutObject", "own role", False, s3["put"]("ml/adapters/probe.txt"))
+        for prefix in ("", "raw/", "curated/"):
+            add(role, f"{bucket}/{prefix}", "ListBucket", "own role", False, s3["list"](prefix))
+        sm, logs = world.boto("secretsmanager", keys), world.boto("logs", keys)
+        add(role, f"secret {STACK}/{secret}", "GetSecretValue", "own role", True,
+            lambda sm=sm, s=secret: sm.get_secret_value(SecretId=f"{STACK}/{s}"))
+        add(role, f"secret {STACK}/{other}", "GetSecretValue", "own role", False,
+            lambda sm=sm, s=other: sm.get_secret_value(SecretId=f"{STACK}/{s}"))
+        add(role, f"log group {group}", "CreateLogStream+PutLogEvents", "own role", True,
+            lambda logs=logs, g=group, r=role: _write_log(logs, g, f"probe-{r}"))
+    orchestrator = s3_attempts(world, own["orchestrator"])
+    add("orchestrator", f"{bucket}/{RAW_KEY}", "GetObject", "own identity", False, orchestrator["get"](RAW_KEY))
+    add("orchestrator", f"{bucket}/raw/", "ListBucket", "own identity", False, orchestrator["list"]("raw/"))
+
+    raw_read = s3_attempts(world, vended_keys(world, Principal.PREPROCESS, "READ", RAW_TABLE))
+    who, source = "preprocess", "vended READ on the raw table"
+    add(who, f"{bucket}/{RAW_KEY}", "GetObject", source, True, raw_read["get"](RAW_KEY))
+    add(who, f"{bucket}/raw/tables/risk_factors/", "ListBucket", source, True,
+        raw_read["list"]("raw/tables/risk_factors/"))
+    add(who, f"{bucket}/{CURATED_KEY}", "GetObject", source, False, raw_read["get"](CURATED_KEY))
+    add(who, f"{bucket}/raw/tables/risk_factors/probe.json", "PutObject", source, False,
+        raw_read["put"]("raw/tables/risk_factors/probe.json"))
+    add(who, f"{bucket}/raw/landing/probe.json", "PutObject", source, False, raw_read["put"]("raw/landing/probe.json"))
+    add(who, f"{bucket}/{RAW_KEY}", "DeleteObject", source, False, raw_read["delete"](RAW_KEY))
+    add(who, f"{bucket}/{RAW_KEY}", "DeleteObjects", source, False, raw_read["delete many"](RAW_KEY))
+    for prefix in ("", "raw/", "raw/tables/", "curated/"):
+        add(who, f"{bucket}/{prefix}", "ListBucket", source, False, raw_read["list"](prefix))
+
+    curated_write = s3_attempts(world, vended_keys(world, Principal.PREPROCESS, "READ_WRITE", CURATED_TABLE))
+    source = "vended READ_WRITE on the curated table"
+    add(who, f"{bucket}/curated/tables/risk_factor_instructions/probe.json", "PutObject", source, True,
+        curated_write["put"]("curated/tables/risk_factor_instructions/probe.json"))
+    add(who, f"{bucket}/curated/tables/risk_factor_instructions/probe.json", "DeleteObject", source, True,
+        curated_write["delete"]("curated/tables/risk_factor_instructions/probe.json"))
+    for key in ("raw/tables/risk_factors/probe.json", "raw/probe.json", "ml/adapters/probe.txt",
+                "curated/tables/other/probe.json"):
+        add(who, f"{bucket}/{key}", "PutObject", source, False, curated_write["put"](key))
+    add(who, f"{bucket}/{RAW_KEY}", "DeleteObjects", source, False, curated_write["delete many"](RAW_KEY))
+
+    ml_write = s3_attempts(world, vended_keys(world, Principal.TRAIN, "PATH_READ_WRITE", "ml/adapters/probe-run"))
+    who, source = "train", "vended PATH_READ_WRITE on ml/adapters/probe-run"
+    add(who, f"{bucket}/ml/adapters/probe-run/adapter.bin", "PutObject", source, True,
+        ml_write["put"]("ml/adapters/probe-run/adapter.bin"))
+    add(who, f"{bucket}/ml/adapters/probe-run/adapter.bin", "GetObject", source, True,
+        ml_write["get"]("ml/adapters/probe-run/adapter.bin"))
+    add(who, f"{bucket}/{CURATED_KEY}", "GetObject", source, False, ml_write["get"](CURATED_KEY))
+    add(who, f"{bucket}/curated/tables/risk_factor_instructions/x.json", "PutObject", source, False,
+        ml_write["put"]("curated/tables/risk_factor_instructions/x.json"))
+    add(who, f"{bucket}/{CURATED_KEY}", "DeleteObject", source, False, ml_write["delete"](CURATED_KEY))
+    add(who, f"{bucket}/curated/", "ListBucket", source, False, ml_write["list"]("curated/"))
+    add(who, f"{bucket}/ml/adapters/seed.txt", "GetObject", source, False, ml_write["get"]("ml/adapters/seed.txt"))
+
+    expiring = vended_keys(world, Principal.PREPROCESS, "READ", RAW_TABLE)
+    stale = s3_attempts(world, expiring)
+    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject", "vended READ on the raw table, before expiry", True,
+        stale["get"](RAW_KEY))
+    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject", "vended READ on the raw table, after expiry", False,
+        lambda: (world.expire({expiring["aws_access_key_id"]}), stale["get"](RAW_KEY)()))
+    return probes
+
+
+def _write_log(logs, group: str, stream: str) -> None:
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": 1, "message": "probe"}])
+
+
+def test_every_probe_is_refused_or_allowed_exactly_as_the_design_says(enforced, capsys):
+    world, own = enforced
+    outcomes = pr.run(enforcement_probes(world, own))
+    with capsys.disabled():
+        print("\n" + pr.table(outcomes))
+    assert [o for o in outcomes if o.unexpected] == []
+    assert sum(o.actual == "refused" for o in outcomes) > sum(o.actual == "allowed" for o in outcomes) > 5
+    assert all(c["access_key_id"].startswith("ASIA") for c in world.databricks.vended)
