@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -23,8 +22,7 @@ def ui(host: str, port: int, mlflow_port: int) -> None:
     """Serve the Dagster UI (runs, materializations, checks) and the MLflow UI (runs, loss curves) until stopped."""
     settings = load_settings()
     dagster_home = settings.prepare_dagster_home()
-    bin_dir = Path(sys.executable).parent
-    children = [subprocess.Popen([str(bin_dir / "dagster"), "dev", "-m", "governed_ft_dagster.definitions",
+    children = [subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "governed_ft_dagster.definitions",
                                   "-h", host, "-p", str(port)], start_new_session=True)]
     click.echo(f"Dagster UI: http://{host}:{port} (instance {dagster_home})")
     if mlflow_port and settings.deployment == "local":

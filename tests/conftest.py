@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,27 @@ def spark_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("spark-home")
     jars.fetch_group(home, "spark", mirror=load_settings().jar_mirror)
     return home
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory) -> Path:
+    """The bin folder of a fresh venv holding the project installed from its wheel, not from this checkout.
+
+    Its third-party packages are this venv's (a path entry, so this venv's editable hook is not loaded): the test
+    is about the project's own files travelling in the wheel, not about downloading torch again."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", ".governed_ft", "__pycache__",
+                                                                "*.egg-info", "build", "dist", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(root / "dist"), str(source)], check=True, capture_output=True, timeout=600)
+    [wheel] = (root / "dist").glob("governed_ft_dagster-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "shared_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=600)
+    shutil.rmtree(source)
+    return venv / "bin"

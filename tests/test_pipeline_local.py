@@ -14,13 +14,45 @@ from test_training_asset import TINY_RUN
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.stack.bootstrap import read_token
-from governed_ft_dagster.stack.server import ServerPaths
+from governed_ft_dagster.stack.server import ServerPaths, free_port_pair
 
 CLI = Path(sys.executable).with_name("governed-ft")
+UI_QUERY = """{ runsOrError { ... on Runs { results { status } } }
+  assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId metadataEntries { label } }
+               assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization {
+                 evaluation { success } } } } } } }"""
 
 
-def governed_ft(*args: str, env: dict[str, str], timeout_s: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+def governed_ft(*args: str, env: dict[str, str], timeout_s: float = 900, cli: Path = CLI,
+                cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
+
+
+def ui_state(env: dict[str, str], cli: Path, cwd: Path, port: int) -> dict:
+    """What `governed-ft ui` serves over GraphQL once it answers; the UI is stopped again afterwards."""
+    import time
+
+    import requests
+
+    from governed_ft_dagster.processes import end_group
+
+    with (cwd.parent / "ui.log").open("wb") as log:
+        process = subprocess.Popen([str(cli), "ui", "--port", str(port), "--mlflow-port", "0"], env=env, cwd=cwd,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (cwd.parent / "ui.log").read_text(errors="replace")[-3000:]
+            try:
+                reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": UI_QUERY}, timeout=10)
+                if reply.ok and (reply.json().get("data") or {}).get("assetNodes"):
+                    return reply.json()["data"]
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(1)
+        raise AssertionError("governed-ft ui did not answer GraphQL within 240 s")
+    finally:
+        end_group(process, grace_s=20)
 
 
 def scan_state_folder(home: Path, secrets: list[str]) -> list[str]:
@@ -37,19 +69,51 @@ def scan_state_folder(home: Path, secrets: list[str]) -> list[str]:
     return leaks
 
 
-def test_stack_up_bootstrap_and_run_register_a_model_version_with_its_lineage(local_stack, uc_server_jars,
-                                                                             spark_home, stack_env):
+def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folder(local_stack, uc_server_jars,
+                                                                                  spark_home, stack_env,
+                                                                                  installed_wheel, tmp_path):
     link_group(local_stack.home, uc_server_jars, "uc-server")
     link_group(local_stack.home, spark_home, "spark")
     env = {**os.environ, **stack_env}
     env.pop("DAGSTER_HOME", None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cli = installed_wheel / "governed-ft"
+    where = subprocess.run([str(installed_wheel / "python"), "-c", "import governed_ft_dagster, job_scripts; "
+                            "print(governed_ft_dagster.__file__); print(job_scripts.__file__)"],
+                           cwd=empty, capture_output=True, text=True, check=True).stdout.split()
+    assert all(Path(p).is_relative_to(installed_wheel.parent) for p in where), where
     catalog = local_stack.settings.catalog_name
     model = f"{catalog}.{MODEL_NAME}"
     try:
         for command in (("stack", "up"), ("bootstrap",), ("run",)):
-            done = governed_ft(*command, env=env)
+            done = governed_ft(*command, env=env, cli=cli, cwd=empty)
             assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
         assert f"registered {model} version 1" in done.stdout
+        assert list(empty.iterdir()) == []  # everything went to the state folder
+
+        # A short account: one line per phase with its figures, the full log in the state folder.
+        lines = done.stdout.splitlines()
+        assert len(lines) <= 15 and "DEBUG" not in done.stdout + done.stderr, done.stdout + done.stderr
+        raw_lines = [line for line in lines if line.startswith("raw_risk_factors ")]
+        assert len(raw_lines) == 4 and all("filings in" in line and "checks 3/3 passed" in line for line in raw_lines)
+        assert any(line.strip().startswith("curated:") and "records" in line for line in lines)
+        assert any(line.strip().startswith("training:") and "eval loss" in line for line in lines)
+        assert any(line.startswith("lineage:") and "@" in line for line in lines)
+        log_file = Path(lines[-1].split("full log: ", 1)[1].split(";", 1)[0])
+        assert log_file.is_relative_to(local_stack.home) and "STEP_SUCCESS" in log_file.read_text(errors="replace")
+
+        # The UI command serves the instance the run wrote to: runs, materializations and passed checks.
+        served = ui_state(env, cli, empty, free_port_pair())
+        assert len(served["runsOrError"]["results"]) == 5
+        assert {r["status"] for r in served["runsOrError"]["results"]} == {"SUCCESS"}
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in served["assetNodes"]}
+        assert all(nodes[key]["assetMaterializations"] for key in
+                   ("raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version"))
+        evaluated = {c["name"]: c["executionForLatestMaterialization"] for n in nodes.values()
+                     for c in n["assetChecksOrError"]["checks"]}
+        assert evaluated["adapter_beats_base_model"]["evaluation"]["success"] is True
+        assert evaluated["curated_token_budget"]["evaluation"]["success"] is True
 
         shown = governed_ft("lineage", model, "--version", "1", "--json", env=env)
         assert shown.returncode == 0, shown.stderr
@@ -58,9 +122,10 @@ def test_stack_up_bootstrap_and_run_register_a_model_version_with_its_lineage(lo
         assert chain["curated_table"]["full_name"] == f"{catalog}.{CURATED_TABLE}"
         assert chain["training_run"] and chain["preprocessing_run"]
 
-        again = governed_ft("run", env=env)
+        again = governed_ft("run", env=env, cli=cli, cwd=empty)
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"registered {model} version 1" in again.stdout  # unchanged inputs: no new version
+        assert again.stdout.count("no job started") == 2
         tokens = [read_token(local_stack.home, p) for p in Principal]
         admin = ServerPaths.under(local_stack.home).admin_token_file
         tokens += [admin.read_text().strip()] if admin.exists() else []
@@ -69,7 +134,7 @@ def test_stack_up_bootstrap_and_run_register_a_model_version_with_its_lineage(lo
         leaks = scan_state_folder(local_stack.home, tokens)
         assert not leaks, leaks[:10]
     finally:
-        governed_ft("stack", "down", env=env, timeout_s=120)
+        governed_ft("stack", "down", env=env, timeout_s=120, cli=cli, cwd=empty)
 
 
 def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(running_stack, edgar,
