@@ -126,8 +126,12 @@ def extract_command(paths: tuple[Path, ...], form_type: str, with_text: bool) ->
     for path in paths:
         result = extract_risk_factors(path.read_bytes(), form_type)
         record = {"path": str(path), "status": result.status.value, "chars": len(result.text)}
+        if result.heading:
+            record["heading"] = result.heading
         if result.reason:
             record["reason"] = result.reason
+        if result.start is not None:
+            record["start"], record["end"] = result.start, result.end  # lines of document_lines(html)
         if with_text:
             record["text"] = result.text
         click.echo(json.dumps(record, ensure_ascii=False))

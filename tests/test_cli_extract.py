@@ -44,3 +44,14 @@ def test_a_bad_file_is_a_status_not_a_crash(tmp_path):
     empty.write_bytes(b"")
     [record] = run_extract(str(empty), "--form", "10-K")
     assert record["status"] == "error" and record["reason"]
+
+
+def test_heading_reason_and_line_offsets_when_known():
+    from governed_ft_dagster.edgar.extract import document_lines
+
+    path = next(FILINGS.glob("ORCL_10-Q_*.html"))
+    [record] = run_extract(str(path), "--form", "10-Q")
+    assert record["status"] == "incorporated_by_reference" and record["reason"]
+    assert record["heading"] == "Item 1A. Risk Factors"
+    lines = document_lines(path.read_bytes())
+    assert lines[record["start"]] == record["heading"] and record["start"] < record["end"] <= len(lines)
