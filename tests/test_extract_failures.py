@@ -198,3 +198,30 @@ def test_heading_word_split_by_inline_tags_with_whitespace_between() -> None:
     )
     result = extract_risk_factors(html, "10-K")
     assert result.status is Status.EXTRACTED and result.heading == "ITEM 1A. RI SK FACTORS"
+
+
+def test_cross_reference_link_into_the_section_does_not_end_it() -> None:
+    toc = (
+        "<table>" + _toc_row("i1a", "Item 1A.", "Risk Factors", 9)
+        + _toc_row("i1b", "Item 1B.", "Unresolved Staff Comments", 20) + "</table>"
+    )
+    body = (
+        f"<div id='i1a'>Item 1A. Risk Factors</div>{ONE_PAGE}<p>See <a href='#tax'>Risk Factors</a> below on taxes.</p>"
+        f"<div id='tax'>Risks Related to Taxation</div><p>Changes in tax law could hurt us. {RISK}</p>"
+        "<div id='i1b'>Item 1B. Unresolved Staff Comments</div><p>None.</p>"
+    )
+    result = extract_risk_factors(_doc(toc + body), "10-K")
+    assert result.status is Status.EXTRACTED
+    assert "Changes in tax law could hurt us." in result.text and "None." not in result.text
+
+
+def test_short_risk_that_ends_by_pointing_to_the_annual_report_is_still_a_risk() -> None:
+    html = _doc(
+        "<p>PART II</p><p>Item 1A. Risk Factors</p>"
+        "<p>Our pending merger with Acme may not be completed on the expected timeline or at all. "
+        "Regulators may impose conditions, financing may become costlier, and the attention of management may be "
+        "diverted from operations, any of which could harm our results. For our other risks, see our Annual Report "
+        "on Form 10-K for the year ended December 31, 2024.</p>"
+        "<p>Item 2. Unregistered Sales of Equity Securities and Use of Proceeds</p><p>None.</p>"
+    )
+    assert extract_risk_factors(html, "10-Q").status is Status.EXTRACTED

@@ -30,6 +30,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 SHORT_SECTION_CHARS = 3000
 # A section this short that only refers the reader elsewhere is a pointer, not risk factors.
 POINTER_MAX_CHARS = 1500
+POINTER_LEAD_CHARS = 250
 # A section a pointer leads to must have at least this much text to count as the risk factors.
 FOLLOWED_MIN_CHARS = 500
 # Table rows whose cells add up to at most this many characters become one line.
@@ -717,7 +718,8 @@ def _toc_section(
             break
     if cand is None:
         return None
-    later = [line for line, _ in placed if line > cand.start]
+    # Links to Risk Factors itself (cross-references to a risk inside the section) do not end it.
+    later = [line for line, entry in placed if line > cand.start and entry.key not in ("1A", "RF")]
     stop = min(later) if later else None
     if cand.item:
         bounds = _Bounds(_ITEM_END_TITLES, part=2 if quarterly else 1, stop=stop)
@@ -743,7 +745,10 @@ def _classify(found: _Found) -> Extraction:
     if size <= SHORT_SECTION_CHARS and _INCORPORATED_RE.search(body_text):
         reason = "section incorporates the risk factors by reference to another document"
         return Extraction(Status.INCORPORATED_BY_REFERENCE, text, reason, **where)
-    if size <= POINTER_MAX_CHARS and _POINTER_RE.search(body_text) and not _CONTENT_FOLLOWS_RE.search(body_text):
+    pointer = _POINTER_RE.search(body_text)
+    # A pointer opens the section; a risk that merely ends with "see our Form 10-K" is still a risk.
+    leads = pointer is not None and pointer.start() <= POINTER_LEAD_CHARS
+    if leads and size <= POINTER_MAX_CHARS and not _CONTENT_FOLLOWS_RE.search(body_text):
         reason = "section only refers the reader to risk factors disclosed elsewhere"
         return Extraction(Status.INCORPORATED_BY_REFERENCE, text, reason, **where)
     return Extraction(Status.EXTRACTED, text, None, **where)
