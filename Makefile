@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Where Maven cannot fetch the catalog server's jars, a pre-built jar folder beside the checkout stands in for it.
+export GOVERNED_FT_JAR_MIRROR ?= $(wildcard $(abspath ../shared/jars))
 
-.PHONY: setup system demo test stack-down clean
+.PHONY: setup system demo ui test stack-down clean
 
 setup: system $(STAMP)
 
@@ -21,8 +23,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/governed-ft stack up
 	$(BIN)/governed-ft bootstrap
-	$(BIN)/governed-ft stack status
 	$(BIN)/governed-ft run
+
+ui: setup
+	$(BIN)/governed-ft ui
 
 test: setup
 	bash .ci/pytest.sh

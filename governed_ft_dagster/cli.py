@@ -101,18 +101,26 @@ def stack_status(as_json: bool) -> None:
 
 
 @main.command("bootstrap")
+@click.option("--verbose", is_flag=True, help="List every object, grant and token instead of counting them.")
 @_clean_errors
-def bootstrap_command() -> None:
+def bootstrap_command(verbose: bool) -> None:
     """Create the catalog, schemas, principals, grants and tokens (idempotent)."""
     from governed_ft_dagster.stack.bootstrap import bootstrap
 
     report = bootstrap(_stack())
-    for label, items in (("created", report.created), ("granted", report.granted), ("revoked", report.revoked),
-                         ("token written for", report.tokens_written), ("pending (table not yet created)", report.pending)):
-        for item in items:
-            click.echo(f"{label}: {item}")
+    outcomes = (("created", "objects created", report.created), ("granted", "grants made", report.granted),
+                ("revoked", "grants revoked", report.revoked),
+                ("token written for", "principal tokens written", report.tokens_written),
+                ("pending (table not yet created)", "grants pending until their tables exist", report.pending))
+    if verbose:
+        for label, _, items in outcomes:
+            for item in items:
+                click.echo(f"{label}: {item}")
+    elif report.changed:
+        click.echo("bootstrap: " + ", ".join(f"{len(items)} {counted}" for _, counted, items in outcomes if items)
+                   + " (--verbose lists them)")
     if not report.changed:
-        click.echo("nothing to change")
+        click.echo("bootstrap: nothing to change")
 
 
 @main.command("extract")

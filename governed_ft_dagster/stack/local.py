@@ -75,8 +75,11 @@ class LocalStack:
 
     def init_mlflow(self) -> str:
         """Create the MLflow tracking store (schema migrations run once); return its experiment id."""
+        import logging
+
         import mlflow
 
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # one-off schema migration chatter
         client = mlflow.MlflowClient(tracking_uri=self.mlflow_tracking_uri)
         experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
         if experiment is not None:
