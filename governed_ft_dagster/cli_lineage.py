@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 
 import click
 
-from governed_ft_dagster.catalog.base import CatalogError
+from governed_ft_dagster.catalog.base import CatalogError, Principal
 from governed_ft_dagster.lineage import (
     Endpoint,
     ExternalMetadata,
@@ -20,6 +20,7 @@ from governed_ft_dagster.lineage import (
     SYSTEM_TYPE,
     upstream_chain,
 )
+from governed_ft_dagster.provision.policies import StackConfig
 from governed_ft_dagster.settings import Settings, SettingsError, load_settings
 from governed_ft_dagster.stack.errors import StackError
 
@@ -173,7 +174,8 @@ def read_lineage(settings: Settings, model_full_name: str, version: str | None,
     if missing:
         raise SettingsError(f"set {' and '.join(missing)} to read lineage from the Databricks workspace")
     resource = DatabricksLineageResource(host=env["DATABRICKS_HOST"], region=env["AWS_REGION"],
-                                         secret_id=env.get("GOVERNED_FT_REGISTRAR_SECRET_ID", "governed-ft/registrar"))
+                                         secret_id=env.get("GOVERNED_FT_REGISTRAR_SECRET_ID")
+                                         or StackConfig(name=settings.stack_name).secret_name(Principal.REGISTRAR))
     with databricks_lineage_errors(resource.host):
         workspace = resource.workspace_client()
         version = version or latest_databricks_version(workspace, model_full_name)

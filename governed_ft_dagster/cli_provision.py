@@ -11,6 +11,7 @@ import click
 
 from governed_ft_dagster.catalog.base import CatalogError
 from governed_ft_dagster.provision import ProvisionError
+from governed_ft_dagster.settings import DEFAULT_STACK
 
 if TYPE_CHECKING:
     from governed_ft_dagster.provision.aws import AwsProvisioner, Report
@@ -40,7 +41,7 @@ def _clean(func: Callable[..., Any]) -> Callable[..., Any]:
 def _stack_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that name the stack; every command of both groups takes them."""
     options = [
-        click.option("--stack", "stack_name", envvar="GOVERNED_FT_STACK", default="governed-ft", show_default=True,
+        click.option("--stack", "stack_name", envvar="GOVERNED_FT_STACK", default=DEFAULT_STACK, show_default=True,
                      help="Stack name: prefix of every resource name and value of the governed-ft:stack tag."),
         click.option("--region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], help="AWS region (or AWS_REGION)."),
         click.option("--data-bucket", default="", help="Governed bucket name [default: <stack>-data-<account>-<region>]."),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
 Deployment = Literal["local", "aws"]
 DEPLOYMENTS: tuple[Deployment, ...] = ("local", "aws")
+DEFAULT_STACK = "governed-ft"
+STACK_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
 
 
 class SettingsError(ValueError):
@@ -29,6 +32,7 @@ class Settings:
     edgar_refresh_cron: str = "0 6 * * *"
     retrain_policy: str = "on_demand"
     uc_host: str = "127.0.0.1"
+    stack_name: str = DEFAULT_STACK
 
     @property
     def uc_url(self) -> str:
@@ -81,7 +85,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jar_mirror=Path(env["GOVERNED_FT_JAR_MIRROR"]).expanduser() if env.get("GOVERNED_FT_JAR_MIRROR") else None,
         edgar_refresh_cron=env.get("GOVERNED_FT_EDGAR_REFRESH_CRON", "0 6 * * *"),
         retrain_policy=_policy(env.get("GOVERNED_FT_RETRAIN_POLICY", "on_demand")),
+        stack_name=_stack_name(env.get("GOVERNED_FT_STACK", DEFAULT_STACK)),
     )
+
+
+def _stack_name(text: str) -> str:
+    """The aws deployment's stack: prefix of the EMR application, the secrets and every provisioned name."""
+    name = text.strip()
+    if not STACK_NAME.match(name):
+        raise SettingsError(f"GOVERNED_FT_STACK={text!r} is not a stack name; use 3-24 lower-case letters, digits "
+                            "and hyphens, starting with a letter")
+    return name
 
 
 def _policy(text: str) -> str:

@@ -36,3 +36,29 @@ def test_switch_picks_one_resource_map():
     assert set(local) == set(aws)
     assert isinstance(local["catalog"], LocalCatalogResource)
     assert isinstance(aws["catalog"], DatabricksCatalogResource)
+
+
+def test_a_non_default_stack_name_reaches_provisioning_and_the_resources_alike():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings = load_settings({"GOVERNED_FT_DEPLOYMENT": "aws", "GOVERNED_FT_STACK": "acme-ft"})
+    resources = build_resources(settings)
+    plan = subprocess.run([str(Path(sys.executable).with_name("governed-ft")), "aws", "plan", "--json"],
+                          env={"PATH": "/usr/bin:/bin", "GOVERNED_FT_STACK": "acme-ft", "AWS_REGION": "us-east-1"},
+                          capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    planned = {(r["kind"], r["name"]) for r in json.loads(plan.stdout)["resources"]}
+    application = resources["spark"].application_name
+    assert application == "acme-ft-preprocess" and ("emr-serverless-application", application) in planned
+    secrets = {name for kind, name in planned if kind == "secret"}
+    prefix = resources["catalog"].secret_prefix
+    assert prefix == "acme-ft/" and {f"{prefix}{p}" for p in ("ingest", "preprocess", "train", "registrar")} == secrets
+    assert resources["registry"].secret_id == resources["lineage"].secret_id == "acme-ft/registrar"
+
+
+def test_a_stack_name_that_cannot_name_aws_resources_is_refused():
+    with pytest.raises(SettingsError, match="GOVERNED_FT_STACK"):
+        load_settings({"GOVERNED_FT_STACK": "Acme_FT"})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import SCHEMAS
 from governed_ft_dagster.provision import ProvisionError
+from governed_ft_dagster.settings import DEFAULT_STACK, STACK_NAME
 
 ACCOUNT_PLACEHOLDER = "<account-id>"
 # Databricks' Unity Catalog master role (AWS commercial partition); its storage credentials assume our role from it.
@@ -24,14 +24,13 @@ SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MANAGED_TAG = "governed-ft:managed"
 STACK_TAG = "governed-ft:stack"
 PERMISSIONS_POLICY_SUFFIX = "permissions"
-_STACK_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
 class StackConfig:
     """Everything that names the stack's resources; defaults derive from the stack name, account and region."""
 
-    name: str = "governed-ft"
+    name: str = DEFAULT_STACK
     region: str = "us-east-1"
     account_id: str = ACCOUNT_PLACEHOLDER
     data_bucket_name: str = ""
@@ -48,7 +47,7 @@ class StackConfig:
     partition: str = field(default="aws", repr=False)
 
     def __post_init__(self) -> None:
-        if not _STACK_NAME.match(self.name):
+        if not STACK_NAME.match(self.name):
             raise ProvisionError(
                 f"stack name {self.name!r} is not usable; use 3-24 lower-case letters, digits and hyphens, "
                 "starting with a letter"
@@ -99,8 +98,13 @@ class StackConfig:
     def role_arn(self, role_name: str) -> str:
         return f"arn:{self.partition}:iam::{self.account_id}:role/{role_name}"
 
+    @property
+    def secret_prefix(self) -> str:
+        """Secrets Manager ids of the principals' OAuth clients: prefix + principal."""
+        return f"{self.name}/"
+
     def secret_name(self, principal: Principal) -> str:
-        return f"{self.name}/{principal.value}"
+        return f"{self.secret_prefix}{principal.value}"
 
     def secret_arn_pattern(self, principal: Principal) -> str:
         """Secrets Manager appends '-' and six random characters to every secret's ARN."""

@@ -16,6 +16,8 @@ from governed_ft_dagster.resources.registry import (
 )
 from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
 from governed_ft_dagster.resources.training_jobs import LocalTrainingResource, SageMakerTrainingResource
+from governed_ft_dagster.catalog.base import Principal
+from governed_ft_dagster.provision.policies import StackConfig
 from governed_ft_dagster.settings import Settings
 
 
@@ -48,6 +50,7 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Databricks Unity Catalog, EMR Serverless and SageMaker; names and ARNs come from the environment."""
     region = dg.EnvVar("AWS_REGION")
+    names = StackConfig(name=settings.stack_name)
     return {
         "catalog": DatabricksCatalogResource(
             catalog=settings.catalog_name,
@@ -55,11 +58,12 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             region=region,
             storage_region=region,
             storage_root=dg.EnvVar("GOVERNED_FT_STORAGE_ROOT"),
+            secret_prefix=names.secret_prefix,
         ),
         "edgar": _edgar(settings),
         "spark": EmrServerlessResource(
             region=region,
-            application_name="governed-ft-preprocess",
+            application_name=names.emr_application_name,
             create_application_if_missing=True,
             execution_role_arn=dg.EnvVar("GOVERNED_FT_EMR_ROLE_ARN"),
             code_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
@@ -75,8 +79,10 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
         ),
         "base_model": BaseModelResource(tokenizer_dir=dg.EnvVar("GOVERNED_FT_TOKENIZER_DIR")),
-        "registry": DatabricksRegistryResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region),
-        "lineage": DatabricksLineageResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region),
+        "registry": DatabricksRegistryResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region,
+                                               secret_id=names.secret_name(Principal.REGISTRAR)),
+        "lineage": DatabricksLineageResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region,
+                                             secret_id=names.secret_name(Principal.REGISTRAR)),
     }
 
 
