@@ -22,9 +22,20 @@ def main() -> int:
         started = time.monotonic()
         rc = subprocess.call([sys.executable, str(HERE / command[0]), *command[1:]], cwd=HERE.parent)
         rows.append((title, " ".join(command), time.monotonic() - started, rc))
+    print("\n=== storage enforcement probes: pytest tests/test_enforcement.py -s ===", flush=True)
+    started = time.monotonic()
+    probe = subprocess.run([sys.executable, "-m", "pytest", "tests/test_enforcement.py", "-q", "-s", "-p",
+                            "no:cacheprovider"], cwd=HERE.parent, capture_output=True, text=True)
+    probe_summary = next((line for line in probe.stdout.splitlines() if line.startswith("probes:")),
+                         "no probe summary printed")
+    print(probe_summary)
+    rows.append(("storage enforcement probes", "tests/test_enforcement.py", time.monotonic() - started,
+                 probe.returncode))
     print("\n| benchmark | command | wall seconds | exit code |\n|---|---|---|---|")
     for title, command, seconds, rc in rows:
-        print(f"| {title} | benchmarks/{command} | {seconds:.0f} | {rc} |")
+        where = command if command.startswith("tests/") else f"benchmarks/{command}"
+        print(f"| {title} | {where} | {seconds:.0f} | {rc} |")
+    print(f"\nstorage enforcement: {probe_summary}")
     return max(rc for *_, rc in rows)
 
 

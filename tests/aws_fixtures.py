@@ -216,7 +216,11 @@ def _resource_arn(request: Any, account: str, resource: str) -> str:
     return resource
 
 
+REFUSALS: list[tuple[str, str, str]] = []  # (caller ARN, action, resource) of every refusal, for diagnosis
+
+
 def _refuse(request: Any, action: str, resource: str) -> None:
+    REFUSALS.append((request._access_key.arn, action, resource))
     from moto.core.exceptions import AccessDeniedError, JsonRESTError
     from moto.s3.exceptions import S3AccessDeniedError
 
@@ -306,14 +310,24 @@ def enforcing(moto_url: str) -> Iterator[None]:
     from moto.iam.access_control import IAMRequestBase
     from moto.s3.models import FakeBucket
 
-    saved = IAMRequestBase.check_action_permitted, FakeBucket.get_permission
+    saved = IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature
+    original_signature = IAMRequestBase.check_signature
+
+    def check_signature(self):
+        try:
+            original_signature(self)
+        except Exception:
+            REFUSALS.append((self._access_key.arn, "signature", self._path))
+            raise
+
     IAMRequestBase.check_action_permitted, FakeBucket.get_permission = _check_action_permitted, _bucket_permission
+    IAMRequestBase.check_signature = check_signature
     requests.post(f"{moto_url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     try:
         yield
     finally:
         requests.post(f"{moto_url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-        IAMRequestBase.check_action_permitted, FakeBucket.get_permission = saved
+        IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature = saved
 
 
 # ---- the enforcing world: built by `governed-ft aws apply` and `governed-ft catalog apply` -------------------
@@ -469,4 +483,35 @@ def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
     fake.vendor = world.vend
     for name, value in {k.upper(): v for k, v in world.orchestrator.items()}.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # its credentials were resolved once, from older variables
     return world
+
+
+@contextmanager
+def enforced_registry_world(monkeypatch) -> Iterator[tuple[EnforcedWorld, Any, Any]]:
+    """The enforcing world plus the MLflow Unity Catalog registry and lineage APIs, IAM on for the whole block."""
+    from conftest import free_port
+    from fake_lineage import FakeLineageService
+    from fake_mlflow_uc import install
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{server._port}"
+    world = build_enforced_world(url, monkeypatch)
+    registry = install(world.databricks, storage_root=f"s3://{DATA_BUCKET}/ml/models", moto_url=url)
+    registry.admin_keys = world.admin
+    service = FakeLineageService(page_size=50)
+    service.install(world.databricks)
+    world.databricks.add_route("GET", r"/api/2\.1/unity-catalog/models/(?P<full_name>[^/]+)/versions",
+                               lambda fake, request, full_name: (200, {"model_versions": [
+                                   {"catalog_name": CATALOG, "model_name": full_name, "version": int(v)}
+                                   for v in registry.versions.get(full_name, {})]}))
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", url)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    try:
+        with enforcing(url):
+            yield world, registry, service
+    finally:
+        world.databricks.stop()
+        server.stop()

@@ -27,8 +27,9 @@ DOWNSTREAM = [curated_training_table.key, finetuned_lora_model.key, uc_model_ver
 
 
 def assert_no_secret_leaked(aws, instance, folders) -> None:
-    """The principals' OAuth secrets and every vended credential are absent from everything the run left behind."""
-    planted = {secret_value(p) for p in Principal}
+    """The principals' OAuth secrets, the OAuth access tokens the workspace issued and every vended credential are
+    absent from everything the run left behind."""
+    planted = {secret_value(p) for p in Principal} | set(aws.databricks.tokens)
     planted |= {c[k] for c in aws.databricks.vended for k in ("secret_access_key", "session_token") if c.get(k)}
     haystacks = {}
     for run in instance.get_runs():
