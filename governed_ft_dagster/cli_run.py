@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ def run(partitions: tuple[str, ...], verbose: bool) -> None:
     checks = list(defs.asset_checks or [])
     raw_checks = [c for c in checks if {k.asset_key for k in c.check_keys} == {dg.AssetKey(ASSETS[0])}]
     say = Summary(log_path, dagster_home)
+    started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
         for key in partitions or raw_partitions.get_partition_keys():
             say.start(f"raw_risk_factors {key}")
@@ -49,10 +51,12 @@ def run(partitions: tuple[str, ...], verbose: bool) -> None:
         say.done(result, "done")
         for line in _downstream_lines(result, instance):
             click.echo(line)
+        say.steps.update({f"step {k}": v for k, v in _step_seconds(instance, result.run_id).items()})
     metadata = _metadata(result, "uc_model_version")
     name, version = metadata["model_name"], metadata["model_version"]
     click.echo(f"registered {name} version {version}")
     click.echo(_lineage_line(settings, name, str(version)))
+    say.write_timings(time.monotonic() - started)
     click.echo(f"full log: {log_path}; runs, checks and metadata: `governed-ft ui` (Dagster instance {dagster_home})")
 
 
@@ -60,14 +64,24 @@ class Summary:
     """Prints a phase as it starts and how it ended; a failure ends the command with its one-line cause."""
 
     def __init__(self, log_path: Path, dagster_home: Path):
-        self.log_path, self.dagster_home, self.started = log_path, dagster_home, 0.0
+        self.log_path, self.dagster_home, self.started, self.phase = log_path, dagster_home, 0.0, ""
+        self.phases: dict[str, float] = {}
+        self.steps: dict[str, float] = {}
 
     def start(self, phase: str) -> None:
-        self.started = time.monotonic()
+        self.started, self.phase = time.monotonic(), phase
         click.echo(f"{phase} ...", nl=False)
+
+    def write_timings(self, total_s: float) -> Path:
+        """Seconds per phase and per step next to the log, for benchmarks and for a person comparing runs."""
+        path = self.log_path.with_suffix(".timings.json")
+        path.write_text(json.dumps({"total_s": round(total_s, 2), "phases": self.phases, "steps": self.steps},
+                                   indent=1) + "\n")
+        return path
 
     def done(self, result, line: str, key: str | None = None) -> None:
         seconds = time.monotonic() - self.started
+        self.phases[self.phase] = round(seconds, 2)
         failures = result.get_step_failure_events()
         if failures:
             click.echo(" failed")
@@ -169,7 +183,7 @@ def _step_seconds(instance, run_id: str) -> dict[str, float]:
         if event.event_type_value == "STEP_START":
             started[entry.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS" and entry.step_key in started:
-            seconds[entry.step_key] = entry.timestamp - started[entry.step_key]
+            seconds[entry.step_key] = round(entry.timestamp - started[entry.step_key], 2)
     return seconds
 
 
