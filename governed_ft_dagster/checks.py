@@ -1,12 +1,14 @@
 """Asset checks: the data contracts of the raw and curated tables, and the adapter's quality gate."""
 
 import dagster as dg
+from pydantic import Field
 
 from governed_ft_dagster import quality
 from governed_ft_dagster.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
 from governed_ft_dagster.partitions import raw_partitions
+from governed_ft_dagster.provenance import data_version
 from governed_ft_dagster.resources.catalog import CatalogResource
 
 MIN_LOCATED_SHARE = 0.8
@@ -62,7 +64,7 @@ def raw_text_lengths(context: dg.AssetCheckExecutionContext, catalog: CatalogRes
 
 
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=CURATED, description=text) for name, text in (
+    specs=[dg.AssetCheckSpec(name, asset=CURATED, description=text, blocking=True) for name, text in (
         ("curated_schema", "The curated table has the training record columns."),
         ("curated_messages_complete", "Every record has system, user and assistant messages with content."),
         ("curated_token_budget", f"Every record fits in {TOKEN_BUDGET} tokens of the base tokenizer."),
@@ -90,13 +92,30 @@ def curated_contracts(catalog: CatalogResource):
                                   severity=result.severity, description=result.description, metadata=result.metadata)
 
 
+class AdapterGateConfig(dg.Config):
+    """The quality gate's threshold."""
+
+    min_relative_improvement: float = Field(
+        default=quality.DEFAULT_MIN_RELATIVE_IMPROVEMENT,
+        description="Share by which the adapter must lower the base model's validation loss (0.01 = 1%).")
+
+
 @dg.asset_check(asset=MODEL, blocking=True,
-                description="The adapter's validation loss is below the base model's on the same validation set.")
-def adapter_beats_base_model(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(MODEL)
-    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+                description="The adapter lowers the base model's validation loss on the same validation set by at "
+                            "least the configured share (default "
+                            f"{quality.DEFAULT_MIN_RELATIVE_IMPROVEMENT:.0%}).")
+def adapter_beats_base_model(context: dg.AssetCheckExecutionContext, config: AdapterGateConfig) -> dg.AssetCheckResult:
+    records = context.instance.fetch_materializations(MODEL, limit=1).records
+    if not records:
+        return _result(quality.Verdict(False, f"{MODEL.to_user_string()} has no materialization to evaluate"))
+    record = records[0]
+    metadata = record.asset_materialization.metadata
     value = lambda key: float(metadata[key].value) if key in metadata and metadata[key].value is not None else None
-    return _result(quality.adapter_beats_base(value("eval_loss"), value("base_eval_loss")))
+    verdict = quality.adapter_beats_base(value("eval_loss"), value("base_eval_loss"), config.min_relative_improvement)
+    result = _result(verdict)
+    return dg.AssetCheckResult(passed=result.passed, severity=result.severity, description=result.description,
+                               metadata={**result.metadata, "adapter_storage_id": record.storage_id,
+                                         "adapter_data_version": data_version(record) or ""})
 
 
 all_checks = [raw_accessions_unique, raw_located_share, raw_text_lengths, curated_contracts, adapter_beats_base_model]

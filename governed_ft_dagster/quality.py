@@ -88,10 +88,23 @@ def curated_count_against_raw(curated_rows: int, raw_extracted: int, max_per_fil
                     "records_per_filing": round(curated_rows / raw_extracted, 2) if raw_extracted else 0.0})
 
 
-def adapter_beats_base(eval_loss: float | None, base_eval_loss: float | None) -> Verdict:
+DEFAULT_MIN_RELATIVE_IMPROVEMENT = 0.01
+
+
+def adapter_beats_base(eval_loss: float | None, base_eval_loss: float | None,
+                       min_relative_improvement: float = DEFAULT_MIN_RELATIVE_IMPROVEMENT) -> Verdict:
+    """The adapter lowers the base model's validation loss on the same validation set by at least the minimum share."""
+    threshold = {"min_relative_improvement": min_relative_improvement}
     if eval_loss is None or base_eval_loss is None:
-        return Verdict(False, "the training run reported no validation loss for the adapter or the base model")
-    return Verdict(eval_loss < base_eval_loss,
-                   f"validation loss {eval_loss:.4f} with the adapter against {base_eval_loss:.4f} for the base model",
+        return Verdict(False, "the training run reported no validation loss for the adapter or the base model",
+                       threshold)
+    if base_eval_loss <= 0:
+        return Verdict(False, f"the base model's validation loss {base_eval_loss:.4f} leaves nothing to improve on",
+                       {"eval_loss": eval_loss, "base_eval_loss": base_eval_loss, **threshold})
+    relative = (base_eval_loss - eval_loss) / base_eval_loss
+    return Verdict(relative >= min_relative_improvement,
+                   f"validation loss {eval_loss:.4f} with the adapter against {base_eval_loss:.4f} for the base model: "
+                   f"{relative:+.2%} improvement (minimum {min_relative_improvement:.2%})",
                    {"eval_loss": eval_loss, "base_eval_loss": base_eval_loss,
-                    "improvement": round(base_eval_loss - eval_loss, 6)})
+                    "improvement": round(base_eval_loss - eval_loss, 6), "relative_improvement": round(relative, 6),
+                    **threshold})

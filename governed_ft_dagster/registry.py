@@ -148,14 +148,39 @@ RUN_RECORDS = frozenset({"training_summary.json"})
 
 def artifact_sha256(adapter_dir: Path) -> str:
     """Content hash of the adapter files (not the run's summary): relative paths and bytes, in path order."""
-    digest = hashlib.sha256()
     files = sorted(p for p in Path(adapter_dir).rglob("*") if p.is_file() and p.name not in RUN_RECORDS)
     if not files:
         raise FileNotFoundError(f"no adapter files under {adapter_dir}")
-    for path in files:
-        digest.update(path.relative_to(adapter_dir).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    return digests_sha256({p.relative_to(adapter_dir).as_posix(): hashlib.sha256(p.read_bytes()).digest()
+                           for p in files})
+
+
+def stored_artifact_sha256(s3: Any, location: str) -> str:
+    """artifact_sha256 of the adapter files under an s3:// prefix, streamed through the given S3 client."""
+    bucket, _, prefix = location.removeprefix("s3://").rstrip("/").partition("/")
+    digests: dict[str, bytes] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix) + 1:]
+            if not relative or relative.endswith("/"):
+                continue
+            digest = hashlib.sha256()
+            for chunk in s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].iter_chunks(1 << 20):
+                digest.update(chunk)
+            digests[relative] = digest.digest()
+    return digests_sha256(digests)
+
+
+def digests_sha256(digests: Mapping[str, bytes]) -> str:
+    """One hash over relative path → file sha256 digest pairs, in path order, run records left out."""
+    kept = {path: digest for path, digest in digests.items() if path.rsplit("/", 1)[-1] not in RUN_RECORDS}
+    if not kept:
+        raise FileNotFoundError("no adapter files among the digests")
+    combined = hashlib.sha256()
+    for path in sorted(kept):
+        combined.update(path.encode() + b"\0")
+        combined.update(kept[path])
+    return combined.hexdigest()
 
 
 def hyperparameters_sha256(hyperparameters: Mapping[str, Any]) -> str:
@@ -474,10 +499,12 @@ __all__ = [
     "SIGNATURE",
     "artifact_sha256",
     "chat_messages",
+    "digests_sha256",
     "governance_tags",
     "hyperparameters_sha256",
     "register_adapter",
     "registry_env_for_databricks",
     "registry_env_for_oss",
     "scoped_env",
+    "stored_artifact_sha256",
 ]

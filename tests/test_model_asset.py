@@ -17,6 +17,7 @@ from aws_fixtures import BUCKET, CATALOG, REGION, application_id, start_registry
 from conftest import free_port, tiny_lora_adapter
 from fake_mlflow_uc import PREFIX
 from governed_ft_dagster.assets.model import uc_model_version
+from governed_ft_dagster.checks import adapter_beats_base_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
 from governed_ft_dagster.cli_lineage import graph_from_databricks
@@ -69,34 +70,42 @@ def world(monkeypatch):
     server.stop()
 
 
-def stub_assets(model_dir: str, adapter_location: str, base: str) -> list[dg.AssetsDefinition]:
-    """Upstream assets that report the metadata contract of the real ones, without running any job."""
+def stub_assets(model_dir: str, adapter_location: str, base: str, adapter_sha256: str,
+                state: dict[str, Any] | None = None) -> list[dg.AssetsDefinition]:
+    """Upstream assets that report the metadata contract and data versions of the real ones, without running any job.
+
+    state (curated Delta version and EMR run, eval loss) may change between runs, as a rebuild or retraining would."""
+    state = state if state is not None else {}
 
     @dg.asset(name="raw_risk_factors", partitions_def=YEARS, group_name="ingestion")
     def raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata={"catalog_table": RAW,
-                                              "delta_version": RAW_VERSIONS[context.partition_key]})
+        version = RAW_VERSIONS[context.partition_key]
+        return dg.MaterializeResult(metadata={"catalog_table": RAW, "delta_version": version},
+                                    data_version=dg.DataVersion(str(version)))
 
     @dg.asset(name="curated_training_table", deps=[dg.AssetKey("raw_risk_factors")], group_name="curation")
     def curated() -> dg.MaterializeResult:
+        version = state.get("curated_version", CURATED_VERSION)
         return dg.MaterializeResult(metadata={
-            "catalog_table": CURATED, "delta_version": CURATED_VERSION, "source_table": RAW,
-            "source_version": RAW_VERSIONS["2024"], "job_run_kind": "EMRServerlessJobRun", "job_run_id": EMR_RUN,
+            "catalog_table": CURATED, "delta_version": version, "source_table": RAW,
+            "source_version": state.get("raw_version", RAW_VERSIONS["2024"]), "job_run_kind": "EMRServerlessJobRun",
+            "job_run_id": state.get("emr_run", EMR_RUN),
             "job_properties": dg.MetadataValue.json({"application_id": "00fmq3", "code_version": "git:4f2a9c1"}),
-        })
+        }, data_version=dg.DataVersion(str(version)))
 
     @dg.asset(name="finetuned_lora_model", deps=[dg.AssetKey("curated_training_table")], group_name="training")
     def finetuned() -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={
-            "source_table": CURATED, "source_version": CURATED_VERSION, "job_run_kind": "SageMakerTrainingJob",
-            "job_run_id": TRAIN_JOB,
+            "source_table": CURATED, "source_version": state.get("curated_version", CURATED_VERSION),
+            "job_run_kind": "SageMakerTrainingJob", "job_run_id": TRAIN_JOB, "adapter_sha256": adapter_sha256,
             "job_properties": dg.MetadataValue.json({"training_job_arn": f"arn:aws:sagemaker:{REGION}:123456789012:"
                                                                          f"training-job/{TRAIN_JOB}"}),
             "adapter_location": adapter_location, "model_dir": model_dir,
             "hyperparameters": dg.MetadataValue.json(HYPERPARAMETERS),
             "hyperparameters_sha256": hyperparameters_sha256(HYPERPARAMETERS), "base_model": base,
-            "mlflow_run_id": "0123456789abcdef0123456789abcdef", "eval_loss": 2.31, "base_eval_loss": 3.05,
-        })
+            "mlflow_run_id": "0123456789abcdef0123456789abcdef", "eval_loss": state.get("eval_loss", 2.31),
+            "base_eval_loss": 3.05,
+        }, data_version=dg.DataVersion(adapter_sha256))
 
     return [raw, curated, finetuned]
 
@@ -105,8 +114,12 @@ class Pipeline:
     """The stub upstream assets and uc_model_version on one Dagster instance and one set of resources."""
 
     def __init__(self, world, tmp_path: Path, model_dir: str, adapter_location: str, base: str,
-                 registry_host: str | None = None):
-        self.assets = [*stub_assets(model_dir, adapter_location, base), uc_model_version]
+                 registry_host: str | None = None, adapter_files: Path | None = None,
+                 state: dict[str, Any] | None = None):
+        sha = artifact_sha256(adapter_files or Path(model_dir))
+        self.state = state if state is not None else {}
+        self.assets = [*stub_assets(model_dir, adapter_location, base, sha, self.state), uc_model_version,
+                       adapter_beats_base_model]
         self.instance = dg.DagsterInstance.ephemeral()
         self.tracking_db = tmp_path / "mlflow.db"
         self.resources = {
@@ -347,7 +360,7 @@ def test_an_adapter_only_in_the_bucket_is_read_with_the_registrars_path_credenti
     for path in sorted(p for p in adapter[1].rglob("*") if p.is_file()):
         s3.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(adapter[1]).as_posix()}")
     pipeline = Pipeline(world, tmp_path, str(tmp_path / "not-on-this-machine"), f"s3://{BUCKET}/{prefix}/",
-                        str(adapter[0]))
+                        str(adapter[0]), adapter_files=adapter[1])
 
     first = registered(pipeline.all())
     assert first["created"] and first["artifact_sha256"] == artifact_sha256(adapter[1])

@@ -20,6 +20,14 @@ from governed_ft_dagster.lineage import AssetNode, LineageError, derive_lineage
 from governed_ft_dagster.lineage_facts import MODEL_NAME as FACT_MODEL_NAME
 from governed_ft_dagster.lineage_facts import MODEL_VERSION as FACT_MODEL_VERSION
 from governed_ft_dagster.lineage_facts import lineage_nodes_from_graph
+from governed_ft_dagster.provenance import (
+    Link,
+    ProvenanceError,
+    check_evaluation,
+    latest_materialization,
+    link,
+    provenance_chain,
+)
 from governed_ft_dagster.resources.catalog import CatalogResource
 from governed_ft_dagster.resources.registry import LineageResource, RegistryResource
 from governed_ft_dagster.storage import extract_tar, is_local, local_path
@@ -32,6 +40,10 @@ FINETUNED_LORA_MODEL = dg.AssetKey("finetuned_lora_model")
 TAG_TRAINING_MLFLOW_RUN = "governed_ft.training_mlflow_run_id"
 TAG_EVAL_LOSS = "governed_ft.eval_loss"
 TAG_BASE_EVAL_LOSS = "governed_ft.base_eval_loss"
+TAG_GATE = "governed_ft.gate"
+TAG_GATE_RELATIVE_IMPROVEMENT = "governed_ft.gate_relative_improvement"
+TAG_GATE_MIN_RELATIVE_IMPROVEMENT = "governed_ft.gate_min_relative_improvement"
+GATE = dg.AssetCheckKey(FINETUNED_LORA_MODEL, "adapter_beats_base_model")
 PACKAGE = "governed-ft-dagster"
 
 
@@ -59,19 +71,24 @@ def _failure(description: str) -> dg.Failure:
 def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, registry: RegistryResource,
                  lineage: LineageResource) -> dg.MaterializeResult:
     from governed_ft_dagster.lineage_sinks import LineageSinkError
+    from governed_ft_dagster.registry import artifact_sha256
 
     own_key = context.asset_key.to_user_string()
     description = asset_graph_description(context)
-    facts = latest_facts(context, [key for key in description if key != own_key])
     trained_key = FINETUNED_LORA_MODEL.to_user_string()
-    trained = facts.get(trained_key)
-    if not trained:
+    chain = registration_chain(context.instance, description, own_key)
+    adapter = chain.get(trained_key)
+    if adapter is None:
         raise _failure(f"asset {trained_key} has no materialization yet; materialize it before {own_key}")
-    for required in ("job_run_kind", "job_run_id", "base_model", "source_table"):
+    trained = adapter.facts
+    for required in ("job_run_kind", "job_run_id", "base_model", "source_table", "adapter_sha256"):
         if not trained.get(required):
-            raise _failure(f"the latest materialization of {trained_key} has no '{required}' metadata; "
-                           f"re-materialize {trained_key}")
+            raise _failure(f"{adapter.describe()} has no '{required}' metadata; re-materialize {trained_key}")
+    gate = passed_gate(context.instance, adapter)
+    facts = {key: dict(item.facts) for key, item in chain.items()}
     upstream = _ancestor_nodes(lineage_nodes_from_graph(description, facts), own_key)
+    context.log.info("registering the adapter of " + adapter.describe() + "; provenance: "
+                     + "; ".join(item.describe() for key, item in sorted(chain.items()) if key != trained_key))
 
     model_full_name = catalog.table_name(MODEL_NAME)
     ml_schema = catalog.table_name(MODEL_NAME.split(".")[0])
@@ -83,9 +100,15 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
     lineage.preflight()
 
     tags, version_description = _version_facts(upstream, trained_key, trained)
+    tags.update(_gate_tags(gate))
     hyperparameters = _json_mapping(trained.get("hyperparameters"))
     with tempfile.TemporaryDirectory(prefix="governed-ft-adapter-") as scratch:
         adapter_dir = _adapter_dir(context, catalog, trained, Path(scratch))
+        found = artifact_sha256(adapter_dir)
+        if found != trained["adapter_sha256"]:
+            raise _failure(f"refusing to register the adapter of {adapter.describe()}: the files at {adapter_dir} "
+                           f"hash to {found[:12]}, not to the {str(trained['adapter_sha256'])[:12]} it recorded; "
+                           f"re-materialize {trained_key}")
         registered = registry.register(
             model_full_name=model_full_name, adapter_dir=adapter_dir, base_model_ref=str(trained["base_model"]),
             description=version_description, tags=tags, hyperparameters=hyperparameters or None,
@@ -103,13 +126,17 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
     context.log.info(f"lineage: {counts['created']} created, {counts['updated']} updated, "
                      f"{counts['unchanged']} unchanged")
     metadata = _result_metadata(registered, tags, graph, counts, lineage)
+    metadata["provenance"] = dg.MetadataValue.json({key: item.as_metadata() for key, item in sorted(chain.items())})
+    metadata["adapter_materialization"] = dg.MetadataValue.int(adapter.storage_id)
+    metadata["gate"] = dg.MetadataValue.json({"check": GATE.name, "passed": gate.passed,
+                                              "description": gate.description or ""})
     url = catalog.ui_url(registered.name, int(registered.version))
     if url:
         metadata["catalog_ui"] = dg.MetadataValue.url(url)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(registered.version)))
 
 
-# ---- the asset graph and its facts -----------------------------------------------------------------------------
+# ---- the asset graph and the recorded provenance ----------------------------------------------------------------
 
 
 def asset_graph_description(context: dg.AssetExecutionContext) -> dict[str, list[str]]:
@@ -124,19 +151,42 @@ def asset_graph_description(context: dg.AssetExecutionContext) -> dict[str, list
     return {k.to_user_string(): sorted(p.to_user_string() for p in asset_graph.get(k).parent_keys) for k in keys}
 
 
-def latest_facts(context: dg.AssetExecutionContext, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """Metadata of each asset's latest materialization (across partitions) as plain values."""
-    facts: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        event = context.instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))
-        if event is None or event.asset_materialization is None:
-            continue
-        facts[key] = {name: _plain(value) for name, value in event.asset_materialization.metadata.items()}
-    return facts
+def registration_chain(instance: dg.DagsterInstance, description: Mapping[str, list[str]],
+                       own_key: str) -> dict[str, Link]:
+    """The latest materialization of each input of own_key and, back from each, the materializations that
+    produced what it read, as Dagster recorded them."""
+    chain: dict[str, Link] = {}
+    try:
+        for parent in description.get(own_key, []):
+            record = latest_materialization(instance, parent)
+            if record is not None and parent not in chain:
+                chain.update(provenance_chain(instance, link(parent, record), description))
+    except ProvenanceError as exc:
+        raise _failure(f"the provenance of what {own_key} registers cannot be followed: {exc}") from None
+    return chain
 
 
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, dg.MetadataValue) else value
+def passed_gate(instance: dg.DagsterInstance, adapter: Link) -> dg.AssetCheckEvaluation:
+    """The gate's passed evaluation of exactly this adapter materialization; a failure otherwise."""
+    evaluation = check_evaluation(instance, GATE, adapter)
+    refusal = f"refusing to register the adapter of {adapter.describe()}: check {GATE.name}"
+    if evaluation is None:
+        raise _failure(f"{refusal} was never evaluated for it; execute the check on this materialization (or "
+                       f"re-materialize {GATE.asset_key.to_user_string()} with its checks) first")
+    if not evaluation.passed:
+        raise _failure(f"{refusal} failed for it: {evaluation.description or 'no description'}")
+    return evaluation
+
+
+def _gate_tags(evaluation: dg.AssetCheckEvaluation) -> dict[str, str]:
+    values = {name: value.value if isinstance(value, dg.MetadataValue) else value
+              for name, value in evaluation.metadata.items()}
+    tags = {TAG_GATE: f"{GATE.name}:passed"}
+    for tag, key in ((TAG_GATE_RELATIVE_IMPROVEMENT, "relative_improvement"),
+                     (TAG_GATE_MIN_RELATIVE_IMPROVEMENT, "min_relative_improvement")):
+        if values.get(key) not in (None, ""):
+            tags[tag] = str(values[key])
+    return tags
 
 
 def _ancestor_nodes(nodes: list[AssetNode], own_key: str) -> list[AssetNode]:
@@ -311,5 +361,5 @@ def _result_metadata(registered: "RegisteredVersion", tags: Mapping[str, str], g
     }
 
 
-__all__ = ["FINETUNED_LORA_MODEL", "asset_graph_description", "code_version", "download_adapter", "latest_facts",
-           "uc_model_version"]
+__all__ = ["FINETUNED_LORA_MODEL", "GATE", "asset_graph_description", "code_version", "download_adapter",
+           "passed_gate", "registration_chain", "uc_model_version"]

@@ -78,7 +78,7 @@ def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig
         "unknown_tickers": dg.MetadataValue.json(report.unknown_tickers),
         "landing_root": dg.MetadataValue.path(target.landing_root),
         **_link(catalog.ui_url(table)),
-    })
+    }, data_version=dg.DataVersion(str(report.delta_version)) if report.delta_version is not None else None)
 
 
 def _link(url: Optional[str]) -> dict:

@@ -116,6 +116,7 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
     _verify(summary, table, version, result.run_id, adapter_location)
     metrics = summary["metrics"]
     base = summary.get("base_model") or {}
+    adapter_sha256 = _adapter_sha256(catalog, adapter_location)
     metadata: dict[str, Any] = {
         "source_table": dg.MetadataValue.text(table),
         "source_version": dg.MetadataValue.int(version),
@@ -123,6 +124,7 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         "job_run_id": dg.MetadataValue.text(result.run_id),
         "job_properties": dg.MetadataValue.json(dict(result.properties)),
         "adapter_location": dg.MetadataValue.text(adapter_location),
+        "adapter_sha256": dg.MetadataValue.text(adapter_sha256),
         "model_dir": dg.MetadataValue.text(result.properties.get("model_dir", "")),
         "model_artifacts": dg.MetadataValue.text(result.model_artifacts),
         "hyperparameters": dg.MetadataValue.json(hyperparameters),
@@ -145,7 +147,7 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
     }
     if summary.get("mlflow_run_id"):
         metadata["mlflow_run_id"] = dg.MetadataValue.text(str(summary["mlflow_run_id"]))
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(adapter_sha256))
 
 
 def _already_trained(context: dg.AssetExecutionContext, catalog: CatalogResource, job_name: str,
@@ -165,7 +167,9 @@ def _already_trained(context: dg.AssetExecutionContext, catalog: CatalogResource
     if summary.get("status") != "completed":
         return None
     context.log.info(f"training job {job_name} already produced the adapter at {adapter_location}; no job started")
-    return dg.MaterializeResult(metadata={**last, "up_to_date": dg.MetadataValue.bool(True)})
+    adapter_sha256 = _text(last.get("adapter_sha256"))
+    return dg.MaterializeResult(metadata={**last, "up_to_date": dg.MetadataValue.bool(True)},
+                                data_version=dg.DataVersion(adapter_sha256) if adapter_sha256 else None)
 
 
 def _text(entry: Any) -> str:
@@ -183,6 +187,16 @@ def _source_version(catalog: CatalogResource, table: str, pinned: Optional[int])
         raise dg.Failure(description=f"curated_version {pinned} does not exist: {table} is at version {current}",
                          allow_retries=False)
     return current if pinned is None else pinned
+
+
+def _adapter_sha256(catalog: CatalogResource, adapter_location: str) -> str:
+    """Content hash of the adapter files where the job left them, read with PATH_READ credentials vended to train."""
+    from governed_ft_dagster.registry import artifact_sha256, stored_artifact_sha256
+
+    if is_local(adapter_location):
+        return artifact_sha256(local_path(adapter_location))
+    creds = catalog.client(Principal.TRAIN).temporary_path_credentials(adapter_location, "PATH_READ")
+    return stored_artifact_sha256(_s3(creds, catalog.endpoint()), adapter_location)
 
 
 def _argument(value: Any) -> str:
@@ -217,6 +231,15 @@ def _read_bytes(uri: str, creds: VendedCredentials, endpoint: S3Endpoint) -> byt
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             raise FileNotFoundError(uri) from None
         raise
+
+
+def _s3(creds: VendedCredentials, endpoint: S3Endpoint) -> Any:
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=creds.aws_access_key_id, aws_secret_access_key=creds.aws_secret_access_key,
+        aws_session_token=creds.aws_session_token, region_name=endpoint.region,
+    ).client("s3", endpoint_url=endpoint.endpoint_url)
 
 
 def _verify(summary: dict[str, Any], table: str, version: int, run_id: str, adapter_location: str) -> None:
