@@ -304,6 +304,39 @@ def _bucket_permission(self: Any, action: str, resource: str) -> Any:
                                                                                       PermissionResult.NEUTRAL)
 
 
+def _signing_exactly(auth_class: type) -> type:
+    """auth_class with the canonical headers being exactly the ones the request carries, none dropped."""
+    from botocore.awsrequest import HTTPHeaders
+
+    class ExactlySigned(auth_class):
+        def headers_to_sign(self, request):
+            signed = HTTPHeaders()
+            for name, value in request.headers.items():
+                signed[name.lower()] = value
+            return signed
+
+    return ExactlySigned
+
+
+def _check_signature(self: Any) -> None:
+    """SigV4 over exactly the headers the client listed in SignedHeaders, as AWS verifies it.
+
+    moto rebuilds the canonical request with botocore's signer, which leaves out User-Agent (and Expect) even
+    when the client signed them; the AWS SDK for Java v1 under S3A signs User-Agent, so moto refused every
+    S3A request as SignatureDoesNotMatch. The key, date, scope, path, query, headers and payload hash are all
+    still checked against the caller's secret."""
+    import hmac
+
+    claimed = self._get_string_between("Signature=", ",", self._headers["Authorization"])
+    moto_auth = self._create_auth(self._access_key.create_credentials())
+    auth = _signing_exactly(type(moto_auth))(moto_auth.credentials, self._service, self._region)
+    request = self._create_aws_request()
+    expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+    if not hmac.compare_digest(claimed, expected):
+        REFUSALS.append((self._access_key.arn, "signature", self._path))
+        self._raise_signature_does_not_match()
+
+
 @contextmanager
 def enforcing(moto_url: str) -> Iterator[None]:
     """IAM authorization on in the moto server (and the evaluator completed) until the block ends."""
@@ -311,17 +344,8 @@ def enforcing(moto_url: str) -> Iterator[None]:
     from moto.s3.models import FakeBucket
 
     saved = IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature
-    original_signature = IAMRequestBase.check_signature
-
-    def check_signature(self):
-        try:
-            original_signature(self)
-        except Exception:
-            REFUSALS.append((self._access_key.arn, "signature", self._path))
-            raise
-
     IAMRequestBase.check_action_permitted, FakeBucket.get_permission = _check_action_permitted, _bucket_permission
-    IAMRequestBase.check_signature = check_signature
+    IAMRequestBase.check_signature = _check_signature
     requests.post(f"{moto_url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     try:
         yield

@@ -3,10 +3,14 @@ commands, credentials vended from moto's STS. Prints the probe table with `-s`."
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Iterator
 
 import pytest
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
@@ -66,6 +70,35 @@ def _delete_objects(s3, key: str) -> None:
     errors = s3.delete_objects(Bucket=DATA_BUCKET, Delete={"Objects": [{"Key": key}]}).get("Errors")
     if errors:
         raise ClientError({"Error": {"Code": errors[0]["Code"], "Message": errors[0]["Message"]}}, "DeleteObjects")
+
+
+class SignsUserAgent(S3SigV4Auth):
+    """SigV4 with User-Agent among the signed headers, as the AWS SDK for Java v1 under S3A signs."""
+
+    def headers_to_sign(self, request):
+        signed = super().headers_to_sign(request)
+        signed["user-agent"] = request.headers["User-Agent"]
+        return signed
+
+
+def signed_get(world: EnforcedWorld, keys: dict[str, str], key: str, *, secret: str | None = None,
+               user_agent_in_transit: str | None = None):
+    """A GetObject as S3A sends it; optionally signed with another secret or with User-Agent changed after signing."""
+    url = f"{world.moto_url}/{DATA_BUCKET}/{key}"
+    user_agent = "Hadoop 3.3.4, aws-sdk-java/1.12.262 Linux/6 OpenJDK_64-Bit_Server_VM/17 java/17"
+    request = AWSRequest("GET", url, headers={"User-Agent": user_agent})
+    SignsUserAgent(Credentials(keys["aws_access_key_id"], secret or keys["aws_secret_access_key"],
+                               keys["aws_session_token"]), "s3", REGION).add_auth(request)
+    headers = {**dict(request.headers.items()), "User-Agent": user_agent_in_transit or user_agent}
+
+    def attempt() -> bytes:
+        response = requests.get(url, headers=headers, timeout=30)
+        if response.status_code >= 400:
+            code = re.search(r"<Code>(.*?)</Code>", response.text)
+            raise ClientError({"Error": {"Code": code.group(1) if code else str(response.status_code)}}, "GetObject")
+        return response.content
+
+    return attempt
 
 
 def vended_keys(world: EnforcedWorld, principal: Principal, how: str, target: str) -> dict[str, str]:
@@ -143,6 +176,14 @@ def enforcement_probes(world: EnforcedWorld, own: dict[str, dict[str, str]]) -> 
     add(who, f"{bucket}/{CURATED_KEY}", "DeleteObject", source, False, ml_write["delete"](CURATED_KEY))
     add(who, f"{bucket}/curated/", "ListBucket", source, False, ml_write["list"]("curated/"))
     add(who, f"{bucket}/ml/adapters/seed.txt", "GetObject", source, False, ml_write["get"]("ml/adapters/seed.txt"))
+
+    raw_keys, source = vended_keys(world, Principal.PREPROCESS, "READ", RAW_TABLE), "vended READ on the raw table"
+    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject, User-Agent signed (as S3A signs)", source, True,
+        signed_get(world, raw_keys, RAW_KEY))
+    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject, a signed header altered in transit", source, False,
+        signed_get(world, raw_keys, RAW_KEY, user_agent_in_transit="Hadoop 3.3.4, altered"))
+    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject, signed with another secret key", source, False,
+        signed_get(world, raw_keys, RAW_KEY, secret="not-the-vended-secret"))
 
     expiring = vended_keys(world, Principal.PREPROCESS, "READ", RAW_TABLE)
     stale = s3_attempts(world, expiring)

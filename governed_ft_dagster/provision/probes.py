@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 REFUSALS = frozenset({"AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
-                      "InvalidToken", "403"})
+                      "InvalidToken", "SignatureDoesNotMatch", "403"})
 
 
 @dataclass(frozen=True)
