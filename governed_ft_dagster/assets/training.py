@@ -80,6 +80,7 @@ def finetuned_lora_model(context: dg.AssetExecutionContext, config: FinetuneConf
 
 def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, catalog: CatalogResource,
                  training: TrainingJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+    config = base_model.finetune_config(config)
     table = catalog.table_name(CURATED_TABLE)
     catalog.preflight(Principal.TRAIN, [
         ("catalog", catalog.catalog, Privilege.USE_CATALOG),

@@ -19,6 +19,7 @@ from governed_ft_dagster.resources.training_jobs import LocalTrainingResource, S
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.provision.policies import StackConfig
 from governed_ft_dagster.settings import Settings
+from governed_ft_dagster.training.base_model import TINY_FINETUNE_DEFAULTS
 
 
 def _edgar(settings: Settings) -> EdgarResource:
@@ -41,7 +42,8 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "training": LocalTrainingResource(work_dir=str(settings.home)),
         "base_model": BaseModelResource(model_ref=str(settings.home / "models" / "tiny-ministral3"),
                                         build_tiny_if_missing=True,
-                                        tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives")),
+                                        tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives"),
+                                        finetune_defaults=TINY_FINETUNE_DEFAULTS),
         "registry": LocalRegistryResource(url=settings.uc_url, home=str(settings.home)),
         "lineage": OpenLineageFileLineageResource(path=str(openlineage_path(settings.home))),
     }

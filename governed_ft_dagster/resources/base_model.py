@@ -1,12 +1,14 @@
 """The base model: a tiny local model of the Ministral 3 family, or the production model by its hub id."""
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
 import dagster as dg
 from pydantic import Field
 
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID, TINY_MARKER, build_tiny_base
+
+ConfigT = TypeVar("ConfigT", bound=dg.Config)
 
 
 class BaseModelResource(dg.ConfigurableResource):
@@ -16,6 +18,12 @@ class BaseModelResource(dg.ConfigurableResource):
     tokenizer_dir: Optional[str] = Field(default=None, description="Local directory with the tokenizer files; default: model_ref when it is a directory.")
     build_tiny_if_missing: bool = Field(default=False, description="Build the tiny local base at model_ref when absent.")
     tiny_corpus_dir: Optional[str] = Field(default=None, description="Folder of documents the tiny tokenizer is trained on.")
+    finetune_defaults: dict[str, Any] = Field(default_factory=dict, description="Fine-tuning values this base needs instead of the production defaults; values set in the run config still win.")
+
+    def finetune_config(self, config: ConfigT) -> ConfigT:
+        """config with this base's defaults for the fields the run config left unset."""
+        unset = {k: v for k, v in self.finetune_defaults.items() if k not in config.model_fields_set}
+        return type(config)(**{**config.model_dump(include=config.model_fields_set), **unset}) if unset else config
 
     def ensure(self) -> str:
         """The model reference, building the tiny local base first when asked to."""
