@@ -281,3 +281,157 @@ def catalog_destroy(force: bool, yes: bool, as_json: bool, **params: Any) -> Non
     if not yes:
         click.confirm(f"remove the Unity Catalog objects of stack {params['stack_name']}?", abort=True)
     _print_catalog(_catalog_provisioner(params).destroy(force=force), as_json, done=True)
+
+
+def _code_prefix(params: dict[str, Any]) -> str:
+    """The code prefix given, or s3://<code bucket>/code/ of the stack (the account from STS)."""
+    from governed_ft_dagster.provision.policies import CODE_PREFIX
+
+    if params.get("code_prefix"):
+        return params["code_prefix"]
+    account_id = None
+    if not params.get("code_bucket"):
+        import boto3
+
+        account_id = boto3.client("sts", region_name=params.get("region"),
+                                  endpoint_url=params.get("endpoint_url")).get_caller_identity()["Account"]
+    return f"s3://{_config(params, account_id).code_bucket}/{CODE_PREFIX}"
+
+
+def _s3(params: dict[str, Any]) -> Any:
+    import boto3
+
+    return boto3.client("s3", region_name=params.get("region"), endpoint_url=params.get("endpoint_url"))
+
+
+def _jar_files(names: tuple[str, ...]) -> dict[str, "Path"]:
+    """Each jar by name from the jar cache of the state folder or the jar mirror."""
+    from pathlib import Path
+
+    from governed_ft_dagster.settings import load_settings
+
+    settings = load_settings()
+    roots = [Path(settings.home) / "jars"] + ([Path(settings.jar_mirror)] if settings.jar_mirror else [])
+    found: dict[str, Path] = {}
+    for name in names:
+        hits = [hit for root in roots for hit in sorted(root.glob(f"*/{name}"))]
+        if hits:
+            found[name] = hits[0]
+    return found
+
+
+_MODEL_OPTIONS = [
+    click.option("--model-id", default="mistralai/Ministral-3-3B-Instruct-2512", show_default=True,
+                 help="Hub id of the base model."),
+    click.option("--model-revision", envvar="GOVERNED_FT_MODEL_REVISION", default="",
+                 help="Pinned hub commit of the base model staged by `aws stage-model`."),
+]
+
+
+@aws.command("stage")
+@_stack_options
+@click.option("--code-prefix", envvar="GOVERNED_FT_CODE_PREFIX", default="",
+              help="s3:// prefix the jobs run from [default: s3://<code bucket>/code/].")
+@click.option("--tokenizer-dir", envvar="GOVERNED_FT_TOKENIZER_DIR", required=True,
+              help="Local folder with the base model's tokenizer files (staged for the Spark job).")
+@click.option("--cache-dir", envvar="GOVERNED_FT_BUILD_CACHE", default="~/.cache/governed-ft", show_default=True,
+              help="Where the EMR Python environment is built, once per recipe.")
+@click.option("--dry-run", is_flag=True, help="Build and hash everything, upload nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print artifacts, hashes and job parameters as JSON.")
+@_MODEL_OPTIONS[0]
+@_MODEL_OPTIONS[1]
+@_clean
+def aws_stage(tokenizer_dir: str, cache_dir: str, dry_run: bool, as_json: bool, model_id: str, model_revision: str,
+              **params: Any) -> None:
+    """Upload, content-addressed, everything the EMR and SageMaker jobs run from; a second run uploads nothing."""
+    import tempfile
+    from pathlib import Path
+
+    from governed_ft_dagster.job_code import SCRIPTS_PACKAGE, TRAIN_SCRIPT
+    from governed_ft_dagster.provision import staging
+    from governed_ft_dagster.resources.spark_jobs import DELTA_CONF
+    from governed_ft_dagster.stack import versions
+
+    code_prefix = _code_prefix(params)
+    prefix = staging.CodePrefix(_s3(params), code_prefix)
+    log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        with tempfile.TemporaryDirectory(prefix="governed-ft-stage-") as tmp:
+            artifacts = staging.plan(code_prefix, Path(tmp), tokenizer_dir=Path(tokenizer_dir),
+                                     jar_files=_jar_files(versions.EMR_JARS),
+                                     cache_dir=Path(cache_dir).expanduser(), log=log)
+            actions = [prefix.upload(artifact, dry_run) for artifact in artifacts]
+    except (staging.NotStaged, RuntimeError, ValueError, OSError) as exc:
+        raise ProvisionError(str(exc)) from None
+    model = None
+    if model_revision:
+        uri = staging.model_uri(code_prefix, model_id, model_revision)
+        bucket, key = staging.split_s3_uri(uri)
+        if not prefix.exists(f"s3://{bucket}/{key}.complete"):
+            raise ProvisionError(f"the base model {model_id}@{model_revision} is not staged at {uri}; run "
+                                 f"`governed-ft aws stage-model --model-id {model_id} --revision {model_revision}` "
+                                 f"on a machine that reaches the hub")
+        model = staging.Artifact("base model weights", staging.KIND_MODEL, model_id, uri, "", 0, "", model_revision)
+    parameters = staging.job_parameters(artifacts, DELTA_CONF, model=model,
+                                        entry_program=f"{SCRIPTS_PACKAGE}/{TRAIN_SCRIPT}")
+    if as_json:
+        click.echo(json.dumps({
+            "code_prefix": code_prefix, "dry_run": dry_run,
+            "artifacts": [{**a.as_dict(), "action": action} for a, action in zip(artifacts, actions)]
+            + ([{**model.as_dict(), "action": "present"}] if model else []),
+            "job_parameters": parameters,
+        }, indent=2))
+        return
+    for artifact, action in zip(artifacts, actions):
+        click.echo(f"  {action:<9} {artifact.kind:<17} {artifact.uri}  sha256:{artifact.sha256[:16]}")
+    if model:
+        click.echo(f"  {'present':<9} {model.kind:<17} {model.uri}")
+    moved = sum(action in ("upload", "uploaded") for action in actions)
+    click.echo(f"summary: {moved} {'to upload' if dry_run else 'uploaded'}, "
+               f"{actions.count('present')} already staged under {code_prefix}")
+
+
+@aws.command("stage-model")
+@_stack_options
+@click.option("--code-prefix", envvar="GOVERNED_FT_CODE_PREFIX", default="",
+              help="s3:// prefix the jobs run from [default: s3://<code bucket>/code/].")
+@click.option("--model-id", default="mistralai/Ministral-3-3B-Instruct-2512", show_default=True,
+              help="Hub id of the base model.")
+@click.option("--revision", required=True, help="Hub commit (40 hex digits) to copy; a branch or tag is refused.")
+@click.option("--from-dir", default="", help="A local snapshot of exactly that revision, instead of downloading it.")
+@click.option("--dry-run", is_flag=True, help="Hash and plan, upload nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the staged channel as JSON.")
+@_clean
+def aws_stage_model(model_id: str, revision: str, from_dir: str, dry_run: bool, as_json: bool, **params: Any) -> None:
+    """Copy the base model weights at a pinned revision from the hub to the code prefix (needs internet once)."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from governed_ft_dagster.provision import staging
+
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ProvisionError(f"--revision must be a hub commit (40 hex digits), not {revision!r}: a branch moves")
+    code_prefix = _code_prefix(params)
+    prefix = staging.CodePrefix(_s3(params), code_prefix)
+    with tempfile.TemporaryDirectory(prefix="governed-ft-model-") as tmp:
+        folder = Path(from_dir) if from_dir else None
+        if folder is None:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model_id, revision=revision, local_dir=tmp))
+        files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts]
+        if not any(p.name == "config.json" for p in files):
+            raise ProvisionError(f"{folder} holds no config.json: not a model snapshot")
+        clean = Path(tmp) / "snapshot"
+        for path in files:
+            target = clean / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+        artifact = staging.model_artifact(code_prefix, clean, model_id, revision)
+        action = prefix.upload(artifact, dry_run)
+    if as_json:
+        click.echo(json.dumps({**artifact.as_dict(), "action": action,
+                               "channel": staging.model_channel(artifact.uri)}, indent=2))
+    else:
+        click.echo(f"  {action:<9} {artifact.kind:<17} {artifact.uri}  sha256:{artifact.sha256[:16]}")

@@ -1,4 +1,5 @@
-"""EmrServerlessResource against moto in server mode (S3, CloudWatch Logs, EMR Serverless) and a FAILED-run stub."""
+"""EmrServerlessResource request contract against moto (staged URIs only, Pipes over CloudWatch Logs) and a FAILED-run
+stub; a small stand-in driver plays the job here, the real job from staged bytes runs in test_staged_emr.py."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from governed_ft_dagster.provision import staging
 from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, SparkJobResource, SparkJobSpec
 from governed_ft_dagster.stack import versions
 
@@ -24,7 +26,7 @@ REGION = "us-east-1"
 BUCKET = "governed-ft-code"
 ROLE = "arn:aws:iam::123456789012:role/governed-ft-preprocess-job"
 LOG_GROUP = "/governed-ft/emr-serverless"
-DELTA_JARS = (f"delta-spark_2.12-{versions.DELTA_VERSION}.jar", f"delta-storage-{versions.DELTA_VERSION}.jar")
+CODE_PREFIX = f"s3://{BUCKET}/code/"
 
 DRIVER = """
 import sys
@@ -122,25 +124,29 @@ def aws(moto_url, monkeypatch, tmp_path) -> Aws:
 
 
 @pytest.fixture
-def code(tmp_path) -> dict[str, Path]:
-    """A job script, a project zip and a jar cache with the Delta jars (contents do not matter to moto)."""
+def code(aws, tmp_path) -> dict[str, Path]:
+    """A job script and a project zip, staged with the environment and jars at their content keys (placeholders:
+    moto runs nothing, the stand-in driver does)."""
     script = tmp_path / "repo" / "job_scripts" / "preprocess.py"
     script.parent.mkdir(parents=True)
     script.write_text("print('the real job runs on EMR')\n")
     project_zip = tmp_path / "dist" / "governed_ft_dagster.zip"
     project_zip.parent.mkdir()
     project_zip.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    home = tmp_path / "state"
-    (home / "jars" / "spark").mkdir(parents=True)
-    for name in DELTA_JARS:
-        (home / "jars" / "spark" / name).write_bytes(name.encode())
-    return {"script": script, "project_zip": project_zip, "home": home}
+    s3 = aws.client("s3")
+    uris = [staging.code_uri(CODE_PREFIX, staging.KIND_SCRIPT, staging.sha256_file(script), script.name),
+            staging.code_uri(CODE_PREFIX, staging.KIND_WHEEL, staging.sha256_file(project_zip), project_zip.name),
+            staging.env_uri(CODE_PREFIX), *(staging.jar_uri(CODE_PREFIX, name) for name in versions.EMR_JARS)]
+    for uri in uris:
+        s3.put_object(Bucket=BUCKET, Key=staging.split_s3_uri(uri)[1], Body=uri.encode())
+    aws.put_keys.clear()
+    return {"script": script, "project_zip": project_zip, "staged": uris}
 
 
 def _resource(moto_url: str, code: dict[str, Path], **overrides) -> EmrServerlessResource:
     config = dict(region=REGION, application_name="governed-ft-test", create_application_if_missing=True,
-                  execution_role_arn=ROLE, code_prefix=f"s3://{BUCKET}/code/", log_group=LOG_GROUP,
-                  jars_home=str(code["home"]), endpoint_url=moto_url, poll_interval_s=0.05)
+                  execution_role_arn=ROLE, code_prefix=CODE_PREFIX, log_group=LOG_GROUP,
+                  endpoint_url=moto_url, poll_interval_s=0.05)
     return EmrServerlessResource(**{**config, **overrides})
 
 
@@ -156,7 +162,7 @@ def _materialize(resource: EmrServerlessResource, code: dict[str, Path], args: l
     return dg.materialize([curated_training_table], resources={"spark": resource}, raise_on_error=False)
 
 
-def test_start_job_run_request_pipes_over_cloudwatch_and_content_addressed_uploads(aws, code):
+def test_start_job_run_request_names_only_staged_uris_and_pipes_over_cloudwatch(aws, code):
     resource = _resource(aws.moto_url, code)
     args = ["--source-table", "governed_ft.raw.risk_factors", "--target-table", "governed_ft.curated.training"]
 
@@ -191,9 +197,12 @@ def test_start_job_run_request_pipes_over_cloudwatch_and_content_addressed_uploa
     assert {c.split("=", 1)[0] for c in conf} >= {"spark.emr-serverless.driverEnv.DAGSTER_PIPES_CONTEXT",
                                                   "spark.emr-serverless.driverEnv.DAGSTER_PIPES_MESSAGES"}
     jars = tokens[tokens.index("--jars") + 1].split(",")
-    assert [j.rsplit("/", 1)[1] for j in jars] == list(DELTA_JARS) and all(j.startswith(f"s3://{BUCKET}/code/") for j in jars)
     py_files = tokens[tokens.index("--py-files") + 1].split(",")
-    assert [p.rsplit("/", 1)[1] for p in py_files] == ["governed_ft_dagster.zip", "dagster_pipes.zip"]
+    archives = next(c for c in conf if c.startswith("spark.archives=")).split("=", 1)[1]
+    assert archives == staging.env_uri(CODE_PREFIX) + "#environment"
+    assert "spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python" in conf
+    assert "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python" in conf
+    assert sorted([submit["entryPoint"], *jars, *py_files, staging.env_uri(CODE_PREFIX)]) == sorted(code["staged"])
     assert "--packages" not in tokens
     assert request["configurationOverrides"] == {"monitoringConfiguration": {"cloudWatchLoggingConfiguration": {
         "enabled": True, "logGroupName": LOG_GROUP, "logStreamNamePrefix": "governed-ft"}}}
@@ -201,12 +210,9 @@ def test_start_job_run_request_pipes_over_cloudwatch_and_content_addressed_uploa
     assert request["tags"]["dagster/run-id"] == first.run_id
     assert request["executionTimeoutMinutes"] == 120
 
-    # Same bytes, same keys: the second run uploaded nothing.
-    staged = {submit["entryPoint"], *jars, *py_files}
-    assert len(aws.put_keys) == len(staged) == 5
+    # The resource uploads nothing: staging is the job of `governed-ft aws stage`.
+    assert aws.put_keys == []
     assert aws.start_requests[1]["jobDriver"]["sparkSubmit"]["entryPoint"] == submit["entryPoint"]
-    listed = aws.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="code/")["Contents"]
-    assert {f"s3://{BUCKET}/{o['Key']}" for o in listed} == staged
 
     metadata = first.asset_materializations_for_node("curated_training_table")[0].metadata
     assert metadata["rows_out"].value == 42 and metadata["delta_version"].value == 3
@@ -223,14 +229,17 @@ def test_start_job_run_request_pipes_over_cloudwatch_and_content_addressed_uploa
     assert first_s < 20, f"a moto run took {first_s:.1f} s: a CloudWatch wait is not short-circuited"
 
 
-def test_packages_mode_puts_maven_coordinates_on_the_command_line(aws, code):
-    resource = _resource(aws.moto_url, code, jar_source="packages", ship_dagster_pipes=False, jars_home=None,
-                         application_id="00existingapp")
-    request = resource.start_job_run_request(SparkJobSpec(script=str(code["script"])), "00existingapp")
-    tokens = request["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"].split()
-    assert tokens[tokens.index("--packages") + 1] == f"io.delta:delta-spark_2.12:{versions.DELTA_VERSION}"
-    assert "--jars" not in tokens and "--py-files" not in tokens
-    assert request["name"] == "preprocess" and request["jobDriver"]["sparkSubmit"]["entryPointArguments"] == []
+def test_a_file_that_was_not_staged_is_refused_before_the_job_starts(aws, code, tmp_path):
+    changed = tmp_path / "changed" / "preprocess.py"
+    changed.parent.mkdir()
+    changed.write_text("print('edited after staging')\n")
+    resource = _resource(aws.moto_url, code, application_id="00existingapp")
+    with pytest.raises(dg.Failure, match=r"job script preprocess.py is not staged at s3://.*; run `governed-ft aws stage`"):
+        resource.start_job_run_request(SparkJobSpec(script=str(changed)), "00existingapp")
+    aws.client("s3").delete_object(Bucket=BUCKET, Key=staging.split_s3_uri(staging.env_uri(CODE_PREFIX))[1])
+    with pytest.raises(dg.Failure, match="the EMR Python environment is not staged"):
+        resource.start_job_run_request(SparkJobSpec(script=str(code["script"])), "00existingapp")
+    assert aws.start_requests == [] and aws.put_keys == []
 
 
 def test_secret_looking_env_is_refused_before_anything_starts(aws, code):

@@ -13,10 +13,11 @@ from governed_ft_dagster.assets.failures import readable_failures
 from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
 from governed_ft_dagster.governance import CURATED_TABLE, GRANTS, RAW_TABLE
-from governed_ft_dagster.job_code import PREPROCESS_SCRIPT, job_script
+from governed_ft_dagster.job_code import PREPROCESS_SCRIPT, PY_FILES_SUFFIX, job_script, project_wheel
+from governed_ft_dagster.provision.staging import TOKENIZER_ALIAS
 from governed_ft_dagster.resources.base_model import BaseModelResource
 from governed_ft_dagster.resources.catalog import CatalogResource
-from governed_ft_dagster.resources.spark_jobs import SparkJobResource, SparkJobSpec, package_zip
+from governed_ft_dagster.resources.spark_jobs import SparkJobResource, SparkJobSpec
 from governed_ft_dagster.storage import delta_version, storage_options
 
 JOB_SCRIPT = job_script(PREPROCESS_SCRIPT)
@@ -58,7 +59,7 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
     args = [
         *catalog.job_access(Principal.PREPROCESS).as_args(),
         "--source-table", source, "--target-table", target, "--target-location", catalog.location(CURATED_PREFIX),
-        "--tokenizer-dir", tokenizer_dir, "--run-id", context.run.run_id,
+        "--tokenizer-dir", TOKENIZER_ALIAS, "--run-id", context.run.run_id,
         "--max-tokens", str(config.max_tokens), "--validation-fraction", str(config.validation_fraction),
         "--seed", str(config.seed), "--storage-region", catalog.storage_region,
     ]
@@ -67,8 +68,9 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
     if catalog.s3_endpoint_url:
         args += ["--s3-endpoint-url", catalog.s3_endpoint_url]
     with tempfile.TemporaryDirectory(prefix="governed-ft-py-files-") as tmp:
-        code = package_zip(["governed_ft_dagster"], Path(tmp))
+        code = project_wheel(Path(tmp), PY_FILES_SUFFIX)
         job = spark.run(context, SparkJobSpec(script=str(JOB_SCRIPT), args=args, py_files=[str(code)],
+                                              archives={TOKENIZER_ALIAS: tokenizer_dir},
                                               name="preprocess_risk_factors"))
     reported = job.materialize_result
     if reported is None:

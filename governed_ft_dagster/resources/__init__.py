@@ -70,7 +70,6 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             execution_role_arn=dg.EnvVar("GOVERNED_FT_EMR_ROLE_ARN"),
             code_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
             log_group=dg.EnvVar("GOVERNED_FT_EMR_LOG_GROUP"),
-            jars_home=str(settings.home),
         ),
         "training": SageMakerTrainingResource(
             region=region,

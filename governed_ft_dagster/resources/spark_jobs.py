@@ -6,11 +6,9 @@ import hashlib
 import json
 import re
 import sys
-import tempfile
 import threading
 import time
 import uuid
-import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from dagster_aws.pipes.message_readers import get_log_events
 from dagster_pipes import PIPES_PROTOCOL_VERSION_FIELD
 from pydantic import Field, PrivateAttr
 
+from governed_ft_dagster.provision import staging
 from governed_ft_dagster.stack import jars, versions
 from governed_ft_dagster.stack.errors import StackError
 
@@ -34,21 +33,20 @@ DELTA_CONF = {
 }
 DELTA_JARS = (f"delta-spark_{versions.SCALA_BINARY}-{versions.DELTA_VERSION}.jar",
               f"delta-storage-{versions.DELTA_VERSION}.jar")
-DELTA_PACKAGES = (f"io.delta:delta-spark_{versions.SCALA_BINARY}:{versions.DELTA_VERSION}",)
 OUTPUT_TAIL_LINES = 20
 _SECRETISH = re.compile(r"(^|_)(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIALS?|PRIVATE_KEY|ACCESS_KEY|API_KEY)(_|$)", re.I)
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
 class SparkJobSpec:
-    """What to run: a job script from the repository, its arguments, Python files and non-secret environment."""
+    """What to run: a job script, its arguments, Python files, non-secret environment, folders found by alias."""
 
     script: str
     args: list[str] = field(default_factory=list)
     py_files: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    archives: dict[str, str] = field(default_factory=dict)
 
     @property
     def job_name(self) -> str:
@@ -91,6 +89,8 @@ class LocalSparkResource(SparkJobResource):
         run_id = f"local-{uuid.uuid4().hex[:12]}"
         run_dir = home / "spark-jobs" / run_id
         run_dir.mkdir(parents=True)
+        for alias, folder in spec.archives.items():
+            (run_dir / alias).symlink_to(Path(folder).resolve(), target_is_directory=True)
         output_log, exit_code_file = run_dir / "output.log", run_dir / "exit_code"
         script = Path(spec.script).resolve()
         command = [sys.executable, "-c", _TEE, str(output_log), str(exit_code_file), *self.submit_command(spec)]
@@ -147,15 +147,11 @@ class EmrServerlessResource(SparkJobResource):
     code_prefix: str = Field(description="s3://bucket/code/ — script, py-files and jars, keyed by content hash.")
     log_group: str = Field(description="CloudWatch log group of the driver's stdout/stderr (Pipes reads it).")
     log_stream_prefix: str = Field(default="governed-ft", description="CloudWatch log stream name prefix.")
-    jar_source: str = Field(default="upload", description=(
-        "'upload': cached jars copied to code_prefix, passed with --jars; 'packages': --packages, Maven at job start."))
-    jars_home: Optional[str] = Field(default=None, description="State folder with the jar cache (jar_source=upload).")
-    upload_jars: list[str] = Field(default_factory=lambda: list(DELTA_JARS), description="Jar names taken from the cache.")
-    spark_packages: list[str] = Field(default_factory=lambda: list(DELTA_PACKAGES),
-                                      description="Maven coordinates (jar_source=packages).")
+    jars: list[str] = Field(default_factory=lambda: list(versions.EMR_JARS),
+                            description="Jars the release lacks, staged by `governed-ft aws stage` (pinned sha256).")
     spark_conf: dict[str, str] = Field(default_factory=lambda: dict(DELTA_CONF), description="--conf pairs of every run.")
-    python_env_archive: Optional[str] = Field(default=None, description="venv-pack tar.gz for native dependencies.")
-    ship_dagster_pipes: bool = Field(default=True, description="Add a zip of dagster_pipes to --py-files.")
+    python_env: str = Field(default="staged", description=(
+        "'staged': the packed environment of the installed recipe under code_prefix; or an s3:// URI of one."))
     execution_timeout_minutes: int = Field(default=120, description="EMR kills the run after this.")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags of every job run.")
     endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for every service (tests only).")
@@ -222,76 +218,33 @@ class EmrServerlessResource(SparkJobResource):
         return self._application
 
     def start_job_run_request(self, spec: SparkJobSpec, application_id: str) -> dict[str, Any]:
-        """The StartJobRun request before dagster-aws adds its tags and the Pipes context; uploads the code first."""
-        s3 = self.boto_client("s3")
-        entry_point = self._stage(s3, spec.script)
-        conf = dict(self.spark_conf)
-        submit: list[str] = []
-        if self.jar_source == "upload":
-            submit += ["--jars", ",".join(self._stage(s3, str(p)) for p in self._cached_jars())]
-        elif self.jar_source == "packages":
-            submit += ["--packages", ",".join(self.spark_packages)]
-        else:
-            raise dg.Failure(description=f"jar_source must be 'upload' or 'packages', not {self.jar_source!r}")
-        py_files = [self._stage(s3, p) for p in spec.py_files]
-        if self.ship_dagster_pipes:
-            with tempfile.TemporaryDirectory() as tmp:
-                py_files.append(self._stage(s3, str(package_zip(["dagster_pipes"], Path(tmp)))))
-        if py_files:
-            submit += ["--py-files", ",".join(py_files)]
-        if self.python_env_archive:
-            conf["spark.archives"] = self._stage(s3, self.python_env_archive) + "#environment"
-            conf["spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON"] = "./environment/bin/python"
-            conf["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] = "./environment/bin/python"
-            conf["spark.executorEnv.PYSPARK_PYTHON"] = "./environment/bin/python"
-        for key, value in spec.env.items():
-            conf[f"spark.emr-serverless.driverEnv.{key}"] = value
-            conf[f"spark.executorEnv.{key}"] = value
-        tokens = [token for key, value in conf.items() for token in ("--conf", f"{key}={value}")] + submit
-        spaced = [t for t in tokens if re.search(r"\s", t) or not t]
-        if spaced:
-            raise dg.Failure(description=f"EMR Serverless splits sparkSubmitParameters on whitespace; these values "
-                                         f"contain some or are empty: {spaced}")
+        """The StartJobRun request before dagster-aws adds its tags and the Pipes context; staged URIs only."""
+        prefix = staging.CodePrefix(self.boto_client("s3"), self.code_prefix)
+        try:
+            entry_point = prefix.file(staging.KIND_SCRIPT, Path(spec.script), f"job script {Path(spec.script).name}")
+            py_files = [prefix.file(staging.KIND_WHEEL, Path(p), f"Python code {Path(p).name}") for p in spec.py_files]
+            jars = [prefix.require(staging.jar_uri(self.code_prefix, name), f"jar {name}") for name in self.jars]
+            env = (prefix.require(staging.env_uri(self.code_prefix), "the EMR Python environment")
+                   if self.python_env == "staged" else self.python_env)
+            archives = {staging.ENV_ALIAS: env}
+            for alias, folder in spec.archives.items():
+                archives[alias] = prefix.tree(staging.KIND_TOKENIZER if alias == staging.TOKENIZER_ALIAS else alias,
+                                              Path(folder), f"{alias}.tar.gz")
+            parameters = staging.spark_submit_parameters(self.spark_conf, jars=jars, py_files=py_files,
+                                                         archives=archives, env=spec.env)
+        except (staging.NotStaged, ValueError) as exc:
+            raise dg.Failure(description=f"EMR Serverless job {spec.job_name} cannot start: {exc}") from None
         return {
             "applicationId": application_id,
             "executionRoleArn": self.execution_role_arn,
             "name": spec.job_name,
             "jobDriver": {"sparkSubmit": {"entryPoint": entry_point, "entryPointArguments": list(spec.args),
-                                          "sparkSubmitParameters": " ".join(tokens)}},
+                                          "sparkSubmitParameters": parameters}},
             "configurationOverrides": {"monitoringConfiguration": {"cloudWatchLoggingConfiguration": {
                 "enabled": True, "logGroupName": self.log_group, "logStreamNamePrefix": self.log_stream_prefix}}},
             "tags": {"governed-ft": "true", "governed-ft/job": spec.job_name, **self.tags},
             "executionTimeoutMinutes": self.execution_timeout_minutes,
         }
-
-    def _stage(self, s3, path: str) -> str:
-        """Upload a local file under code_prefix/<sha256[:16]>/<name> unless that key exists; s3:// paths pass through."""
-        if path.startswith("s3://"):
-            return path
-        from botocore.exceptions import ClientError
-
-        local = Path(path).resolve()
-        bucket, _, prefix = self.code_prefix.removeprefix("s3://").partition("/")
-        key = f"{prefix.rstrip('/') + '/' if prefix.strip('/') else ''}{_sha256(local)[:16]}/{local.name}"
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                raise
-            s3.upload_file(str(local), bucket, key)
-        return f"s3://{bucket}/{key}"
-
-    def _cached_jars(self) -> list[Path]:
-        if not self.jars_home:
-            raise dg.Failure(description="jar_source=upload needs jars_home (the state folder with the jar cache)")
-        found = []
-        for name in self.upload_jars:
-            hits = sorted(Path(self.jars_home).glob(f"jars/*/{name}"))
-            if not hits:
-                raise dg.Failure(description=(f"{name} is not in the jar cache under {self.jars_home}/jars; "
-                                              f"run `governed-ft stack fetch` while Maven Central is reachable"))
-            found.append(hits[0])
-        return found
 
     def _properties(self, job_run: dict, request: dict) -> dict[str, str]:
         app, run = job_run["applicationId"], job_run["jobRunId"]
@@ -329,27 +282,6 @@ def spark_submit_path() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).parent / "bin" / "spark-submit"
-
-
-def package_zip(packages: list[str], out_dir: Path) -> Path:
-    """A byte-for-byte reproducible zip of importable pure-Python packages, for --py-files."""
-    import importlib.util
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{'-'.join(packages)}.zip"
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        for package in packages:
-            spec = importlib.util.find_spec(package)
-            if spec is None or not spec.submodule_search_locations:
-                raise ValueError(f"{package} is not an importable package")
-            root = Path(list(spec.submodule_search_locations)[0])
-            for path in sorted(root.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                    info = zipfile.ZipInfo(f"{package}/{path.relative_to(root).as_posix()}", _ZIP_EPOCH)
-                    info.external_attr = 0o644 << 16
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    archive.writestr(info, path.read_bytes())
-    return target
 
 
 def _materialize_result(invocation) -> Optional[dg.MaterializeResult]:

@@ -20,11 +20,10 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
+from governed_ft_dagster.job_code import source_tarball
+
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
-EXCLUDED_FROM_CODE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                      ".governed_ft", "node_modules", ".ipynb_checkpoints"}
-MAX_CODE_BYTES = 256 * 1024 * 1024
 
 Context = Union[dg.AssetExecutionContext, dg.OpExecutionContext]
 
@@ -249,26 +248,6 @@ def local_sagemaker_environment(spec: TrainingJobSpec, dirs: dict[str, Path], *,
     }
     env.update({f"SM_HP_{key.upper()}": value for key, value in spec.hyperparameters.items()})
     return env
-
-
-def source_tarball(source_dir: str) -> bytes:
-    """A reproducible sourcedir.tar.gz of the folder (sorted, zeroed times and owners, caches left out)."""
-    root = Path(source_dir).resolve()
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if any(part in EXCLUDED_FROM_CODE for part in rel.parts) or path.suffix == ".pyc" or not path.is_file():
-                continue
-            info = tar.gettarinfo(str(path), arcname=rel.as_posix())
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            with path.open("rb") as handle:
-                tar.addfile(info, handle)
-    data = buffer.getvalue()
-    if len(data) > MAX_CODE_BYTES:
-        raise ValueError(f"source_dir {source_dir} packs to {len(data) // 2**20} MiB; point it at the job's code")
-    return data
 
 
 class SageMakerTrainingResource(TrainingJobResource):

@@ -1,0 +1,96 @@
+"""`governed-ft aws stage`: every artifact built, hashed and addressed by content; a dry run uploads nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
+
+from conftest import free_port
+from governed_ft_dagster.cli import main
+from governed_ft_dagster.job_code import PY_FILES_SUFFIX, TRAIN_SCRIPT, project_wheel
+from governed_ft_dagster.provision import staging
+
+CODE_PREFIX = "s3://governed-ft-code/code/"
+
+
+@pytest.fixture
+def moto_url(monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    # moto keeps one state per process, whichever server a test started.
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+    requests.put(f"{url}/governed-ft-code", timeout=10).raise_for_status()
+    yield url
+    server.stop()
+
+
+def run_stage(moto_url: str, tokenizer: Path, *extra: str) -> dict:
+    result = CliRunner().invoke(main, ["aws", "stage", "--region", "us-east-1", "--code-prefix", CODE_PREFIX,
+                                       "--tokenizer-dir", str(tokenizer), "--endpoint-url", moto_url, "--json", *extra],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_dry_run_lists_every_artifact_and_the_exact_job_parameters_and_uploads_nothing(moto_url, spark_home, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("GOVERNED_FT_HOME", str(spark_home))
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text('{"model": {}}')
+
+    plan = run_stage(moto_url, tokenizer, "--dry-run")
+
+    assert plan["dry_run"] is True
+    assert {a["kind"]: a["action"] for a in plan["artifacts"]} == {
+        kind: "upload" for kind in (staging.KIND_WHEEL, staging.KIND_SCRIPT, staging.KIND_ENV, staging.KIND_TOKENIZER,
+                                    staging.KIND_SOURCE, staging.KIND_JAR)}
+    for artifact in plan["artifacts"]:
+        assert re.fullmatch(r"[0-9a-f]{64}", artifact["sha256"])
+        key = artifact.get("content_key") or artifact["sha256"]
+        assert artifact["uri"] == staging.code_uri(CODE_PREFIX, artifact["kind"], key, artifact["name"])
+    listed = requests.get(f"{moto_url}/governed-ft-code?list-type=2", timeout=10).text
+    assert "<Key>" not in listed
+    emr = plan["job_parameters"]["emr_serverless_start_job_run"]
+    referenced = re.findall(r"s3://[^,#\s]+", emr["sparkSubmitParameters"] + " " + emr["entryPoint"])
+    assert sorted(referenced) == sorted(a["uri"] for a in plan["artifacts"] if a["kind"] != staging.KIND_SOURCE)
+    assert "--packages" not in emr["sparkSubmitParameters"]
+    assert not re.search(r"(?i)secret|password|\.token=|index-url|huggingface", emr["sparkSubmitParameters"])
+    sagemaker = plan["job_parameters"]["sagemaker_create_training_job"]
+    [source] = [a for a in plan["artifacts"] if a["kind"] == staging.KIND_SOURCE]
+    assert json.loads(sagemaker["HyperParameters"]["sagemaker_submit_directory"]) == source["uri"]
+    assert json.loads(sagemaker["HyperParameters"]["sagemaker_program"]) == f"job_scripts/{TRAIN_SCRIPT}"
+
+
+def test_the_packed_environment_links_the_pinned_interpreter_and_holds_no_pyspark(tmp_path):
+    archive = staging.build_emr_env(Path(os.environ.get("GOVERNED_FT_BUILD_CACHE", "~/.cache/governed-ft")).expanduser())
+    with tarfile.open(archive) as packed:
+        python = packed.getmember("bin/python3.11")
+        names = packed.getnames()
+    assert python.issym() and python.linkname == f"{staging.EMR_PYTHON_PREFIX}/bin/python{staging.EMR_PYTHON_VERSION}"
+    assert any(n.startswith("lib/python3.11/site-packages/transformers/") for n in names)
+    assert not any(n.startswith("lib/python3.11/site-packages/pyspark/") for n in names)
+    pins = [line for line in staging.requirements_text().splitlines() if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+\-]*", line) for line in pins)
+
+
+def test_the_project_wheel_is_byte_for_byte_reproducible(tmp_path):
+    first, second = project_wheel(tmp_path / "a", PY_FILES_SUFFIX), project_wheel(tmp_path / "b", PY_FILES_SUFFIX)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as wheel:
+        names = wheel.namelist()
+    assert "job_scripts/preprocess_risk_factors.py" in names and "governed_ft_dagster/preprocess/text.py" in names
+    assert "requirements.txt" not in names and not any("__pycache__" in n for n in names)
