@@ -71,6 +71,12 @@ def test_adapter_gate():
     assert quality.adapter_beats_base(2.1, 2.5).passed
     assert not quality.adapter_beats_base(2.6, 2.5).passed
     assert not quality.adapter_beats_base(None, 2.5).passed
+    assert not quality.adapter_beats_base(8.3237, 8.3538).passed  # 0.36% better: the old demo's adapter
+    assert quality.adapter_beats_base(8.3237, 8.3538, min_relative_improvement=0.003).passed
+    above, below = quality.adapter_beats_base(2.96, 3.0), quality.adapter_beats_base(2.98, 3.0)
+    assert above.passed and above.metadata["relative_improvement"] == pytest.approx(0.013333, abs=1e-6)
+    assert not below.passed and "minimum 1.00%" in below.description
+    assert above.metadata["min_relative_improvement"] == quality.DEFAULT_MIN_RELATIVE_IMPROVEMENT == 0.01
 
 
 def test_a_failing_model_check_blocks_registration(tmp_path):
