@@ -217,6 +217,9 @@ def _resource_arn(request: Any, account: str, resource: str) -> str:
 
 
 REFUSALS: list[tuple[str, str, str]] = []  # (caller ARN, action, resource) of every refusal, for diagnosis
+# Object ARN prefixes where a vended session runs out right after its first authorized PutObject: a compressed
+# clock, as if the next write came after the session's end.
+EXPIRE_AFTER_ONE_WRITE: set[str] = set()
 
 
 def _refuse(request: Any, action: str, resource: str) -> None:
@@ -235,6 +238,7 @@ def _refuse(request: Any, action: str, resource: str) -> None:
 
 
 def _expired(request: Any) -> None:
+    REFUSALS.append((request._access_key.arn, "expired", request._path))
     from moto.core.exceptions import _RESTError
     from moto.s3.exceptions import S3ClientError
 
@@ -257,7 +261,7 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     if action == "sts:GetCallerIdentity":
         return
     key, partition = self._access_key, "aws"
-    principals, session = [key.arn], []
+    principals, session, assumed = [key.arn], [], None
     if isinstance(key, AssumedRoleAccessKey):
         assumed = next(r for r in sts_backends[key.account_id][partition].assumed_roles
                        if r.access_key_id == key._access_key_id)
@@ -291,6 +295,9 @@ def _check_action_permitted(self: Any, resource: str) -> None:
             if evaluate([json.loads(role.assume_role_policy_document)], action, target, principals,
                         context) != "allow":
                 _refuse(self, action, target)
+    if assumed is not None and action == "s3:PutObject" and any(
+            t.startswith(p) for t in resources for p in EXPIRE_AFTER_ONE_WRITE):
+        assumed.expiration = utcnow()
 
 
 def _bucket_permission(self: Any, action: str, resource: str) -> Any:
@@ -337,21 +344,42 @@ def _check_signature(self: Any) -> None:
         self._raise_signature_does_not_match()
 
 
+def _bucket_response(original):
+    """S3's answer to a refused HeadBucket, as AWS gives it: 403 with the bucket's region in x-amz-bucket-region
+    (clients such as MLflow's artifact store find the region that way)."""
+    from moto.s3.exceptions import S3AccessDeniedError
+
+    def bucket_response(self, request: Any, full_url: str):
+        try:
+            return original(self, request, full_url)
+        except S3AccessDeniedError:
+            bucket = self.backend.buckets.get(self.parse_bucket_name_from_url(request, full_url))
+            if request.method != "HEAD" or bucket is None:
+                raise
+            return 403, {"x-amz-bucket-region": bucket.region_name}, ""
+
+    return bucket_response
+
+
 @contextmanager
 def enforcing(moto_url: str) -> Iterator[None]:
     """IAM authorization on in the moto server (and the evaluator completed) until the block ends."""
     from moto.iam.access_control import IAMRequestBase
     from moto.s3.models import FakeBucket
+    from moto.s3.responses import S3Response
 
-    saved = IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature
+    saved = (IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature,
+             S3Response._bucket_response)
     IAMRequestBase.check_action_permitted, FakeBucket.get_permission = _check_action_permitted, _bucket_permission
     IAMRequestBase.check_signature = _check_signature
+    S3Response._bucket_response = _bucket_response(S3Response._bucket_response)
     requests.post(f"{moto_url}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     try:
         yield
     finally:
         requests.post(f"{moto_url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
-        IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature = saved
+        (IAMRequestBase.check_action_permitted, FakeBucket.get_permission, IAMRequestBase.check_signature,
+         S3Response._bucket_response) = saved
 
 
 # ---- the enforcing world: built by `governed-ft aws apply` and `governed-ft catalog apply` -------------------

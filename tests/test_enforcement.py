@@ -63,7 +63,17 @@ def s3_attempts(world: EnforcedWorld, keys: dict[str, str]):
         "delete": lambda key: (lambda: s3.delete_object(Bucket=DATA_BUCKET, Key=key)),
         "delete many": lambda key: (lambda: _delete_objects(s3, key)),
         "list": lambda prefix: (lambda: s3.list_objects_v2(Bucket=DATA_BUCKET, Prefix=prefix)),
+        "head bucket": lambda _: (lambda: _head_bucket(s3)),
     }
+
+
+def _head_bucket(s3) -> None:
+    """HeadBucket; refused, it still tells the bucket's region, as AWS does (MLflow's artifact store relies on it)."""
+    try:
+        s3.head_bucket(Bucket=DATA_BUCKET)
+    except ClientError as exc:
+        assert exc.response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region") == REGION
+        raise
 
 
 def _delete_objects(s3, key: str) -> None:
@@ -152,6 +162,7 @@ def enforcement_probes(world: EnforcedWorld, own: dict[str, dict[str, str]]) -> 
     add(who, f"{bucket}/{RAW_KEY}", "DeleteObjects", source, False, raw_read["delete many"](RAW_KEY))
     for prefix in ("", "raw/", "raw/tables/", "curated/"):
         add(who, f"{bucket}/{prefix}", "ListBucket", source, False, raw_read["list"](prefix))
+    add(who, f"{bucket}", "HeadBucket", source, False, raw_read["head bucket"](None))
 
     curated_write = s3_attempts(world, vended_keys(world, Principal.PREPROCESS, "READ_WRITE", CURATED_TABLE))
     source = "vended READ_WRITE on the curated table"
