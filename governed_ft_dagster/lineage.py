@@ -63,7 +63,7 @@ class JobRun:
 
 @dataclass(frozen=True)
 class AssetNode:
-    """An asset of the graph with the facts of its latest materialization."""
+    """An asset of the graph with the facts of the materialization that produced what its child read."""
 
     key: str
     deps: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""Lineage nodes from an asset graph description and the metadata of each asset's latest materialization (no Dagster).
+"""Lineage nodes from an asset graph description and the metadata of one materialization per asset (no Dagster).
 
 The facts of one asset are its materialization metadata as plain values, read through these keys:
 
