@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -136,22 +135,23 @@ def _record(instance: dg.DagsterInstance, item: Link) -> dg.EventLogRecord:
 def check_evaluation(instance: dg.DagsterInstance, check: dg.AssetCheckKey,
                      target: Link) -> dg.AssetCheckEvaluation | None:
     """The latest evaluation of check that Dagster recorded against exactly the target materialization."""
-    # 1.13 has no public, non-deprecated query of check evaluations by their target materialization;
-    # get_event_records still works, and asset_key filtering does not apply to check evaluations.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        records = instance.get_event_records(
-            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-                                  after_cursor=target.storage_id),
-            ascending=False)
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.asset_check_key != check:
-            continue
-        targeted = evaluation.target_materialization_data
-        if targeted is not None and targeted.storage_id == target.storage_id:
-            return evaluation
-    return None
+    # 1.13 has no public DagsterInstance query of a check's evaluations: the deprecated get_event_records cannot
+    # page by storage id on the default run-sharded SQLite storage, so the event log storage's check history is read.
+    cursor = None
+    while True:
+        history = instance.event_log_storage.get_asset_check_execution_history(check, limit=_PAGE, cursor=cursor)
+        for execution in history:
+            evaluation = execution.event.dagster_event.event_specific_data if execution.event else None
+            if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.target_materialization_data is None:
+                continue
+            targeted = evaluation.target_materialization_data.storage_id
+            if targeted == target.storage_id:
+                return evaluation
+            if targeted < target.storage_id:  # newest first: the rest evaluated earlier materializations
+                return None
+        if len(history) < _PAGE:
+            return None
+        cursor = history[-1].id
 
 
 __all__ = ["DATA_VERSION_TAG", "Link", "ProvenanceError", "check_evaluation", "data_version", "latest_materialization",

@@ -120,7 +120,8 @@ class Pipeline:
         self.state = state if state is not None else {}
         self.assets = [*stub_assets(model_dir, adapter_location, base, sha, self.state), uc_model_version,
                        adapter_beats_base_model]
-        self.instance = dg.DagsterInstance.ephemeral()
+        (tmp_path / "dagster").mkdir()
+        self.instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))  # run-sharded SQLite, as deployed
         self.tracking_db = tmp_path / "mlflow.db"
         self.resources = {
             "catalog": world.catalog_resource(),
