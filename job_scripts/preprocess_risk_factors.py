@@ -120,6 +120,19 @@ class CatalogTables:
             creds = self._paths[location].current()
         configure_s3a(spark, creds, self.endpoint_url, self.region)
 
+    def refusal(self, exc: BaseException, principal: str):
+        """The storage's refusal in exc as one sentence naming the principal, the table or path and the operation the
+        credentials were vended for; None when exc is no refusal by the storage."""
+        from governed_ft_dagster.catalog.base import StorageRefusedError, refused_s3_path
+
+        path = refused_s3_path(str(exc))
+        scopes = [(self.target, self.target_table, self._target), (self.source, self.source_table, self._source),
+                  *((location, location, renewing) for location, renewing in self._paths.items())]
+        for location, securable, renewing in scopes if path else []:
+            if f"{path}/".startswith(location.rstrip("/") + "/"):
+                return StorageRefusedError(principal, securable, renewing.latest.operation, path)
+        return None
+
     def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
         """Register the table when it is new (this principal becomes its owner) and grant SELECT to the readers."""
         from governed_ft_dagster.catalog.base import Privilege
@@ -175,6 +188,8 @@ def s3a_settings(creds, endpoint_url: str | None = None, region: str | None = No
         bucket + "access.key": creds.aws_access_key_id,
         bucket + "secret.key": creds.aws_secret_access_key,
         bucket + "session.token": creds.aws_session_token or "",
+        # Vended credentials reach only their table's prefix: S3A must not delete directory markers above it.
+        bucket + "directory.marker.retention": "keep",
     }
     if endpoint_url:
         settings.update({bucket + "endpoint": endpoint_url, bucket + "path.style.access": "true",
@@ -313,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             spark = SparkSession.builder.appName(f"governed-ft-preprocess-{args.run_id}").getOrCreate()
             try:
                 report = run(spark, args, tables)
+            except Exception as exc:
+                refusal = tables.refusal(exc, args.catalog_principal) if isinstance(tables, CatalogTables) else None
+                if refusal is None:
+                    raise
+                raise refusal from None
             finally:
                 spark.stop()
         except CatalogError as exc:

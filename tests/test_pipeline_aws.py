@@ -1,15 +1,21 @@
-"""The whole graph on the aws path with local Spark and local training: raw to registered model version and lineage."""
+"""The whole graph on the aws path with local Spark and local training, with the storage enforcing: moto with IAM on,
+the stack and catalog built by `governed-ft aws apply` and `catalog apply`, every byte read or written through
+credentials vended from moto's STS for its table or path. Raw to registered model version and lineage."""
 
+import json
+import re
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from aws_fixtures import CATALOG, secret_value
-from governed_ft_dagster.catalog.base import Principal
+import aws_fixtures
+from aws_fixtures import CATALOG, DATA_BUCKET, STACK, enforced_registry_world
 from governed_ft_dagster.assets.curated import curated_training_table
 from governed_ft_dagster.assets.model import uc_model_version
 from governed_ft_dagster.assets.raw import raw_risk_factors
 from governed_ft_dagster.assets.training import finetuned_lora_model
+from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.checks import all_checks
 from governed_ft_dagster.cli_lineage import graph_from_databricks
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
@@ -19,18 +25,33 @@ from governed_ft_dagster.resources.registry import DatabricksLineageResource, Da
 from governed_ft_dagster.resources.spark_jobs import LocalSparkResource
 from governed_ft_dagster.resources.training_jobs import LocalTrainingResource
 from test_curated_asset import tiny_base  # noqa: F401  (fixture)
-from test_model_asset import world  # noqa: F401  (fixture: fake workspace with MLflow UC and lineage routes)
 from test_training_asset import TINY_RUN
 
 ASSETS = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version, *all_checks]
 DOWNSTREAM = [curated_training_table.key, finetuned_lora_model.key, uc_model_version.key]
 
 
-def assert_no_secret_leaked(aws, instance, folders) -> None:
-    """The principals' OAuth secrets, the OAuth access tokens the workspace issued and every vended credential are
-    absent from everything the run left behind."""
-    planted = {secret_value(p) for p in Principal} | set(aws.databricks.tokens)
+@pytest.fixture
+def world(monkeypatch):
+    """The enforcing world with the MLflow Unity Catalog registry and lineage APIs; IAM on throughout."""
+    with enforced_registry_world(monkeypatch) as (aws, registry, lineage_service):
+        yield aws, registry, lineage_service
+
+
+def planted_secrets(aws) -> set[str]:
+    """Every OAuth client secret and access token of the workspace, every vended STS secret key and session
+    token, and the AWS secret keys of the operator and the orchestrator."""
+    planted = set(aws.databricks.clients.values()) | set(aws.databricks.tokens)
     planted |= {c[k] for c in aws.databricks.vended for k in ("secret_access_key", "session_token") if c.get(k)}
+    planted |= {keys["aws_secret_access_key"] for keys in (aws.admin, aws.orchestrator, aws.unity_catalog)}
+    planted |= {aws.unity_catalog["aws_session_token"]}
+    return {secret for secret in planted if secret}
+
+
+def assert_no_secret_leaked(aws, instance, folders, registry, lineage_service) -> None:
+    """No planted secret in the event log (Pipes messages included), the workspace requests, the registry's and
+    the lineage service's records, the objects in the governed bucket, or the files the run left behind."""
+    planted = planted_secrets(aws)
     haystacks = {}
     for run in instance.get_runs():
         haystacks[f"event log of run {run.run_id}"] = "\n".join(
@@ -38,13 +59,33 @@ def assert_no_secret_leaked(aws, instance, folders) -> None:
     for request in aws.databricks.calls():
         if request.path != "/oidc/v1/token":
             haystacks[f"request {request.method} {request.path}"] = f"{request.body!r} {request.query!r}"
+    haystacks["registry"] = json.dumps([registry.versions, registry.model_tags], default=str)
+    haystacks["lineage"] = json.dumps([lineage_service.metadata, lineage_service.relationships], default=str)
+    s3 = aws.boto("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=DATA_BUCKET):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=DATA_BUCKET, Key=item["Key"])["Body"].read()
+            haystacks[f"s3://{DATA_BUCKET}/{item['Key']}"] = body.decode("latin-1")
     for folder in folders:
         for path in Path(folder).rglob("*"):
             if path.is_file() and path.stat().st_size < 50_000_000:
                 haystacks[str(path)] = path.read_bytes().decode("latin-1")
     leaks = [(where, secret[:12]) for where, text in haystacks.items() for secret in planted if secret in text]
-    assert len(planted) > len(Principal) and len(haystacks) > 50
+    assert len(planted) > 2 * len(Principal) and len(haystacks) > 50
+    assert sum(bool(c.get("session_token")) for c in aws.databricks.vended) >= 8
     assert not leaks, leaks[:10]
+
+
+def table_files(aws, location: str) -> dict[str, str]:
+    """Every object under a table's location (folder markers aside), with its ETag."""
+    prefix = location.removeprefix(f"s3://{DATA_BUCKET}/").rstrip("/") + "/"
+    pages = aws.boto("s3").get_paginator("list_objects_v2").paginate(Bucket=DATA_BUCKET, Prefix=prefix)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/")}
+
+
+def refusals_since(count: int) -> list[tuple[str, str, str]]:
+    """Refusals after the first count, less MLflow's HeadBucket for the bucket's region (refused, as on AWS)."""
+    return [r for r in aws_fixtures.REFUSALS[count:] if r[1:] != ("s3:ListBucket", f"arn:aws:s3:::{DATA_BUCKET}")]
 
 
 def run_pipeline(instance, resources):
@@ -57,25 +98,30 @@ def run_pipeline(instance, resources):
     return result
 
 
-def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun(world, edgar, spark_home, tiny_base, tmp_path):
+def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_storage_enforcing(world, edgar, spark_home, tiny_base, tmp_path):
     aws, registry, lineage_service = world
     resources = {
         "catalog": aws.catalog_resource(), "edgar": edgar, "spark": LocalSparkResource(home=str(spark_home)),
         "training": LocalTrainingResource(work_dir=str(tmp_path / "work"), num_gpus=0),
         "base_model": BaseModelResource(model_ref=str(tiny_base)),
         "registry": DatabricksRegistryResource(host=aws.databricks.url, region="us-east-1",
+                                               secret_id=f"{STACK}/registrar",
                                                aws_endpoint_url=aws.moto_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                                artifact_location=(tmp_path / "mlartifacts").as_uri()),
-        "lineage": DatabricksLineageResource(host=aws.databricks.url, region="us-east-1", aws_endpoint_url=aws.moto_url),
+        "lineage": DatabricksLineageResource(host=aws.databricks.url, region="us-east-1", secret_id=f"{STACK}/registrar",
+                                             aws_endpoint_url=aws.moto_url),
     }
+    refusals_before = len(aws_fixtures.REFUSALS)
     with dg.DagsterInstance.ephemeral() as instance:
         first = run_pipeline(instance, resources)
+        refused = refusals_since(refusals_before)
+        assert refused == [], refused  # every request signed, in scope and unexpired
         model = first.asset_materializations_for_node("uc_model_version")[0].metadata
         curated = first.asset_materializations_for_node("curated_training_table")[0].metadata
         training = first.asset_materializations_for_node("finetuned_lora_model")[0].metadata
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert all(checks.values()), checks
-        assert_no_secret_leaked(aws, instance, [tmp_path, spark_home])
+        assert_no_secret_leaked(aws, instance, [tmp_path, spark_home], registry, lineage_service)
         full_name, version = f"{CATALOG}.{MODEL_NAME}", str(model["model_version"].value)
         assert model["created"].value is True
         assert model["catalog_ui"].value == f"{aws.databricks.url}/explore/data/models/{CATALOG}/ml/{MODEL_NAME.split('.')[-1]}/version/{version}"
@@ -99,3 +145,22 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun(world, edgar,
         assert (len(lineage_service.metadata), len(lineage_service.relationships)) == lineage_before
         assert not [c for c in aws.databricks.calls("/api/2.0/lineage-tracking") if c.method == "POST"]
         assert not aws.databricks.calls("/api/2.0/mlflow/unity-catalog/model-versions/create")
+        assert refusals_since(refusals_before) == []
+
+        # One vend scoped too narrowly: READ_WRITE on the curated table that reaches only its _delta_log.
+        location = str(curated["target_location"].value).rstrip("/")
+        files_before = table_files(aws, location)
+        aws.narrow[(location, "READ_WRITE")] = (f"{location}/_delta_log", True)
+        narrowed = dg.materialize([curated_training_table], instance=instance, resources=resources,
+                                  raise_on_error=False,
+                                  run_config={"ops": {"curated_training_table": {"config": {"seed": 1}}}})
+        aws.narrow.clear()
+        [failure] = narrowed.get_step_failure_events()
+        refused = [line for line in failure.event_specific_data.error.message.splitlines()
+                   if line.startswith("StorageRefusedError: ")]
+        assert len(refused) == 1, failure.event_specific_data.error.message
+        assert re.fullmatch(rf"StorageRefusedError: the storage refused principal 'preprocess' at {re.escape(location)}"
+                            rf"(/\S+)?: the credentials the catalog vended for READ_WRITE on "
+                            rf"{re.escape(f'{CATALOG}.{CURATED_TABLE}')} do not reach it", refused[0]), refused[0]
+        assert table_files(aws, location) == files_before  # no data file, no _delta_log entry: no partial commit
+        assert refusals_since(refusals_before)

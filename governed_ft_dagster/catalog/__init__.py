@@ -8,6 +8,7 @@ from governed_ft_dagster.catalog.base import (
     ColumnInfo,
     Principal,
     Privilege,
+    StorageRefusedError,
     TableInfo,
     VendedCredentials,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ColumnInfo",
     "Principal",
     "Privilege",
+    "StorageRefusedError",
     "TableInfo",
     "VendedCredentials",
 ]

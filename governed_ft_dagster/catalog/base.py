@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Literal, Sequence
@@ -153,6 +154,24 @@ class CatalogPermissionError(CatalogError):
         if detail:
             message += f" (catalog said: {detail})"
         super().__init__(message)
+
+
+class StorageRefusedError(CatalogError):
+    """The storage refused a request made with the credentials the catalog vended for a table or path."""
+
+    def __init__(self, principal: str, securable: str, operation: str, path: str):
+        self.principal, self.securable, self.operation, self.path = principal, securable, operation, path
+        super().__init__(f"the storage refused principal '{principal}' at {path}: the credentials the catalog "
+                         f"vended for {operation} on {securable} do not reach it")
+
+
+_S3A_REFUSAL = re.compile(r"AccessDeniedException: (s3a?://[^\s:]+)")
+
+
+def refused_s3_path(error_text: str) -> str | None:
+    """The s3:// path that S3A reports the storage refused (its AccessDeniedException) in an error text, else None."""
+    match = _S3A_REFUSAL.search(error_text)
+    return "s3://" + match.group(1).split("://", 1)[1] if match else None
 
 
 class CatalogClient(abc.ABC):
