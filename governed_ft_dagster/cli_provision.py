@@ -320,6 +320,12 @@ def _jar_files(names: tuple[str, ...]) -> dict[str, "Path"]:
     return found
 
 
+def staging_jobs() -> tuple[str, ...]:
+    from governed_ft_dagster.provision.staging import JOBS
+
+    return JOBS
+
+
 _MODEL_OPTIONS = [
     click.option("--model-id", default="mistralai/Ministral-3-3B-Instruct-2512", show_default=True,
                  help="Hub id of the base model."),
@@ -332,8 +338,10 @@ _MODEL_OPTIONS = [
 @_stack_options
 @click.option("--code-prefix", envvar="GOVERNED_FT_CODE_PREFIX", default="",
               help="s3:// prefix the jobs run from [default: s3://<code bucket>/code/].")
-@click.option("--tokenizer-dir", envvar="GOVERNED_FT_TOKENIZER_DIR", required=True,
-              help="Local folder with the base model's tokenizer files (staged for the Spark job).")
+@click.option("--tokenizer-dir", envvar="GOVERNED_FT_TOKENIZER_DIR", default=None,
+              help="Local folder with the base model's tokenizer files (staged for the Spark job; needed with emr).")
+@click.option("--only", type=click.Choice(staging_jobs()), default=None,
+              help="Stage what one job runs from (e.g. sagemaker after a change to the training code).")
 @click.option("--cache-dir", envvar="GOVERNED_FT_BUILD_CACHE", default="~/.cache/governed-ft", show_default=True,
               help="Where the EMR Python environment is built, once per recipe.")
 @click.option("--dry-run", is_flag=True, help="Build and hash everything, upload nothing.")
@@ -341,8 +349,8 @@ _MODEL_OPTIONS = [
 @_MODEL_OPTIONS[0]
 @_MODEL_OPTIONS[1]
 @_clean
-def aws_stage(tokenizer_dir: str, cache_dir: str, dry_run: bool, as_json: bool, model_id: str, model_revision: str,
-              **params: Any) -> None:
+def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_run: bool, as_json: bool, model_id: str,
+              model_revision: str, **params: Any) -> None:
     """Upload, content-addressed, everything the EMR and SageMaker jobs run from; a second run uploads nothing."""
     import tempfile
     from pathlib import Path
@@ -357,17 +365,17 @@ def aws_stage(tokenizer_dir: str, cache_dir: str, dry_run: bool, as_json: bool, 
     log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     try:
         with tempfile.TemporaryDirectory(prefix="governed-ft-stage-") as tmp:
-            artifacts = staging.plan(code_prefix, Path(tmp), tokenizer_dir=Path(tokenizer_dir),
+            artifacts = staging.plan(code_prefix, Path(tmp), tokenizer_dir=Path(tokenizer_dir) if tokenizer_dir else None,
                                      jar_files=_jar_files(versions.EMR_JARS),
-                                     cache_dir=Path(cache_dir).expanduser(), log=log)
+                                     cache_dir=Path(cache_dir).expanduser(), log=log,
+                                     jobs=[only] if only else staging.JOBS)
             actions = [prefix.upload(artifact, dry_run) for artifact in artifacts]
     except (staging.NotStaged, RuntimeError, ValueError, OSError) as exc:
         raise ProvisionError(str(exc)) from None
     model = None
     if model_revision:
         uri = staging.model_uri(code_prefix, model_id, model_revision)
-        bucket, key = staging.split_s3_uri(uri)
-        if not prefix.exists(f"s3://{bucket}/{key}.complete"):
+        if not prefix.exists(staging.model_complete_uri(uri)):
             raise ProvisionError(f"the base model {model_id}@{model_revision} is not staged at {uri}; run "
                                  f"`governed-ft aws stage-model --model-id {model_id} --revision {model_revision}` "
                                  f"on a machine that reaches the hub")
@@ -398,17 +406,20 @@ def aws_stage(tokenizer_dir: str, cache_dir: str, dry_run: bool, as_json: bool, 
 @click.option("--model-id", default="mistralai/Ministral-3-3B-Instruct-2512", show_default=True,
               help="Hub id of the base model.")
 @click.option("--revision", required=True, help="Hub commit (40 hex digits) to copy; a branch or tag is refused.")
-@click.option("--from-dir", default="", help="A local snapshot of exactly that revision, instead of downloading it.")
+@click.option("--from-dir", default="", help="A local folder with exactly that revision's files (a snapshot copied "
+              "elsewhere, or a test model), staged instead of downloading from the hub.")
 @click.option("--dry-run", is_flag=True, help="Hash and plan, upload nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the staged channel as JSON.")
 @_clean
 def aws_stage_model(model_id: str, revision: str, from_dir: str, dry_run: bool, as_json: bool, **params: Any) -> None:
     """Copy the base model weights at a pinned revision from the hub to the code prefix (needs internet once)."""
     import re
+    import shutil
     import tempfile
     from pathlib import Path
 
     from governed_ft_dagster.provision import staging
+    from governed_ft_dagster.training.base_model import STAGED_MARKER
 
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
         raise ProvisionError(f"--revision must be a hub commit (40 hex digits), not {revision!r}: a branch moves")
@@ -419,15 +430,20 @@ def aws_stage_model(model_id: str, revision: str, from_dir: str, dry_run: bool, 
         if folder is None:
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(model_id, revision=revision, local_dir=tmp))
-        files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts]
-        if not any(p.name == "config.json" for p in files):
+            folder = Path(snapshot_download(model_id, revision=revision, local_dir=str(Path(tmp) / "download")))
+        if not folder.is_dir():
+            raise ProvisionError(f"--from-dir {folder} is not a folder")
+        files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts
+                 and p.name != STAGED_MARKER]
+        if not any(p.relative_to(folder).as_posix() == "config.json" for p in files):
             raise ProvisionError(f"{folder} holds no config.json: not a model snapshot")
         clean = Path(tmp) / "snapshot"
         for path in files:
             target = clean / path.relative_to(folder)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
+            shutil.copyfile(path, target)
+        # The job reads which model and revision it trains from here, so the request needs no hub id.
+        (clean / STAGED_MARKER).write_text(json.dumps({"id": model_id, "revision": revision}, sort_keys=True))
         artifact = staging.model_artifact(code_prefix, clean, model_id, revision)
         action = prefix.upload(artifact, dry_run)
     if as_json:

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, f.name)
         kind = _OPTIONAL_TYPES.get(f.name) or (_bool if isinstance(default, bool) else type(default))
         parser.add_argument(f"--{f.name}", type=kind, default=default)
-    parser.set_defaults(base_model=os.environ.get("SM_CHANNEL_BASE_MODEL", BASE_MODEL_ID))
+    # On SageMaker the base model is the staged `model` input channel, never a hub id.
+    parser.set_defaults(base_model=os.environ.get("SM_CHANNEL_MODEL", BASE_MODEL_ID))
     parser.add_argument("--batch_size", dest="per_device_batch_size", type=int, default=argparse.SUPPRESS,
                         help="alias of --per_device_batch_size")
     parser.add_argument("--curated_location", help="Delta table location (path or s3:// URI) of the curated table")
@@ -292,6 +293,8 @@ def pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
     losses = summary["metrics"]["loss_by_step"]
     stride = max(1, -(-len(losses) // PIPES_MAX_LOSS_POINTS))
     values: dict[str, Any] = {
+        "status": summary["status"],
+        "training_job_name": summary.get("training_job_name"),
         "source_table": summary["source"]["table"],
         "source_delta_version": summary["source"]["delta_version"],
         "base_model": summary["base_model"]["id"],
@@ -299,11 +302,14 @@ def pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
         "global_step": summary["global_step"],
         "resumed": summary["resumed"],
         "trainable_params": summary["trainable_params"],
+        "total_params": summary["total_params"],
         "trainable_fraction": summary["trainable_fraction"],
         "tokens_seen": summary["tokens_seen"],
         "tokens_per_s": summary["tokens_per_s"],
         "padding_share": summary["padding_share"],
         "final_eval_loss": summary["metrics"]["final_eval_loss"],
+        "device": summary["device"],
+        "precision": summary["precision"],
         "train_loss": summary["metrics"]["train_loss"],
         "mlflow_run_id": summary.get("mlflow_run_id"),
         "base_eval_loss": summary.get("base_eval_loss"),

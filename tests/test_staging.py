@@ -94,3 +94,49 @@ def test_the_project_wheel_is_byte_for_byte_reproducible(tmp_path):
         names = wheel.namelist()
     assert "job_scripts/preprocess_risk_factors.py" in names and "governed_ft_dagster/preprocess/text.py" in names
     assert "requirements.txt" not in names and not any("__pycache__" in n for n in names)
+
+
+def test_stage_model_copies_a_local_folder_once_with_its_identity_and_a_marker_outside_the_channel(moto_url, tmp_path):
+    from governed_ft_dagster.training.base_model import STAGED_MARKER
+
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "ministral3"}')
+    (folder / "sub" / "model.safetensors").write_bytes(b"weights")
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    args = ["aws", "stage-model", "--region", "us-east-1", "--code-prefix", CODE_PREFIX, "--endpoint-url", moto_url,
+            "--model-id", "org/tiny", "--revision", revision, "--from-dir", str(folder), "--json"]
+
+    first = json.loads(CliRunner().invoke(main, args, catch_exceptions=False).stdout)
+    again = json.loads(CliRunner().invoke(main, args, catch_exceptions=False).stdout)
+
+    prefix = f"code/models/org/tiny/{revision}/"
+    assert first["action"] == "uploaded" and again["action"] == "present" and first["sha256"] == again["sha256"]
+    assert first["uri"] == f"s3://governed-ft-code/{prefix}"
+    assert first["channel"]["DataSource"]["S3DataSource"]["S3Uri"] == first["uri"]
+    listed = requests.get(f"{moto_url}/governed-ft-code?list-type=2", timeout=10).text
+    keys = sorted(re.findall(r"<Key>([^<]+)</Key>", listed))
+    assert keys == [f"code/models/org/tiny/{revision}.complete", f"{prefix}config.json", f"{prefix}{STAGED_MARKER}",
+                    f"{prefix}sub/model.safetensors"]
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url)
+    marker = json.loads(s3.get_object(Bucket="governed-ft-code", Key=f"{prefix}{STAGED_MARKER}")["Body"].read())
+    assert marker == {"id": "org/tiny", "revision": revision}
+
+    moved = CliRunner().invoke(main, [*args[:-5], "--revision", "main", "--from-dir", str(folder)])
+    assert moved.exit_code == 1 and "a branch moves" in moved.output
+
+
+def test_staging_only_the_training_job_needs_no_tokenizer_and_names_the_staged_model(moto_url, tmp_path):
+    base = ["aws", "stage", "--region", "us-east-1", "--code-prefix", CODE_PREFIX, "--endpoint-url", moto_url,
+            "--only", "sagemaker", "--model-id", "org/tiny", "--json"]
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    missing = CliRunner().invoke(main, [*base, "--model-revision", revision])
+    assert missing.exit_code == 1
+    assert f"org/tiny@{revision} is not staged" in missing.output and "governed-ft aws stage-model" in missing.output
+
+    plan = json.loads(CliRunner().invoke(main, [*base, "--dry-run"], catch_exceptions=False).stdout)
+    assert [a["kind"] for a in plan["artifacts"]] == [staging.KIND_SOURCE]
+    assert list(plan["job_parameters"]) == ["sagemaker_create_training_job"]
+    assert plan["job_parameters"]["sagemaker_create_training_job"]["InputDataConfig"] == []

@@ -1,8 +1,8 @@
 """SageMakerTrainingResource and PipesSageMakerClient against moto in server mode and a SageMaker status stub.
 
-moto's training jobs complete at once and write no logs, so a CreateTrainingJob hook plays the container: it
-unpacks the uploaded sourcedir.tar.gz, runs the tiny script with the request's Environment and hyperparameters as
-SageMaker's toolkit would, and writes its stdout and stderr into the job's CloudWatch stream.
+The real training script's run from the staged bytes is tests/test_staged_sagemaker.py. Here the request's shape and
+the failure states: where a failing container is needed, a hook plays it with a tiny stand-in script (unpacks the
+staged sourcedir.tar.gz, runs it with the request's Environment and hyperparameters, ships its output to CloudWatch).
 """
 
 import io
@@ -39,6 +39,8 @@ from governed_ft_dagster.resources.training_jobs import (
     TrainingJobResult,
     TrainingJobSpec,
 )
+from governed_ft_dagster.job_code import source_tarball
+from governed_ft_dagster.provision import staging
 from governed_ft_dagster.storage import extract_tar
 from test_training_jobs_local import HYPERPARAMETERS, SECRET_NAME, materialize, metadata, run_log, spec_for, write_code
 
@@ -136,6 +138,14 @@ def play_container(request: dict, endpoint: str, workdir: Path) -> dict:
     return json.loads(seen_file.read_text()) if seen_file.exists() else {}
 
 
+def stage_source(spec: TrainingJobSpec, endpoint: str) -> str:
+    """Put the spec's sourcedir.tar.gz where `governed-ft aws stage` puts a source folder; its URI."""
+    uri = staging.source_uri(f"s3://{JOBS_BUCKET}/code", source_tarball(spec.source_dir))
+    bucket, key = staging.split_s3_uri(uri)
+    boto("s3", endpoint).put_object(Bucket=bucket, Key=key, Body=source_tarball(spec.source_dir))
+    return uri
+
+
 def resource(moto_url: Optional[str], **overrides: Any) -> SageMakerTrainingResource:
     config: dict[str, Any] = dict(
         region=REGION, role_arn=ROLE, image_uri=IMAGE, checkpoint_s3_uri=f"s3://{JOBS_BUCKET}/checkpoints",
@@ -144,15 +154,16 @@ def resource(moto_url: Optional[str], **overrides: Any) -> SageMakerTrainingReso
     return SageMakerTrainingResource(**{**config, **overrides})
 
 
-def test_create_request_shape_and_pipes_messages_from_cloudwatch(tmp_path, moto_url, created):
+def test_create_request_names_the_staged_source_and_carries_no_secret(tmp_path, moto_url, created, monkeypatch):
+    import dagster._core.pipes.utils as pipes_utils
+
+    monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
     code = tmp_path / "code"
     spec = spec_for(write_code(code), code)
-    containers: list[dict] = []
-    created.hooks.append(lambda body: containers.append(play_container(body, moto_url, tmp_path / "sm")))
-    instance = dg.DagsterInstance.ephemeral()
+    staged = stage_source(spec, moto_url)
     train = resource(moto_url, use_spot=True, max_runtime_s=7200, max_wait_s=10800,
                      subnets=["subnet-0a1b2c3d"], security_group_ids=["sg-0123abcd"])
-    result = materialize(spec, train, instance)
+    result = materialize(spec, train, dg.DagsterInstance.ephemeral())
     assert result.success
 
     [request] = created
@@ -161,7 +172,6 @@ def test_create_request_shape_and_pipes_messages_from_cloudwatch(tmp_path, moto_
     env = request.pop("Environment")
     hps = request.pop("HyperParameters")
     tags = {tag["Key"]: tag["Value"] for tag in request.pop("Tags")}
-    code_uri = json.loads(hps["sagemaker_submit_directory"])
     assert request == {
         "TrainingJobName": "tiny-train-1",
         "RoleArn": ROLE,
@@ -173,12 +183,10 @@ def test_create_request_shape_and_pipes_messages_from_cloudwatch(tmp_path, moto_
         "CheckpointConfig": {"S3Uri": f"s3://{JOBS_BUCKET}/checkpoints/tiny-train-1/", "LocalPath": "/opt/ml/checkpoints"},
         "VpcConfig": {"Subnets": ["subnet-0a1b2c3d"], "SecurityGroupIds": ["sg-0123abcd"]},
     }
-    assert "InputDataConfig" not in request
     assert hps == {**{k: json.dumps(v) for k, v in HYPERPARAMETERS.items()},
-                   "sagemaker_program": '"job_scripts/tiny_train.py"', "sagemaker_submit_directory": json.dumps(code_uri),
+                   "sagemaker_program": '"job_scripts/tiny_train.py"', "sagemaker_submit_directory": json.dumps(staged),
                    "sagemaker_container_log_level": "20", "sagemaker_job_name": '"tiny-train-1"',
                    "sagemaker_region": '"us-east-1"'}
-    assert code_uri.startswith(f"s3://{JOBS_BUCKET}/code/") and code_uri.endswith("/sourcedir.tar.gz")
     assert set(env) == {"GOVERNED_FT_PRINCIPAL_SECRET_ID", "DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"}
     assert env["GOVERNED_FT_PRINCIPAL_SECRET_ID"] == SECRET_NAME
     assert all(len(value) <= 512 for value in env.values())
@@ -187,22 +195,25 @@ def test_create_request_shape_and_pipes_messages_from_cloudwatch(tmp_path, moto_
     assert context["asset_keys"] == ["finetuned_lora_model"]
     assert context["extras"] == {"training_job_name": "tiny-train-1", "kind": "SageMakerTrainingJob"}
     assert tags["project"] == "governed-ft" and tags["dagster/run-id"] == result.run_id
-
-    [seen] = containers
-    assert seen["argv"][:6] == ["--epochs", "2", "--learning_rate", "0.0002", "--lora_r", "16"]
-    assert json.loads(seen["env"]["SM_HPS"]) == HYPERPARAMETERS
-
     meta = metadata(result)
-    assert meta["final_loss"] == 0.25 and meta["num_gpus"] == 4 and meta["epochs"] == 2
-    assert meta["sagemaker_training_job"] == "tiny-train-1"
-    assert meta["sagemaker_training_job_url"].endswith("#/jobs/tiny-train-1")
-    assert meta["sagemaker_logs_url"].startswith(LOG_LINK)
     assert meta["model_artifacts"] == f"s3://{GOVERNED_BUCKET}/ml/training-output/tiny-train-1/output/model.tar.gz"
-    messages = run_log(instance, result)
-    assert any("tiny training of finetuned_lora_model with 8 arguments" in m for m in messages)
-    assert any(m.endswith("[tiny-train-1 algo-1] epoch 1 loss 0.50") for m in messages)
-    assert any("SageMaker training job tiny-train-1: Completed / Completed" in m for m in messages)
-    assert not any(PLANTED_SECRET in m for m in messages)
+    # Nothing was uploaded for the job: the code prefix holds what staging put there and nothing else.
+    listed = boto("s3", moto_url).list_objects_v2(Bucket=JOBS_BUCKET, Prefix="code/")["Contents"]
+    assert [f"s3://{JOBS_BUCKET}/{item['Key']}" for item in listed] == [staged]
+
+
+def test_a_changed_source_folder_is_not_staged_and_nothing_starts(tmp_path, moto_url, created):
+    code = tmp_path / "code"
+    spec = spec_for(write_code(code), code)
+    stage_source(spec, moto_url)
+    (code / "job_scripts" / "notes.txt").write_text("edited after staging")
+    result = materialize(spec, resource(moto_url))
+    assert not result.success and created == []
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("SageMaker training job tiny-train-1 cannot start: the SageMaker source_dir of "
+                                  "job_scripts/tiny_train.py is not staged at s3://governed-ft-jobs/code/sagemaker-source/")
+    assert "run `governed-ft aws stage`" in description
 
 
 def test_defaults_and_a_rerun_gets_a_fresh_name_but_the_same_checkpoints(tmp_path, moto_url, created, monkeypatch):
@@ -218,6 +229,7 @@ def test_defaults_and_a_rerun_gets_a_fresh_name_but_the_same_checkpoints(tmp_pat
         outcomes.append(training.run(context, spec))
         return dg.MaterializeResult()
 
+    stage_source(spec, moto_url)
     for _ in range(2):
         assert dg.materialize([model], resources={"training": resource(moto_url, stream_logs=False)}).success
     assert [o.run_id for o in outcomes] == ["tiny-train-1", "tiny-train-1-r2"]
@@ -242,6 +254,7 @@ def test_oversized_environment_is_refused_before_anything_is_launched(tmp_path, 
     script = write_code(code)
     spec = TrainingJobSpec(script=str(script), source_dir=str(code), job_name="tiny-train-big",
                            env={"NOTES": "x" * 600})
+    stage_source(spec, moto_url)
 
     @dg.asset(name="finetuned_lora_model")
     def model(context: dg.AssetExecutionContext, training: TrainingJobResource) -> dg.MaterializeResult:
@@ -375,6 +388,7 @@ def test_failed_job_fails_the_asset_with_reason_status_and_links(tmp_path, moto_
               ("InProgress", "Downloading", "Downloading the training image"),
               ("InProgress", "Training", "Training image download completed. Training in progress."),
               ("Failed", "Failed", "Training job failed")]
+    stage_source(spec, moto_url)
     stub = stub_endpoint(SageMakerStub(states, reason, lambda body: play_container(body, moto_url, tmp_path / "sm")))
     instance = dg.DagsterInstance.ephemeral()
     result = materialize(spec, resource(None), instance)
@@ -418,11 +432,13 @@ def stub_endpoint(moto_url, monkeypatch):
         stub.stop()
 
 
-def test_stopped_job_explains_the_stop(tmp_path, stub_endpoint):
+def test_stopped_job_explains_the_stop(tmp_path, moto_url, stub_endpoint):
     code = tmp_path / "code"
+    stage_source(spec_for(write_code(code), code), moto_url)
     stub_endpoint(SageMakerStub([("InProgress", "Training", "Training in progress."),
                                  ("Stopped", "MaxRuntimeExceeded", "Training job stopped: MaxRuntimeInSeconds reached")]))
-    result = materialize(spec_for(write_code(code), code, job_name="tiny-train-slow"), resource(None))
+    result = materialize(spec_for(code / "job_scripts" / "tiny_train.py", code, job_name="tiny-train-slow"),
+                         resource(None))
     [failure] = [event for event in result.all_events if event.is_step_failure]
     description = failure.step_failure_data.user_failure_data.description
     assert description.splitlines()[0] == ("SageMaker training job tiny-train-slow ended Stopped (secondary status "
@@ -431,10 +447,12 @@ def test_stopped_job_explains_the_stop(tmp_path, stub_endpoint):
     assert f"Logs: {LOG_LINK}" in description
 
 
-def test_a_job_the_run_can_no_longer_watch_is_stopped(tmp_path, stub_endpoint):
+def test_a_job_the_run_can_no_longer_watch_is_stopped(tmp_path, moto_url, stub_endpoint):
     code = tmp_path / "code"
+    stage_source(spec_for(write_code(code), code), moto_url)
     stub = stub_endpoint(SageMakerStub([("InProgress", "Training", "Training in progress.")], deny_describe_from_step=2))
-    result = materialize(spec_for(write_code(code), code, job_name="tiny-train-blind"), resource(None))
+    result = materialize(spec_for(code / "job_scripts" / "tiny_train.py", code, job_name="tiny-train-blind"),
+                         resource(None))
     assert not result.success
     assert stub.calls[-1] == "StopTrainingJob"
     [failure] = [event for event in result.all_events if event.is_step_failure]

@@ -23,6 +23,7 @@ ADAPTERS_PREFIX = "ml/adapters"
 SUMMARY_FILE = "training_summary.json"
 CURATED_KEY = dg.AssetKey("curated_training_table")
 LOSS_TABLE_ROWS = 40
+ADAPTER_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", SUMMARY_FILE})
 
 
 class FinetuneConfig(dg.Config):
@@ -113,11 +114,11 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         spec = TrainingJobSpec(script=str(script), source_dir=str(source_dir), hyperparameters=job_arguments,
                                job_name=job_name)
         result = training.run(context, spec)
-    summary = _read_summary(catalog, adapter_location)
-    _verify(summary, table, version, result.run_id, adapter_location)
-    metrics = summary["metrics"]
-    base = summary.get("base_model") or {}
+    reported = _reported(result.materialize_result, result.run_id)
+    _verify(reported, table, version, result.run_id, adapter_location)
     adapter_sha256 = _adapter_sha256(catalog, adapter_location)
+    metrics = {"loss_by_step": reported.get("loss_by_step") or [],
+               "eval_loss_by_epoch": reported.get("eval_loss_by_epoch") or []}
     metadata: dict[str, Any] = {
         "source_table": dg.MetadataValue.text(table),
         "source_version": dg.MetadataValue.int(version),
@@ -131,23 +132,25 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         "hyperparameters": dg.MetadataValue.json(hyperparameters),
         "hyperparameters_sha256": dg.MetadataValue.text(digest),
         "base_model": dg.MetadataValue.text(base_ref),
-        "base_model_id": dg.MetadataValue.text(str(base.get("id") or base_ref)),
-        "base_model_revision": dg.MetadataValue.text(str(base.get("revision") or "")),
-        "eval_loss": _float(metrics.get("final_eval_loss")),
-        "base_eval_loss": _float(summary.get("base_eval_loss")),
-        "train_loss": _float(metrics.get("train_loss")),
-        "trainable_parameters": dg.MetadataValue.int(int(summary["trainable_params"])),
-        "trainable_fraction": _float(summary.get("trainable_fraction")),
-        "tokens_per_second": _float(summary.get("tokens_per_s")),
-        "padding_share": _float(summary.get("padding_share")),
-        "tokens_seen": dg.MetadataValue.int(int(summary.get("tokens_seen") or 0)),
-        "global_step": dg.MetadataValue.int(int(summary["global_step"])),
-        "resumed": dg.MetadataValue.bool(bool(summary.get("resumed"))),
+        "base_model_id": dg.MetadataValue.text(str(reported.get("base_model") or base_ref)),
+        "base_model_revision": dg.MetadataValue.text(str(reported.get("base_model_revision") or "")),
+        "eval_loss": _float(reported.get("final_eval_loss")),
+        "base_eval_loss": _float(reported.get("base_eval_loss")),
+        "train_loss": _float(reported.get("train_loss")),
+        "trainable_parameters": dg.MetadataValue.int(int(reported["trainable_params"])),
+        "trainable_fraction": _float(reported.get("trainable_fraction")),
+        "tokens_per_second": _float(reported.get("tokens_per_s")),
+        "padding_share": _float(reported.get("padding_share")),
+        "tokens_seen": dg.MetadataValue.int(int(reported.get("tokens_seen") or 0)),
+        "global_step": dg.MetadataValue.int(int(reported["global_step"])),
+        "resumed": dg.MetadataValue.bool(bool(reported.get("resumed"))),
         "loss_curve": dg.MetadataValue.md(loss_table(metrics)),
+        "job_hyperparameters": dg.MetadataValue.json(reported.get("hyperparameters") or {}),
+        "device": dg.MetadataValue.text(str(reported.get("device") or "")),
         "up_to_date": dg.MetadataValue.bool(False),
     }
-    if summary.get("mlflow_run_id"):
-        metadata["mlflow_run_id"] = dg.MetadataValue.text(str(summary["mlflow_run_id"]))
+    if reported.get("mlflow_run_id"):
+        metadata["mlflow_run_id"] = dg.MetadataValue.text(str(reported["mlflow_run_id"]))
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(adapter_sha256))
 
 
@@ -191,13 +194,25 @@ def _source_version(catalog: CatalogResource, table: str, pinned: Optional[int])
 
 
 def _adapter_sha256(catalog: CatalogResource, adapter_location: str) -> str:
-    """Content hash of the adapter files where the job left them, read with PATH_READ credentials vended to train."""
+    """Content hash of the adapter files where the job left them (each one required), read as train with PATH_READ."""
     from governed_ft_dagster.registry import artifact_sha256, stored_artifact_sha256
 
     if is_local(adapter_location):
-        return artifact_sha256(local_path(adapter_location))
-    creds = catalog.client(Principal.TRAIN).temporary_path_credentials(adapter_location, "PATH_READ")
-    return stored_artifact_sha256(_s3(creds, catalog.endpoint()), adapter_location)
+        names = {p.relative_to(local_path(adapter_location)).as_posix()
+                 for p in local_path(adapter_location).rglob("*") if p.is_file()}
+        digest = artifact_sha256(local_path(adapter_location)) if ADAPTER_FILES <= names else ""
+    else:
+        creds = catalog.client(Principal.TRAIN).temporary_path_credentials(adapter_location, "PATH_READ")
+        s3 = _s3(creds, catalog.endpoint())
+        bucket, _, prefix = adapter_location.removeprefix("s3://").rstrip("/").partition("/")
+        names = {item["Key"][len(prefix) + 1:] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}/") for item in page.get("Contents", [])}
+        digest = stored_artifact_sha256(s3, adapter_location) if ADAPTER_FILES <= names else ""
+    if not digest:
+        raise dg.Failure(description=(
+            f"the training job reported success but {adapter_location} lacks "
+            f"{', '.join(sorted(ADAPTER_FILES - names))}"), allow_retries=False)
+    return digest
 
 
 def _argument(value: Any) -> str:
@@ -243,14 +258,24 @@ def _s3(creds: VendedCredentials, endpoint: S3Endpoint) -> Any:
     ).client("s3", endpoint_url=endpoint.endpoint_url)
 
 
-def _verify(summary: dict[str, Any], table: str, version: int, run_id: str, adapter_location: str) -> None:
-    """The summary at the adapter location belongs to this run: same job, table and Delta version, completed."""
-    source = summary.get("source") or {}
-    found = (summary.get("status"), summary.get("training_job_name"), source.get("table"), source.get("delta_version"))
-    if found != ("completed", run_id, table, version):
+def _reported(reported: Optional[dg.MaterializeResult], run_id: str) -> dict[str, Any]:
+    """The values of the materialization the job reported through Pipes; a Failure when it reported none."""
+    if reported is None or not reported.metadata:
+        raise dg.Failure(description=f"training job {run_id} ended without reporting a materialization through "
+                                     "Dagster Pipes", allow_retries=False)
+    return {key: value.value if isinstance(value, dg.MetadataValue) else value
+            for key, value in reported.metadata.items()}
+
+
+def _verify(reported: dict[str, Any], table: str, version: int, run_id: str, adapter_location: str) -> None:
+    """What the job reported belongs to this run: same job, table, Delta version and adapter location, completed."""
+    found = (reported.get("status"), reported.get("training_job_name"), reported.get("source_table"),
+             reported.get("source_delta_version"), reported.get("adapter_location"))
+    if found != ("completed", run_id, table, version, adapter_location):
         raise dg.Failure(description=(
-            f"the summary under {adapter_location} does not match this run: expected a completed job {run_id} on "
-            f"{table} at version {version}, found status {found[0]}, job {found[1]}, {found[2]} at version {found[3]}"),
+            f"training job {run_id} reported a materialization that does not match this run: expected a completed "
+            f"job {run_id} on {table} at version {version} with the adapter at {adapter_location}, found status "
+            f"{found[0]}, job {found[1]}, {found[2]} at version {found[3]}, adapter at {found[4]}"),
             allow_retries=False)
 
 

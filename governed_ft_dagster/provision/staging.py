@@ -109,6 +109,16 @@ def model_uri(code_prefix: str, model_id: str, revision: str) -> str:
     return f"{code_prefix.rstrip('/')}/{KIND_MODEL}/{model_id}/{revision}/"
 
 
+def model_complete_uri(uri: str) -> str:
+    """The marker written after a model folder's last file, beside the prefix so the channel never copies it."""
+    return f"{uri.rstrip('/')}.complete"
+
+
+def source_uri(code_prefix: str, tarball: bytes) -> str:
+    """The staged URI of one sourcedir.tar.gz, addressed by its bytes."""
+    return code_uri(code_prefix, KIND_SOURCE, hashlib.sha256(tarball).hexdigest(), SAGEMAKER_SOURCE_NAME)
+
+
 def build_emr_env(cache_dir: Path, log: Callable[[str], None] = lambda line: None) -> Path:
     """The packed EMR environment for the current recipe, built once per recipe with pip and venv-pack."""
     target = cache_dir / "emr-env" / env_recipe_key()[:16] / f"{ENV_ALIAS}.tar.gz"
@@ -224,7 +234,7 @@ class CodePrefix:
 
     def _upload_folder(self, artifact: Artifact, dry_run: bool) -> str:
         bucket, prefix = split_s3_uri(artifact.uri)
-        complete = f"{prefix}.complete"
+        complete = split_s3_uri(model_complete_uri(artifact.uri))[1]
         if self.exists(f"s3://{bucket}/{complete}"):
             return "present"
         if dry_run:
@@ -234,6 +244,15 @@ class CodePrefix:
             self.s3.upload_file(str(path), bucket, prefix + path.relative_to(root).as_posix())
         self.s3.put_object(Bucket=bucket, Key=complete, Body=artifact.sha256.encode())
         return "uploaded"
+
+
+def source_artifact(code_prefix: str, source_dir: Path, work_dir: Path) -> Artifact:
+    """The SageMaker sourcedir.tar.gz of a source folder, written under work_dir."""
+    from governed_ft_dagster.job_code import source_tarball
+
+    source = work_dir / SAGEMAKER_SOURCE_NAME
+    source.write_bytes(source_tarball(str(source_dir)))
+    return file_artifact(code_prefix, "SageMaker source_dir", KIND_SOURCE, source)
 
 
 def file_artifact(code_prefix: str, role: str, kind: str, path: Path, content_key: str = "") -> Artifact:
@@ -257,31 +276,39 @@ def model_artifact(code_prefix: str, folder: Path, model_id: str, revision: str)
                     str(folder), revision)
 
 
-def plan(code_prefix: str, work_dir: Path, *, tokenizer_dir: Path, jar_files: dict[str, Path],
-         cache_dir: Path, log: Callable[[str], None] = lambda line: None) -> list[Artifact]:
-    """Every artifact the two jobs run from, built locally (the environment once per recipe) under work_dir."""
+JOBS = ("emr", "sagemaker")
+
+
+def plan(code_prefix: str, work_dir: Path, *, tokenizer_dir: Optional[Path], jar_files: dict[str, Path],
+         cache_dir: Path, log: Callable[[str], None] = lambda line: None,
+         jobs: Iterable[str] = JOBS) -> list[Artifact]:
+    """Every artifact the jobs run from, built locally (the environment once per recipe) under work_dir."""
     from governed_ft_dagster.job_code import (
         PREPROCESS_SCRIPT,
         PY_FILES_SUFFIX,
         job_script,
         project_wheel,
-        source_tarball,
         training_source_dir,
     )
 
+    jobs = set(jobs)
+    artifacts: list[Artifact] = []
+    if "sagemaker" in jobs:
+        _, source_dir = training_source_dir(work_dir / "sagemaker-source")
+        artifacts.append(source_artifact(code_prefix, source_dir, work_dir))
+    if "emr" not in jobs:
+        return artifacts
+    if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
+        raise NotStaged(f"the Spark job needs the tokenizer files; {tokenizer_dir} is not a folder (--tokenizer-dir)")
     wheel = project_wheel(work_dir / "wheel", PY_FILES_SUFFIX)
     tokenizer = work_dir / f"{TOKENIZER_ALIAS}.tar.gz"
     tokenizer.write_bytes(tree_tarball(tokenizer_dir))
-    _, source_dir = training_source_dir(work_dir / "sagemaker-source")
-    source = work_dir / SAGEMAKER_SOURCE_NAME
-    source.write_bytes(source_tarball(str(source_dir)))
-    artifacts = [
+    artifacts[:0] = [
         file_artifact(code_prefix, "project wheel (--py-files, named .zip)", KIND_WHEEL, wheel),
         file_artifact(code_prefix, "EMR entry point", KIND_SCRIPT, job_script(PREPROCESS_SCRIPT)),
         file_artifact(code_prefix, "EMR Python environment (spark.archives)", KIND_ENV, build_emr_env(cache_dir, log),
                       content_key=env_recipe_key()),
         file_artifact(code_prefix, "tokenizer (spark.archives)", KIND_TOKENIZER, tokenizer),
-        file_artifact(code_prefix, "SageMaker source_dir", KIND_SOURCE, source),
     ]
     for name in versions.EMR_JARS:
         if name not in jar_files:
@@ -333,19 +360,23 @@ def job_parameters(artifacts: list[Artifact], spark_conf: dict[str, str], *, mod
                    entry_program: str) -> dict[str, Any]:
     """The staged parts of StartJobRun and CreateTrainingJob, exactly as the resources send them."""
     kinds = by_kind(artifacts)
-    emr = {
+    out: dict[str, Any] = {}
+    if KIND_SOURCE in kinds:
+        out["sagemaker_create_training_job"] = {
+            "HyperParameters": {"sagemaker_program": json.dumps(entry_program),
+                                "sagemaker_submit_directory": json.dumps(kinds[KIND_SOURCE][0].uri)},
+            "InputDataConfig": [model_channel(model.uri)] if model else [],
+        }
+    if KIND_SCRIPT not in kinds:
+        return out
+    out["emr_serverless_start_job_run"] = {
         "entryPoint": kinds[KIND_SCRIPT][0].uri,
         "entryPointArguments": ["...", "--tokenizer-dir", TOKENIZER_ALIAS, "..."],
         "sparkSubmitParameters": spark_submit_parameters(
             spark_conf, jars=[a.uri for a in kinds.get(KIND_JAR, [])], py_files=[kinds[KIND_WHEEL][0].uri],
             archives={ENV_ALIAS: kinds[KIND_ENV][0].uri, TOKENIZER_ALIAS: kinds[KIND_TOKENIZER][0].uri}),
     }
-    sagemaker: dict[str, Any] = {
-        "HyperParameters": {"sagemaker_program": json.dumps(entry_program),
-                            "sagemaker_submit_directory": json.dumps(kinds[KIND_SOURCE][0].uri)},
-        "InputDataConfig": [model_channel(model.uri)] if model else [],
-    }
-    return {"emr_serverless_start_job_run": emr, "sagemaker_create_training_job": sagemaker}
+    return out
 
 
 def model_channel(uri: str) -> dict[str, Any]:

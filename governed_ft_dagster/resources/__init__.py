@@ -78,6 +78,7 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             checkpoint_s3_uri=dg.EnvVar("GOVERNED_FT_CHECKPOINT_URI"),
             output_s3_uri=dg.EnvVar("GOVERNED_FT_TRAINING_OUTPUT_URI"),
             code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
+            base_model_revision=dg.EnvVar("GOVERNED_FT_MODEL_REVISION"),
         ),
         "base_model": BaseModelResource(tokenizer_dir=dg.EnvVar("GOVERNED_FT_TOKENIZER_DIR")),
         "registry": DatabricksRegistryResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region,

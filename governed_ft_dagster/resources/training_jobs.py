@@ -1,16 +1,12 @@
 """The training-job resource: one interface, a local-process and a SageMaker implementation of script mode."""
 
 import abc
-import gzip
-import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +17,7 @@ from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
 from governed_ft_dagster.job_code import source_tarball
+from governed_ft_dagster.training.base_model import BASE_MODEL_ID
 
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
@@ -251,7 +248,11 @@ def local_sagemaker_environment(spec: TrainingJobSpec, dirs: dict[str, Path], *,
 
 
 class SageMakerTrainingResource(TrainingJobResource):
-    """Runs the script as a SageMaker script-mode training job through Pipes, with no channel on governed data."""
+    """Runs the staged script as a SageMaker script-mode training job through Pipes, with no channel on governed data.
+
+    Nothing is uploaded at job start: the source folder and the base model must be staged (`governed-ft aws stage`,
+    `governed-ft aws stage-model`), and the request names only their staged URIs.
+    """
 
     region: str = Field(description="AWS region of the training job.")
     role_arn: str = Field(description="Execution role of the training job.")
@@ -265,7 +266,12 @@ class SageMakerTrainingResource(TrainingJobResource):
                                       description="MaxWaitTimeInSeconds with spot; twice max_runtime_s by default.")
     checkpoint_s3_uri: str = Field(description="Checkpoint prefix; one folder per job name, synced both ways.")
     output_s3_uri: str = Field(description="OutputDataConfig.S3OutputPath (the ml/ prefix for artifacts).")
-    code_s3_prefix: str = Field(description="Where source_dir tarballs go, keyed by content hash.")
+    code_s3_prefix: str = Field(description="The staged code prefix: source tarballs and base models are looked up "
+                                            "here by content and revision.")
+    base_model_id: str = Field(default=BASE_MODEL_ID, description="Hub id of the staged base model the jobs train.")
+    base_model_revision: Optional[str] = Field(
+        default=None, description="Pinned revision staged by `governed-ft aws stage-model`; needed by a job that "
+                                  "names base_model.")
     subnets: list[str] = Field(default_factory=list, description="VPC subnets; with security_group_ids.")
     security_group_ids: list[str] = Field(default_factory=list, description="VPC security groups; with subnets.")
     endpoint_url: Optional[str] = Field(default=None, description="AWS endpoint for every client (tests only).")
@@ -289,10 +295,17 @@ class SageMakerTrainingResource(TrainingJobResource):
             log_group_link,
         )
 
+        from governed_ft_dagster.provision.staging import NotStaged
+
         sagemaker, s3, logs = self.boto_client("sagemaker"), self.boto_client("s3"), self.boto_client("logs")
-        code_uri = self.upload_code(s3, spec)
+        try:
+            code_uri = self.staged_source(s3, spec)
+            model_uri = self.staged_model(s3, spec)
+        except NotStaged as exc:
+            raise dg.Failure(description=f"SageMaker training job {spec.job_name} cannot start: {exc}",
+                             allow_retries=False) from None
         job_name = self.free_job_name(sagemaker, spec.job_name)
-        params = self.create_training_job_params(spec, job_name, code_uri)
+        params = self.create_training_job_params(spec, job_name, code_uri, model_uri)
         forward = (lambda host, line: context.log.info(f"[{job_name} {host}] {line}")) if self.stream_logs else None
         client = PipesSageMakerClient(
             client=sagemaker,
@@ -321,6 +334,7 @@ class SageMakerTrainingResource(TrainingJobResource):
             "model_artifacts": artifacts,
             "checkpoint_s3_uri": params["CheckpointConfig"]["S3Uri"],
             "code_s3_uri": code_uri,
+            **({"base_model_s3_uri": model_uri} if model_uri else {}),
             "log_link": log_group_link(self.region, job_name),
             "console_link": job_console_link(self.region, job_name),
         }
@@ -331,19 +345,29 @@ class SageMakerTrainingResource(TrainingJobResource):
                                  model_artifacts=artifacts, properties=properties,
                                  materialize_result=_reported_materialization(invocation))
 
-    def upload_code(self, s3: Any, spec: TrainingJobSpec) -> str:
-        """Upload the source_dir tarball under its content hash unless it is there already; its s3:// URI."""
-        from botocore.exceptions import ClientError
+    def staged_source(self, s3: Any, spec: TrainingJobSpec) -> str:
+        """The staged URI of exactly this source folder's sourcedir.tar.gz; NotStaged when it is not there."""
+        from governed_ft_dagster.provision.staging import CodePrefix, source_uri
 
-        from governed_ft_dagster.pipes_sagemaker import split_s3_uri
+        uri = source_uri(self.code_s3_prefix, source_tarball(spec.source_dir))
+        return CodePrefix(s3, self.code_s3_prefix).require(uri, f"the SageMaker source_dir of {spec.entry_point()}")
 
-        data = source_tarball(spec.source_dir)
-        uri = f"{self.code_s3_prefix.rstrip('/')}/{hashlib.sha256(data).hexdigest()[:20]}/sourcedir.tar.gz"
-        bucket, key = split_s3_uri(uri)
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-        except ClientError:
-            s3.put_object(Bucket=bucket, Key=key, Body=data)
+    def staged_model(self, s3: Any, spec: TrainingJobSpec) -> Optional[str]:
+        """The staged base model prefix when the job names base_model (it must be this resource's); else None."""
+        from governed_ft_dagster.provision.staging import CodePrefix, NotStaged, model_complete_uri, model_uri
+
+        wanted = spec.hyperparameters.get("base_model")
+        if wanted is None:
+            return None
+        if wanted != self.base_model_id:
+            raise NotStaged(f"the job asks for base model {wanted!r}; SageMaker jobs train the staged "
+                            f"{self.base_model_id!r} only (set base_model_id, then `governed-ft aws stage-model`)")
+        if not self.base_model_revision:
+            raise NotStaged(f"no staged revision of {self.base_model_id} is configured (base_model_revision, "
+                            f"GOVERNED_FT_MODEL_REVISION); run `governed-ft aws stage-model` and set it")
+        uri = model_uri(self.code_s3_prefix, self.base_model_id, self.base_model_revision)
+        CodePrefix(s3, self.code_s3_prefix).require(
+            model_complete_uri(uri), f"the base model {self.base_model_id}@{self.base_model_revision} (all of it)")
         return uri
 
     def free_job_name(self, sagemaker: Any, base: str) -> str:
@@ -362,14 +386,25 @@ class SageMakerTrainingResource(TrainingJobResource):
                 raise
         raise RuntimeError(f"no free SageMaker job name left for {base}")
 
-    def create_training_job_params(self, spec: TrainingJobSpec, job_name: str, code_uri: str) -> dict[str, Any]:
-        """The CreateTrainingJob request, before the Pipes client adds its bootstrap environment and run tags."""
+    def create_training_job_params(self, spec: TrainingJobSpec, job_name: str, code_uri: str,
+                                   model_uri: Optional[str] = None) -> dict[str, Any]:
+        """The CreateTrainingJob request, before the Pipes client adds its bootstrap environment and run tags.
+
+        With a staged base model, base_model leaves the hyperparameters (the job reads the `model` channel) and
+        base_model_revision names the staged revision.
+        """
+        from governed_ft_dagster.provision.staging import model_channel
+
         if bool(self.subnets) != bool(self.security_group_ids):
             raise ValueError("set both subnets and security_group_ids for a VPC job, or neither")
         max_wait = self.max_wait_s if self.max_wait_s is not None else 2 * self.max_runtime_s
         if self.use_spot and max_wait < self.max_runtime_s:
             raise ValueError(f"max_wait_s ({max_wait}) must be at least max_runtime_s ({self.max_runtime_s}) with spot")
-        hyperparameters = {key: json.dumps(value) for key, value in spec.hyperparameters.items()}
+        user = dict(spec.hyperparameters)
+        if model_uri:
+            user.pop("base_model", None)
+            user["base_model_revision"] = str(self.base_model_revision)
+        hyperparameters = {key: json.dumps(value) for key, value in user.items()}
         hyperparameters.update({
             "sagemaker_program": json.dumps(spec.entry_point()),
             "sagemaker_submit_directory": json.dumps(code_uri),
@@ -395,6 +430,8 @@ class SageMakerTrainingResource(TrainingJobResource):
                                  "LocalPath": SAGEMAKER_CHECKPOINT_DIR},
             "Tags": [{"Key": key, "Value": value} for key, value in self.tags.items()],
         }
+        if model_uri:
+            params["InputDataConfig"] = [model_channel(model_uri)]
         if self.subnets:
             params["VpcConfig"] = {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
         return params

@@ -11,6 +11,8 @@ CONTEXT_LENGTH = 1024
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
 TINY_MARKER = "governed_ft_tiny_base.json"
+# Written by `governed-ft aws stage-model` into the staged folder: which hub model and revision the files are.
+STAGED_MARKER = "governed_ft_staged_model.json"
 # The tiny base starts from random weights: at the production learning rate its LoRA barely moves in one epoch
 # (8.3538 -> 8.3237 on the demo). These values make the local demo's adapter learn; production keeps its defaults.
 TINY_FINETUNE_DEFAULTS = {"learning_rate": 1e-2, "epochs": 2.0, "gradient_checkpointing": False}
@@ -82,6 +84,12 @@ def build_tiny_base(texts: Iterable[str], out_dir: Path, vocab_size: int = 4096,
     (out_dir / TINY_MARKER).write_text(json.dumps({"family": "ministral3", "production_base": BASE_MODEL_ID,
                                                    "seed": seed, "vocab_size": len(tokenizer)}))
     return out_dir
+
+
+def staged_identity(model_dir: str | Path) -> dict[str, str]:
+    """The hub id and revision a staged model folder holds ({} for any other folder or a hub id)."""
+    marker = Path(model_dir) / STAGED_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def load_tokenizer(model_ref: str | Path):

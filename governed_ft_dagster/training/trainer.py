@@ -22,6 +22,7 @@ from governed_ft_dagster.training.base_model import (
     TINY_MARKER,
     load_base_model,
     load_tokenizer,
+    staged_identity,
 )
 from governed_ft_dagster.training.packing import (
     NUM_TOKENS_KEY,
@@ -150,6 +151,7 @@ def resolve_base_model(ref: str, revision: str | None) -> tuple[str, str, dict[s
     if path.is_dir():
         marker = path / TINY_MARKER
         info = json.loads(marker.read_text()) if marker.exists() else {}
+        revision = revision or staged_identity(path).get("revision")
         if revision:
             return str(path), revision, info
         digest = hashlib.sha256()
@@ -361,7 +363,8 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
         final_eval = trainer.evaluate() if completed and val_rows else {}
     summary: dict[str, Any] = {
         "status": "completed" if completed else "interrupted",
-        "base_model": {"id": tiny.get("production_base", config.base_model) if tiny else config.base_model,
+        "base_model": {"id": tiny.get("production_base", config.base_model) if tiny else
+                       staged_identity(model_path).get("id", config.base_model),
                        "ref": config.base_model, "revision": revision,
                        "tiny_stand_in": bool(tiny), "tiny_marker": tiny or None},
         "source": {"table": config.source_table, "delta_version": config.source_version,
