@@ -362,9 +362,12 @@ def job_parameters(artifacts: list[Artifact], spark_conf: dict[str, str], *, mod
     kinds = by_kind(artifacts)
     out: dict[str, Any] = {}
     if KIND_SOURCE in kinds:
+        hyperparameters = {"sagemaker_program": json.dumps(entry_program),
+                           "sagemaker_submit_directory": json.dumps(kinds[KIND_SOURCE][0].uri)}
+        if model:
+            hyperparameters["base_model_revision"] = json.dumps(model.content_key)
         out["sagemaker_create_training_job"] = {
-            "HyperParameters": {"sagemaker_program": json.dumps(entry_program),
-                                "sagemaker_submit_directory": json.dumps(kinds[KIND_SOURCE][0].uri)},
+            "HyperParameters": hyperparameters,
             "InputDataConfig": [model_channel(model.uri)] if model else [],
         }
     if KIND_SCRIPT not in kinds:
