@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from dagster_pipes import decode_param, encode_param
 
-from aws_fixtures import BUCKET, CATALOG, secret_value, start_world
+from aws_fixtures import BUCKET, secret_value, start_world
 from conftest import free_port
 from governed_ft_dagster.assets.training import finetuned_lora_model
 from governed_ft_dagster.catalog.base import Principal
