@@ -85,9 +85,7 @@ class Summary:
         failures = result.get_step_failure_events()
         if failures:
             click.echo(" failed")
-            message = failures[0].event_specific_data.error.message.strip()
-            if message.startswith("dagster.") and ": " in message:
-                message = message.split(": ", 1)[1]
+            message = _cause(failures[0].event_specific_data.error)
             click.echo(f"error: {failures[0].step_key}: {message}", err=True)
             click.echo(f"full log: {self.log_path}", err=True)
             sys.exit(1)
@@ -96,6 +94,16 @@ class Summary:
         click.echo(f" {line}{'; ' if line and checks else ''}{checks} ({seconds:.1f} s)")
         for evaluation in failed_checks:
             click.echo(f"  check {evaluation.check_name} failed: {evaluation.description}", err=True)
+
+
+def _cause(error) -> str:
+    """The innermost error's message: Dagster wraps an exception raised in an asset in its own."""
+    while error.cause is not None and error.message.startswith("dagster._core.errors.DagsterExecutionStepExecutionError"):
+        error = error.cause
+    message = error.message.strip()
+    if message.startswith("dagster.") and ": " in message:
+        message = message.split(": ", 1)[1]
+    return message
 
 
 @contextlib.contextmanager
