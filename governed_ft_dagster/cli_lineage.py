@@ -202,6 +202,16 @@ def _clean_errors(func):
     return wrapper
 
 
+def describe_entry(entry: Mapping[str, Any], short: bool = False) -> str:
+    """One link of an upstream chain: a job run, a table at the Delta version read, or the model version."""
+    if entry["type"] == "job_run":
+        return f"{entry.get('kind', 'job run')} {entry.get('run_id', entry['name'])}"
+    if entry["type"] == "table":
+        return (f"{entry['full_name']}@{entry['version_read']}" if short
+                else f"table {entry['full_name']} at Delta version {entry['version_read']}")
+    return f"{entry['full_name']} v{entry['version']}" if short else f"model {entry['full_name']} version {entry['version']}"
+
+
 @click.command("lineage")
 @click.argument("model_full_name")
 @click.option("--version", "version", default=None, help="Model version (default: the latest one with lineage).")
@@ -218,10 +228,4 @@ def lineage(model_full_name: str, version: str | None, as_json: bool) -> None:
         click.echo(json.dumps(chain, indent=2, sort_keys=True))
         return
     for entry in chain["chain"]:
-        indent = "  " * entry["depth"]
-        if entry["type"] == "job_run":
-            click.echo(f"{indent}{entry.get('kind', 'job run')} {entry.get('run_id', entry['name'])}")
-        elif entry["type"] == "table":
-            click.echo(f"{indent}table {entry['full_name']} at Delta version {entry['version_read']}")
-        else:
-            click.echo(f"{indent}model {entry['full_name']} version {entry['version']}")
+        click.echo("  " * entry["depth"] + describe_entry(entry))

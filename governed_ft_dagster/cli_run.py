@@ -204,7 +204,7 @@ def _number(value: Any) -> str:
 
 
 def _lineage_line(settings: Settings, name: str, version: str) -> str:
-    from governed_ft_dagster.cli_lineage import read_lineage
+    from governed_ft_dagster.cli_lineage import describe_entry, read_lineage
     from governed_ft_dagster.lineage import upstream_chain
 
     command = f"governed-ft lineage {name} --version {version}"
@@ -213,12 +213,4 @@ def _lineage_line(settings: Settings, name: str, version: str) -> str:
         chain = upstream_chain(graph, name, version)["chain"]
     except Exception as exc:  # the summary line must not hide the registration that succeeded
         return f"lineage: not readable ({exc}); try `{command}`"
-    parts = []
-    for entry in chain:
-        if entry["type"] == "job_run":
-            parts.append(f"{entry.get('kind', 'job run')} {entry.get('run_id', entry['name'])}")
-        elif entry["type"] == "table":
-            parts.append(f"{entry['full_name']}@{entry['version_read']}")
-        else:
-            parts.append(f"{entry['full_name']} v{entry['version']}")
-    return f"lineage: {' <- '.join(parts)} (`{command}`)"
+    return f"lineage: {' <- '.join(describe_entry(e, short=True) for e in chain)} (`{command}`)"
