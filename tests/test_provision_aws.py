@@ -17,6 +17,7 @@ from governed_ft_dagster.cli_provision import aws
 from governed_ft_dagster.provision import ProvisionError, policies
 from governed_ft_dagster.provision.aws import AwsProvisioner, Resource
 from governed_ft_dagster.provision.policies import MANAGED_TAG, STACK_TAG, StackConfig
+from governed_ft_dagster.stack.versions import EMR_RELEASE_LABEL
 
 REGION = "us-east-1"
 STACK = "gft"
@@ -142,7 +143,7 @@ def test_offline_plan_prints_every_resource_and_policy_without_calling_aws(tmp_p
     for document in policies.all_documents(cfg).values():
         assert json.dumps(document, sort_keys=True)[1:-1] in json.dumps(json.loads(printed), sort_keys=True)
     application = next(r for r in report["resources"] if r["kind"] == "emr-serverless-application")
-    assert application["spec"]["releaseLabel"] == "emr-7.2.0"
+    assert application["spec"]["releaseLabel"] == EMR_RELEASE_LABEL
     assert application["spec"]["autoStopConfiguration"]["enabled"] is True
     human = run(dead, "plan", env=env)
     assert human.exit_code == 0 and "offline" in human.stdout and '"sts:ExternalId"' in human.stdout
@@ -190,7 +191,7 @@ def test_applied_state_matches_the_generated_policies(account: str) -> None:
     emr = client(account, "emr-serverless")
     [app] = emr.list_applications()["applications"]
     detail = emr.get_application(applicationId=app["id"])["application"]
-    assert detail["releaseLabel"] == "emr-7.2.0" and detail["autoStartConfiguration"] == {"enabled": True}
+    assert detail["releaseLabel"] == EMR_RELEASE_LABEL and detail["autoStartConfiguration"] == {"enabled": True}
     assert detail["maximumCapacity"] == {"cpu": "16 vCPU", "memory": "64 GB", "disk": "200 GB"}
 
 

@@ -121,6 +121,7 @@ def test_a_jar_mirror_folder_installs_a_group_without_maven(tmp_path):
 def test_run_without_a_catalog_fails_in_one_line_before_any_job(stack_env, tmp_path):
     result = cli(["run", "--partition", "2024|10-K"], {**stack_env, "DAGSTER_HOME": str(tmp_path / "dagster")})
     assert result.returncode == 1
-    line = result.stderr.strip().splitlines()[-1]
+    *_, line, log_line = result.stderr.strip().splitlines()
     assert line.startswith("error: raw_risk_factors: ") and "run `governed-ft bootstrap`" in line
+    assert log_line.startswith("full log: ") and Path(log_line.removeprefix("full log: ")).is_file()
     assert not (Path(stack_env["GOVERNED_FT_HOME"]) / "warehouse" / "raw").exists()
