@@ -43,17 +43,17 @@ def main() -> int:
 
     from aws_fixtures import start_registry_world
     from conftest import SHARED_SAMPLES, free_port
-    from governed_ft_dagster.assets.curated import curated_training_table
-    from governed_ft_dagster.assets.model import uc_model_version
-    from governed_ft_dagster.assets.raw import raw_risk_factors
-    from governed_ft_dagster.assets.training import finetuned_lora_model
-    from governed_ft_dagster.checks import all_checks
+    from governed_ft_dagster.defs.assets.curated import curated_training_table
+    from governed_ft_dagster.defs.assets.model import uc_model_version
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.assets.training import finetuned_lora_model
+    from governed_ft_dagster.defs.checks import all_checks
     from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
-    from governed_ft_dagster.resources.base_model import BaseModelResource
-    from governed_ft_dagster.resources.edgar import EdgarResource
-    from governed_ft_dagster.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
-    from governed_ft_dagster.resources.spark_jobs import LocalSparkResource
-    from governed_ft_dagster.resources.training_jobs import LocalTrainingResource
+    from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+    from governed_ft_dagster.defs.resources.edgar import EdgarResource
+    from governed_ft_dagster.defs.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
+    from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource
+    from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResource
     from governed_ft_dagster.settings import load_settings
     from governed_ft_dagster.stack import jars
     from governed_ft_dagster.training.base_model import build_tiny_base

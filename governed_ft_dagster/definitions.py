@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from governed_ft_dagster.assets.curated import curated_training_table
-from governed_ft_dagster.assets.model import uc_model_version
-from governed_ft_dagster.assets.raw import raw_risk_factors
-from governed_ft_dagster.assets.training import finetuned_lora_model
-from governed_ft_dagster.checks import all_checks
-from governed_ft_dagster.resources import build_resources
-from governed_ft_dagster.schedules import edgar_refresh_schedule, retraining_schedules
-from governed_ft_dagster.sensors import (
+from governed_ft_dagster.defs.assets.curated import curated_training_table
+from governed_ft_dagster.defs.assets.model import uc_model_version
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.training import finetuned_lora_model
+from governed_ft_dagster.defs.checks import all_checks
+from governed_ft_dagster.defs.resources import build_resources
+from governed_ft_dagster.defs.schedules import edgar_refresh_schedule, retraining_schedules
+from governed_ft_dagster.defs.sensors import (
     curation_job,
     new_filings_sensor,
     raw_refresh_job,

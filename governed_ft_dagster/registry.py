@@ -30,7 +30,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionError, CatalogUnavailableError
-from governed_ft_dagster.lineage import redact
+from governed_ft_dagster.lineage.derive import redact
 
 TAG_ARTIFACT_SHA256 = "governed_ft.artifact_sha256"
 TAG_HYPERPARAMETERS_SHA256 = "governed_ft.hyperparameters_sha256"

@@ -17,7 +17,7 @@ from fake_databricks import FakeDatabricks
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import GRANTS, LINEAGE_WRITERS, external_access_grants
 from governed_ft_dagster.provision.catalog import DATABRICKS_LOCATION_GRANTS, LINEAGE_PRIVILEGE
-from governed_ft_dagster.resources.catalog import DatabricksCatalogResource
+from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource
 
 BUCKET = "governed-lake"
 REGION = "us-east-1"
@@ -484,8 +484,8 @@ def _cli(group, args: list[str], env: dict[str, str | None]) -> str:
 
 def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
     """Set up with IAM off, as the stack's operator would with admin credentials; then IAM on (see `enforcing`)."""
-    from governed_ft_dagster.cli_provision import aws as aws_group
-    from governed_ft_dagster.cli_provision import catalog_group
+    from governed_ft_dagster.cli.provision import aws as aws_group
+    from governed_ft_dagster.cli.provision import catalog_group
     from governed_ft_dagster.provision.policies import UC_MASTER_ROLE_ARN
 
     requests.post(f"{moto_url}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()

@@ -107,7 +107,7 @@ def running_stack(local_stack, uc_server_jars):
 def edgar(tmp_path):
     """The shared real filings as a local EDGAR-shaped source."""
     from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
-    from governed_ft_dagster.resources.edgar import EdgarResource
+    from governed_ft_dagster.defs.resources.edgar import EdgarResource
 
     root = tmp_path / "edgar"
     mirror_shared_samples(SHARED_SAMPLES, root)

@@ -26,7 +26,7 @@ from governed_ft_dagster.governance import (
     allowed,
     pipeline_actions,
 )
-from governed_ft_dagster.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
 from test_model_asset import world  # noqa: F401  (fixture: fake workspace with MLflow UC and lineage routes)
 
 COLUMNS = [ColumnInfo("accession_number", "STRING", "string", 0, False)]
@@ -197,7 +197,7 @@ def oss_probe(catalog: CatalogResource) -> Probe:
 
 
 def test_exactly_the_designs_grants_succeed_on_the_local_catalog(running_stack, capsys):
-    from governed_ft_dagster.resources.catalog import LocalCatalogResource
+    from governed_ft_dagster.defs.resources.catalog import LocalCatalogResource
     from governed_ft_dagster.stack.bootstrap import bootstrap
 
     bootstrap(running_stack)

@@ -9,7 +9,7 @@ from aws_fixtures import BUCKET, CATALOG, application_id, start_world
 from conftest import free_port
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.refresh import RetrainPolicy, retrain_due
-from governed_ft_dagster.sensors import raw_table_version_sensor, retraining_sensor
+from governed_ft_dagster.defs.sensors import raw_table_version_sensor, retraining_sensor
 from governed_ft_dagster.settings import SettingsError, load_settings
 
 RAW_LOCATION = f"s3://{BUCKET}/raw/tables/risk_factors"

@@ -11,7 +11,7 @@ import pytest
 
 from governed_ft_dagster.catalog.base import CatalogPermissionError, ColumnInfo, Principal
 from governed_ft_dagster.governance import RAW_TABLE
-from governed_ft_dagster.resources.catalog import LocalCatalogResource
+from governed_ft_dagster.defs.resources.catalog import LocalCatalogResource
 from governed_ft_dagster.stack.bootstrap import apply_governance, bootstrap, BootstrapReport
 from governed_ft_dagster.stack.inventory import catalog_inventory
 from governed_ft_dagster.catalog.oss import OssCatalogClient
@@ -75,8 +75,8 @@ class StopCatalogWhenExtracted(logging.Handler):
 def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_duplicates_nothing(running_stack):
     from deltalake import DeltaTable
 
-    from governed_ft_dagster.assets.raw import raw_risk_factors
-    from governed_ft_dagster.resources import local_resources
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.resources import local_resources
 
     bootstrap(running_stack)
     stopper = StopCatalogWhenExtracted(running_stack)

@@ -15,13 +15,13 @@ from test_model_asset import (  # noqa: F401  (fixtures: adapter, world)
     registered,
     world,
 )
-from governed_ft_dagster.assets.model import GATE
-from governed_ft_dagster.assets.training import FinetuneConfig
+from governed_ft_dagster.defs.assets.model import GATE
+from governed_ft_dagster.defs.assets.training import FinetuneConfig
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.checks import curated_contracts
+from governed_ft_dagster.defs.checks import curated_contracts
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
-from governed_ft_dagster.resources import build_resources
-from governed_ft_dagster.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources import build_resources
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
 from governed_ft_dagster.settings import load_settings
 from governed_ft_dagster.training.base_model import TINY_FINETUNE_DEFAULTS
 

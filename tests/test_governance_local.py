@@ -25,12 +25,12 @@ def failure_of(result: dg.ExecuteInProcessResult) -> str:
 
 def test_revoked_select_refuses_preprocessing_and_training_until_granted_again(running_stack, spark_home, edgar,
                                                                             tiny_base):
-    from governed_ft_dagster.assets.curated import curated_training_table
-    from governed_ft_dagster.assets.raw import raw_risk_factors
-    from governed_ft_dagster.assets.training import finetuned_lora_model
+    from governed_ft_dagster.defs.assets.curated import curated_training_table
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.assets.training import finetuned_lora_model
     from governed_ft_dagster.catalog.oss import OssCatalogClient
-    from governed_ft_dagster.resources import local_resources
-    from governed_ft_dagster.resources.base_model import BaseModelResource
+    from governed_ft_dagster.defs.resources import local_resources
+    from governed_ft_dagster.defs.resources.base_model import BaseModelResource
     from governed_ft_dagster.stack.bootstrap import bootstrap
 
     if not (running_stack.home / "jars" / "spark").exists():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from governed_ft_dagster.lineage import (
+from governed_ft_dagster.lineage.derive import (
     AssetNode,
     CatalogObject,
     JobRun,

@@ -15,8 +15,8 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
 from openlineage.client.serde import Serde
 
-from governed_ft_dagster.lineage import AssetNode, CatalogObject, JobRun, LineageGraph, derive_lineage, metadata_name
-from governed_ft_dagster.lineage_sinks import (
+from governed_ft_dagster.lineage.derive import AssetNode, CatalogObject, JobRun, LineageGraph, derive_lineage, metadata_name
+from governed_ft_dagster.lineage.sinks import (
     JOB_NAMESPACE,
     DatabricksLineageSink,
     LineageSinkError,

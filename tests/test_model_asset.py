@@ -16,22 +16,22 @@ from click.testing import CliRunner
 from aws_fixtures import BUCKET, CATALOG, REGION, application_id, start_registry_world
 from conftest import free_port, tiny_lora_adapter
 from fake_mlflow_uc import PREFIX
-from governed_ft_dagster.assets.model import uc_model_version
-from governed_ft_dagster.checks import adapter_beats_base_model
+from governed_ft_dagster.defs.assets.model import uc_model_version
+from governed_ft_dagster.defs.checks import adapter_beats_base_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
-from governed_ft_dagster.cli_lineage import graph_from_databricks
+from governed_ft_dagster.cli.lineage import graph_from_databricks
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
-from governed_ft_dagster.lineage import derive_lineage, metadata_name, upstream_chain
-from governed_ft_dagster.lineage_facts import lineage_nodes_from_graph
-from governed_ft_dagster.lineage_sinks import OpenLineageFileSink
+from governed_ft_dagster.lineage.derive import derive_lineage, metadata_name, upstream_chain
+from governed_ft_dagster.lineage.facts import lineage_nodes_from_graph
+from governed_ft_dagster.lineage.sinks import OpenLineageFileSink
 from governed_ft_dagster.registry import (
     TAG_ARTIFACT_SHA256,
     TAG_HYPERPARAMETERS_SHA256,
     artifact_sha256,
     hyperparameters_sha256,
 )
-from governed_ft_dagster.resources.registry import (
+from governed_ft_dagster.defs.resources.registry import (
     DatabricksLineageResource,
     DatabricksRegistryResource,
     openlineage_path,

@@ -11,19 +11,19 @@ import pytest
 
 import aws_fixtures
 from aws_fixtures import CATALOG, DATA_BUCKET, STACK, enforced_registry_world
-from governed_ft_dagster.assets.curated import curated_training_table
-from governed_ft_dagster.assets.model import uc_model_version
-from governed_ft_dagster.assets.raw import raw_risk_factors
-from governed_ft_dagster.assets.training import finetuned_lora_model
+from governed_ft_dagster.defs.assets.curated import curated_training_table
+from governed_ft_dagster.defs.assets.model import uc_model_version
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.training import finetuned_lora_model
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.checks import all_checks
-from governed_ft_dagster.cli_lineage import graph_from_databricks
+from governed_ft_dagster.defs.checks import all_checks
+from governed_ft_dagster.cli.lineage import graph_from_databricks
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
-from governed_ft_dagster.lineage import upstream_chain
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
-from governed_ft_dagster.resources.spark_jobs import LocalSparkResource
-from governed_ft_dagster.resources.training_jobs import LocalTrainingResource
+from governed_ft_dagster.lineage.derive import upstream_chain
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
+from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource
+from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResource
 from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_training_asset import TINY_RUN
 

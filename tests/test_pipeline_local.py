@@ -141,17 +141,17 @@ def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(r
                                                                               tiny_base):
     import dagster as dg
 
-    from governed_ft_dagster.assets.curated import curated_training_table
-    from governed_ft_dagster.assets.model import uc_model_version
-    from governed_ft_dagster.assets.raw import raw_risk_factors
-    from governed_ft_dagster.assets.training import finetuned_lora_model
-    from governed_ft_dagster.checks import all_checks
-    from governed_ft_dagster.cli_lineage import read_lineage
-    from governed_ft_dagster.lineage import upstream_chain
-    from governed_ft_dagster.lineage_facts import openlineage_path
-    from governed_ft_dagster.lineage_sinks import read_events
-    from governed_ft_dagster.resources import local_resources
-    from governed_ft_dagster.resources.base_model import BaseModelResource
+    from governed_ft_dagster.defs.assets.curated import curated_training_table
+    from governed_ft_dagster.defs.assets.model import uc_model_version
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.assets.training import finetuned_lora_model
+    from governed_ft_dagster.defs.checks import all_checks
+    from governed_ft_dagster.cli.lineage import read_lineage
+    from governed_ft_dagster.lineage.derive import upstream_chain
+    from governed_ft_dagster.lineage.facts import openlineage_path
+    from governed_ft_dagster.lineage.sinks import read_events
+    from governed_ft_dagster.defs.resources import local_resources
+    from governed_ft_dagster.defs.resources.base_model import BaseModelResource
     from governed_ft_dagster.stack.bootstrap import bootstrap
     from governed_ft_dagster.training.base_model import load_tokenizer
 

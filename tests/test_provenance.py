@@ -15,9 +15,9 @@ from test_model_asset import (  # noqa: F401  (fixtures: adapter, world)
     registered,
     world,
 )
-from governed_ft_dagster.cli_lineage import graph_from_databricks
-from governed_ft_dagster.lineage import upstream_chain
-from governed_ft_dagster.provenance import DATA_VERSION_TAG
+from governed_ft_dagster.cli.lineage import graph_from_databricks
+from governed_ft_dagster.lineage.derive import upstream_chain
+from governed_ft_dagster.defs.provenance import DATA_VERSION_TAG
 
 REBUILT_RUN = "00fmq3rebuilt0001"
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from moto.server import ThreadedMotoServer
 
 from conftest import free_port
-from governed_ft_dagster.cli_provision import aws
+from governed_ft_dagster.cli.provision import aws
 from governed_ft_dagster.provision import ProvisionError, policies
 from governed_ft_dagster.provision.aws import AwsProvisioner, Resource
 from governed_ft_dagster.provision.policies import MANAGED_TAG, STACK_TAG, StackConfig

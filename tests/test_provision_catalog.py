@@ -16,7 +16,7 @@ from conftest import free_port
 from fake_databricks import FakeDatabricks
 from governed_ft_dagster.catalog.base import Principal, Privilege
 from governed_ft_dagster.catalog.databricks import DatabricksCatalogClient
-from governed_ft_dagster.cli_provision import catalog_group
+from governed_ft_dagster.cli.provision import catalog_group
 from governed_ft_dagster.provision.aws import AwsProvisioner
 from governed_ft_dagster.provision.policies import StackConfig
 

@@ -80,7 +80,7 @@ def test_adapter_gate():
 
 
 def test_a_failing_model_check_blocks_registration(tmp_path):
-    from governed_ft_dagster.checks import adapter_beats_base_model
+    from governed_ft_dagster.defs.checks import adapter_beats_base_model
 
     ran = []
 

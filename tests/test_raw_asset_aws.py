@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
 from conftest import SHARED_SAMPLES, free_port
-from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import Principal
 
 SHARED = SHARED_SAMPLES
@@ -81,7 +81,7 @@ def test_ingest_without_modify_on_raw_fails_before_any_write(world, edgar):
 
 
 def test_raw_checks_hold_on_the_shared_filings(world, edgar):
-    from governed_ft_dagster.checks import raw_accessions_unique, raw_located_share, raw_text_lengths
+    from governed_ft_dagster.defs.checks import raw_accessions_unique, raw_located_share, raw_text_lengths
 
     result = dg.materialize([raw_risk_factors, raw_accessions_unique, raw_located_share, raw_text_lengths],
                             partition_key="2024|10-K",

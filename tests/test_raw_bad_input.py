@@ -11,8 +11,8 @@ from deltalake import DeltaTable
 
 from aws_fixtures import BUCKET, start_world
 from conftest import SHARED_SAMPLES, free_port
-from governed_ft_dagster.assets.raw import raw_risk_factors
-from governed_ft_dagster.resources.edgar import EdgarResource
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.resources.edgar import EdgarResource
 
 COMPANIES = 1000
 FIRST_CIK = 9_970_001

@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 
 from conftest import SHARED_SAMPLES
-from governed_ft_dagster.schedules import edgar_refresh_schedule
+from governed_ft_dagster.defs.schedules import edgar_refresh_schedule
 from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
 from governed_ft_dagster.refresh import RefreshCursor
-from governed_ft_dagster.resources.edgar import EdgarResource
-from governed_ft_dagster.sensors import new_filings_sensor
+from governed_ft_dagster.defs.resources.edgar import EdgarResource
+from governed_ft_dagster.defs.sensors import new_filings_sensor
 
 
 def add_filing(root: Path, cik: str, accession: str, form: str, report_date: str, document: str) -> None:

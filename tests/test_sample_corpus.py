@@ -284,7 +284,7 @@ def test_corpus_served_over_http_reads_like_the_local_source(corpus, tmp_path):
 
 
 def test_the_generated_corpus_follows_the_configured_fiscal_years(tmp_path):
-    from governed_ft_dagster.resources.edgar import EdgarResource
+    from governed_ft_dagster.defs.resources.edgar import EdgarResource
 
     def filings_by_year(years: list[int]) -> dict[int, int]:
         edgar = EdgarResource(source="sample", cache_dir=str(tmp_path / "cache"), local_root=str(tmp_path / "sample"),

@@ -2,8 +2,8 @@
 
 import pytest
 
-from governed_ft_dagster.resources import build_resources
-from governed_ft_dagster.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
+from governed_ft_dagster.defs.resources import build_resources
+from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
 from governed_ft_dagster.settings import SettingsError, load_settings
 
 

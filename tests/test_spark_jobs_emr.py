@@ -19,7 +19,7 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from governed_ft_dagster.provision import staging
-from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, SparkJobResource, SparkJobSpec
+from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, SparkJobResource, SparkJobSpec
 from governed_ft_dagster.stack import versions
 
 REGION = "us-east-1"

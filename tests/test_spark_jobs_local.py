@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from governed_ft_dagster.resources.spark_jobs import LocalSparkResource, SparkJobResource, SparkJobSpec
+from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource, SparkJobResource, SparkJobSpec
 from governed_ft_dagster.stack import jars
 from governed_ft_dagster.stack.errors import StackError
 

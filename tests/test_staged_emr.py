@@ -18,14 +18,14 @@ from click.testing import CliRunner
 
 from aws_fixtures import BUCKET, CATALOG, secret_value, start_world
 from conftest import SHARED_SAMPLES, free_port
-from governed_ft_dagster.assets.curated import curated_training_table
-from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.curated import curated_training_table
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
 from governed_ft_dagster.job_code import PY_FILES_SUFFIX, project_wheel
 from governed_ft_dagster.provision import staging
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, spark_submit_path
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, spark_submit_path
 from governed_ft_dagster.stack import jars
 
 REGION = "us-east-1"

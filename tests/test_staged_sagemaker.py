@@ -21,14 +21,14 @@ from dagster_pipes import decode_param, encode_param
 
 from aws_fixtures import BUCKET, secret_value, start_world
 from conftest import free_port
-from governed_ft_dagster.assets.training import finetuned_lora_model
+from governed_ft_dagster.defs.assets.training import finetuned_lora_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
 from governed_ft_dagster.job_code import source_tarball, training_source_dir
-from governed_ft_dagster.pipes_sagemaker import LOG_GROUP
+from governed_ft_dagster.defs.resources.pipes_sagemaker import LOG_GROUP
 from governed_ft_dagster.provision import staging
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.training_jobs import SageMakerTrainingResource
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.training_jobs import SageMakerTrainingResource
 from governed_ft_dagster.storage import extract_tar
 from governed_ft_dagster.training.base_model import STAGED_MARKER
 from test_packing import tiny_base  # noqa: F401  (shared session fixture)

@@ -15,10 +15,10 @@ from deltalake import DeltaTable, write_deltalake
 
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
 from conftest import free_port
-from governed_ft_dagster.assets.training import finetuned_lora_model, hyperparameters_sha256
+from governed_ft_dagster.defs.assets.training import finetuned_lora_model, hyperparameters_sha256
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.training_jobs import LocalTrainingResource
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResource
 from test_packing import chat_records, tiny_base  # noqa: F401  (tiny_base is a shared session fixture)
 
 TABLE = f"{CATALOG}.curated.risk_factor_instructions"

@@ -8,7 +8,7 @@ from typing import Optional
 import dagster as dg
 import pytest
 
-from governed_ft_dagster.resources.training_jobs import (
+from governed_ft_dagster.defs.resources.training_jobs import (
     LocalTrainingResource,
     TrainingJobResource,
     TrainingJobSpec,

@@ -26,14 +26,14 @@ from dagster_pipes import decode_param
 from moto.server import ThreadedMotoServer
 
 from conftest import free_port
-from governed_ft_dagster.pipes_sagemaker import (
+from governed_ft_dagster.defs.resources.pipes_sagemaker import (
     LOG_GROUP,
     PIPES_CONTEXT_PATH,
     PipesSageMakerClient,
     PipesSageMakerContextInjector,
     PipesSageMakerMessageReader,
 )
-from governed_ft_dagster.resources.training_jobs import (
+from governed_ft_dagster.defs.resources.training_jobs import (
     SageMakerTrainingResource,
     TrainingJobResource,
     TrainingJobResult,

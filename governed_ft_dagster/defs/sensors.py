@@ -6,12 +6,12 @@ from typing import Optional
 import dagster as dg
 import pyarrow as pa
 
-from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
 from governed_ft_dagster.refresh import RefreshCursor, RetrainPolicy, retrain_due, scan
-from governed_ft_dagster.resources.catalog import CatalogResource
-from governed_ft_dagster.resources.edgar import EdgarResource
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.resources.edgar import EdgarResource
 from governed_ft_dagster.settings import load_settings
 from governed_ft_dagster.storage import storage_options
 

@@ -6,16 +6,16 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal, Privilege
 from governed_ft_dagster.edgar.extract import DEFAULT_MAX_BYTES
 from governed_ft_dagster.edgar.landing import LANDING_PREFIX
 from governed_ft_dagster.edgar.universe import load_universe
 from governed_ft_dagster.governance import RAW_TABLE
 from governed_ft_dagster.ingest import RawTarget, ingest
-from governed_ft_dagster.partitions import raw_partitions
-from governed_ft_dagster.resources.catalog import CatalogResource
-from governed_ft_dagster.resources.edgar import EdgarResource
+from governed_ft_dagster.defs.partitions import raw_partitions
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.resources.edgar import EdgarResource
 
 
 class RawRiskFactorsConfig(dg.Config):

@@ -4,12 +4,12 @@ import dagster as dg
 from pydantic import Field
 
 from governed_ft_dagster import quality
-from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
-from governed_ft_dagster.partitions import raw_partitions
-from governed_ft_dagster.provenance import data_version
-from governed_ft_dagster.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.partitions import raw_partitions
+from governed_ft_dagster.defs.provenance import data_version
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
 
 MIN_LOCATED_SHARE = 0.8
 TEXT_CHARS = (200, 2_000_000)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from governed_ft_dagster.lineage import AssetNode, CatalogObject, JobRun, LineageError
+from governed_ft_dagster.lineage.derive import AssetNode, CatalogObject, JobRun, LineageError
 
 CATALOG_TABLE = "catalog_table"
 DELTA_VERSION = "delta_version"

@@ -357,7 +357,7 @@ def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_r
 
     from governed_ft_dagster.job_code import SCRIPTS_PACKAGE, TRAIN_SCRIPT
     from governed_ft_dagster.provision import staging
-    from governed_ft_dagster.resources.spark_jobs import DELTA_CONF
+    from governed_ft_dagster.defs.resources.spark_jobs import DELTA_CONF
     from governed_ft_dagster.stack import versions
 
     code_prefix = _code_prefix(params)

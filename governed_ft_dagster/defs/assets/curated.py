@@ -9,15 +9,15 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from governed_ft_dagster.assets.failures import readable_failures
-from governed_ft_dagster.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.failures import readable_failures
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
 from governed_ft_dagster.governance import CURATED_TABLE, GRANTS, RAW_TABLE
 from governed_ft_dagster.job_code import PREPROCESS_SCRIPT, PY_FILES_SUFFIX, job_script, project_wheel
 from governed_ft_dagster.provision.staging import TOKENIZER_ALIAS
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.catalog import CatalogResource
-from governed_ft_dagster.resources.spark_jobs import SparkJobResource, SparkJobSpec
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.resources.spark_jobs import SparkJobResource, SparkJobSpec
 from governed_ft_dagster.storage import delta_version, storage_options
 
 JOB_SCRIPT = job_script(PREPROCESS_SCRIPT)
@@ -100,7 +100,7 @@ def _fingerprint(config: CuratedTrainingTableConfig, tokenizer_dir: str) -> str:
     """What, besides the raw table's version, decides the curated rows: run config, job code, tokenizer."""
     digest = hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode())
     digest.update(JOB_SCRIPT.read_bytes())
-    for path in sorted(Path(__file__).resolve().parents[1].joinpath("preprocess").glob("*.py")):
+    for path in sorted(Path(__file__).resolve().parents[2].joinpath("preprocess").glob("*.py")):
         digest.update(path.read_bytes())
     for path in sorted(Path(tokenizer_dir).glob("tokenizer*")) if Path(tokenizer_dir).is_dir() else []:
         digest.update(path.read_bytes())

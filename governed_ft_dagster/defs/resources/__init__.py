@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dagster as dg
 
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
-from governed_ft_dagster.resources.edgar import EdgarResource
-from governed_ft_dagster.resources.registry import (
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
+from governed_ft_dagster.defs.resources.edgar import EdgarResource
+from governed_ft_dagster.defs.resources.registry import (
     DatabricksLineageResource,
     DatabricksRegistryResource,
     LocalRegistryResource,
     OpenLineageFileLineageResource,
     openlineage_path,
 )
-from governed_ft_dagster.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
-from governed_ft_dagster.resources.training_jobs import LocalTrainingResource, SageMakerTrainingResource
+from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
+from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResource, SageMakerTrainingResource
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.provision.policies import StackConfig
 from governed_ft_dagster.settings import Settings

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 import dagster as dg
 from dagster_shared.check import CheckError
 
-from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
 from governed_ft_dagster.governance import MODEL_NAME
-from governed_ft_dagster.lineage import AssetNode, LineageError, derive_lineage
-from governed_ft_dagster.lineage_facts import MODEL_NAME as FACT_MODEL_NAME
-from governed_ft_dagster.lineage_facts import MODEL_VERSION as FACT_MODEL_VERSION
-from governed_ft_dagster.lineage_facts import lineage_nodes_from_graph
-from governed_ft_dagster.provenance import (
+from governed_ft_dagster.lineage.derive import AssetNode, LineageError, derive_lineage
+from governed_ft_dagster.lineage.facts import MODEL_NAME as FACT_MODEL_NAME
+from governed_ft_dagster.lineage.facts import MODEL_VERSION as FACT_MODEL_VERSION
+from governed_ft_dagster.lineage.facts import lineage_nodes_from_graph
+from governed_ft_dagster.defs.provenance import (
     Link,
     ProvenanceError,
     check_evaluation,
@@ -28,12 +28,12 @@ from governed_ft_dagster.provenance import (
     link,
     provenance_chain,
 )
-from governed_ft_dagster.resources.catalog import CatalogResource
-from governed_ft_dagster.resources.registry import LineageResource, RegistryResource
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.resources.registry import LineageResource, RegistryResource
 from governed_ft_dagster.storage import extract_tar, is_local, local_path
 
 if TYPE_CHECKING:
-    from governed_ft_dagster.lineage import LineageGraph
+    from governed_ft_dagster.lineage.derive import LineageGraph
     from governed_ft_dagster.registry import RegisteredVersion
 
 FINETUNED_LORA_MODEL = dg.AssetKey("finetuned_lora_model")
@@ -70,7 +70,7 @@ def _failure(description: str) -> dg.Failure:
 
 def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, registry: RegistryResource,
                  lineage: LineageResource) -> dg.MaterializeResult:
-    from governed_ft_dagster.lineage_sinks import LineageSinkError
+    from governed_ft_dagster.lineage.sinks import LineageSinkError
     from governed_ft_dagster.registry import artifact_sha256
 
     own_key = context.asset_key.to_user_string()
@@ -246,7 +246,7 @@ def _version_facts(upstream: list[AssetNode], trained_key: str,
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """`git:<describe>` of the checkout the package runs from (`-dirty` with local changes), else its version."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     if (root / ".git").exists():
         env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read-only: never refresh the index
 

@@ -25,7 +25,7 @@ from openlineage.client.facet_v2 import (
 )
 from openlineage.client.serde import Serde
 
-from governed_ft_dagster.lineage import (
+from governed_ft_dagster.lineage.derive import (
     Endpoint,
     ExternalMetadata,
     LineageGraph,

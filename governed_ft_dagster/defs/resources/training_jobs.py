@@ -287,7 +287,7 @@ class SageMakerTrainingResource(TrainingJobResource):
                             config=Config(retries={"mode": "standard", "max_attempts": 10}))
 
     def run(self, context: Context, spec: TrainingJobSpec) -> TrainingJobResult:
-        from governed_ft_dagster.pipes_sagemaker import (
+        from governed_ft_dagster.defs.resources.pipes_sagemaker import (
             PipesSageMakerClient,
             PipesSageMakerContextInjector,
             PipesSageMakerMessageReader,

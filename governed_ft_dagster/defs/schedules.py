@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from governed_ft_dagster.partitions import raw_partitions
+from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.refresh import RetrainPolicy
-from governed_ft_dagster.sensors import raw_refresh_job, retraining_job
+from governed_ft_dagster.defs.sensors import raw_refresh_job, retraining_job
 from governed_ft_dagster.settings import load_settings
 
 

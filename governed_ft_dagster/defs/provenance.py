@@ -7,7 +7,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from governed_ft_dagster.lineage_facts import CATALOG_TABLE, JOB_RUN_ID, inputs_read
+from governed_ft_dagster.lineage.facts import CATALOG_TABLE, JOB_RUN_ID, inputs_read
 
 # Tag Dagster writes on every asset materialization; 1.13 exports no constant for it.
 DATA_VERSION_TAG = "dagster/data_version"

@@ -10,8 +10,8 @@ import dagster as dg
 from pydantic import Field
 
 from governed_ft_dagster.catalog.base import CatalogError, Principal
-from governed_ft_dagster.lineage import LineageGraph
-from governed_ft_dagster.lineage_facts import OPENLINEAGE_FILE, openlineage_path
+from governed_ft_dagster.lineage.derive import LineageGraph
+from governed_ft_dagster.lineage.facts import OPENLINEAGE_FILE, openlineage_path
 
 if TYPE_CHECKING:
     from governed_ft_dagster.registry import RegisteredVersion
@@ -131,7 +131,7 @@ class OpenLineageFileLineageResource(LineageResource):
     catalog_host: str = Field(default="local", description="Host in the datasets' uc://host namespace.")
 
     def push(self, graph: LineageGraph) -> dict[str, int]:
-        from governed_ft_dagster.lineage_sinks import OpenLineageFileSink
+        from governed_ft_dagster.lineage.sinks import OpenLineageFileSink
 
         return push_counts(OpenLineageFileSink(Path(self.path), catalog_host=self.catalog_host).push(graph))
 
@@ -180,7 +180,7 @@ class DatabricksLineageResource(LineageResource):
             display=f"{Principal.REGISTRAR.value} ({registrar.client_id})")
 
     def push(self, graph: LineageGraph) -> dict[str, int]:
-        from governed_ft_dagster.lineage_sinks import DatabricksLineageSink
+        from governed_ft_dagster.lineage.sinks import DatabricksLineageSink
 
         with databricks_lineage_errors(self.host):
             return push_counts(DatabricksLineageSink(self.workspace_client()).push(graph))

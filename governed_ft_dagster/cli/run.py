@@ -30,7 +30,7 @@ def run(partitions: tuple[str, ...], verbose: bool) -> None:
         import dagster as dg
 
         from governed_ft_dagster.definitions import defs
-        from governed_ft_dagster.partitions import raw_partitions
+        from governed_ft_dagster.defs.partitions import raw_partitions
 
     assets = [defs.get_assets_def(key) for key in ASSETS]
     checks = list(defs.asset_checks or [])
@@ -204,8 +204,8 @@ def _number(value: Any) -> str:
 
 
 def _lineage_line(settings: Settings, name: str, version: str) -> str:
-    from governed_ft_dagster.cli_lineage import describe_entry, read_lineage
-    from governed_ft_dagster.lineage import upstream_chain
+    from governed_ft_dagster.cli.lineage import describe_entry, read_lineage
+    from governed_ft_dagster.lineage.derive import upstream_chain
 
     command = f"governed-ft lineage {name} --version {version}"
     try:

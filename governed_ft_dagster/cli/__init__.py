@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from governed_ft_dagster.catalog.base import CatalogError
-from governed_ft_dagster.cli_lineage import lineage
-from governed_ft_dagster.cli_provision import aws, catalog_group
-from governed_ft_dagster.cli_run import run
-from governed_ft_dagster.cli_ui import ui
+from governed_ft_dagster.cli.lineage import lineage
+from governed_ft_dagster.cli.provision import aws, catalog_group
+from governed_ft_dagster.cli.run import run
+from governed_ft_dagster.cli.ui import ui
 from governed_ft_dagster.settings import SettingsError, load_settings
 from governed_ft_dagster.stack.errors import StackError
 
@@ -150,6 +150,3 @@ main.add_command(catalog_group)
 main.add_command(run)
 main.add_command(lineage)
 main.add_command(ui)
-
-if __name__ == "__main__":
-    main()

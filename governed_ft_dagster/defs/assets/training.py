@@ -10,13 +10,13 @@ from urllib.parse import urlparse
 import dagster as dg
 from pydantic import Field
 
-from governed_ft_dagster.assets.failures import readable_failures
+from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal, Privilege, VendedCredentials
 from governed_ft_dagster.governance import CURATED_TABLE
 from governed_ft_dagster.job_code import training_source_dir
-from governed_ft_dagster.resources.base_model import BaseModelResource
-from governed_ft_dagster.resources.catalog import CatalogResource
-from governed_ft_dagster.resources.training_jobs import TrainingJobResource, TrainingJobSpec
+from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.defs.resources.catalog import CatalogResource
+from governed_ft_dagster.defs.resources.training_jobs import TrainingJobResource, TrainingJobSpec
 from governed_ft_dagster.storage import S3Endpoint, delta_version, is_local, join, local_path, storage_options
 
 ADAPTERS_PREFIX = "ml/adapters"

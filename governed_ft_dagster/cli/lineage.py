@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 import click
 
 from governed_ft_dagster.catalog.base import CatalogError, Principal
-from governed_ft_dagster.lineage import (
+from governed_ft_dagster.lineage.derive import (
     Endpoint,
     ExternalMetadata,
     LineageError,
@@ -90,7 +90,7 @@ def graph_from_databricks(workspace: Any, model_full_name: str, version: str) ->
     from databricks.sdk.errors import NotFound
     from databricks.sdk.service import catalog as uc
 
-    from governed_ft_dagster.lineage_sinks import lineage_object
+    from governed_ft_dagster.lineage.sinks import lineage_object
 
     metadata: dict[str, ExternalMetadata] = {}
     relationships: dict[str, Relationship] = {}
@@ -158,8 +158,8 @@ def read_lineage(settings: Settings, model_full_name: str, version: str | None,
     """The deployment's lineage records around the model version (the latest one when version is None)."""
     env = os.environ if environ is None else environ
     if settings.deployment == "local":
-        from governed_ft_dagster.lineage_facts import openlineage_path
-        from governed_ft_dagster.lineage_sinks import read_events
+        from governed_ft_dagster.lineage.facts import openlineage_path
+        from governed_ft_dagster.lineage.sinks import read_events
 
         path = openlineage_path(settings.home)
         events = read_events(path)
@@ -168,7 +168,7 @@ def read_lineage(settings: Settings, model_full_name: str, version: str | None,
             raise LineageError(f"no lineage recorded for model {model_full_name} in {path}; "
                                "materialize uc_model_version first")
         return graph_from_openlineage(events), version
-    from governed_ft_dagster.resources.registry import DatabricksLineageResource, databricks_lineage_errors
+    from governed_ft_dagster.defs.resources.registry import DatabricksLineageResource, databricks_lineage_errors
 
     missing = [key for key in ("DATABRICKS_HOST", "AWS_REGION") if not env.get(key)]
     if missing:
@@ -192,7 +192,7 @@ def _clean_errors(func):
         try:
             return func(*args, **kwargs)
         except Exception as exc:
-            from governed_ft_dagster.lineage_sinks import LineageSinkError
+            from governed_ft_dagster.lineage.sinks import LineageSinkError
 
             if not isinstance(exc, (LineageError, LineageSinkError, CatalogError, SettingsError, StackError)):
                 raise
