@@ -1,29 +1,6 @@
-"""The code location: assets, checks, schedules, sensors and the deployment's resources."""
+"""The code location: the definitions built from the environment's settings."""
 
-import dagster as dg
-
-from governed_ft_dagster.defs.assets.curated import curated_training_table
-from governed_ft_dagster.defs.assets.model import uc_model_version
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
-from governed_ft_dagster.defs.assets.training import finetuned_lora_model
-from governed_ft_dagster.defs.checks import all_checks
-from governed_ft_dagster.defs.resources import build_resources
-from governed_ft_dagster.defs.schedules import edgar_refresh_schedule, retraining_schedules
-from governed_ft_dagster.defs.sensors import (
-    curation_job,
-    new_filings_sensor,
-    raw_refresh_job,
-    raw_table_version_sensor,
-    retraining_job,
-    retraining_sensor,
-)
+from governed_ft_dagster.defs.build import build_defs
 from governed_ft_dagster.settings import load_settings
 
-defs = dg.Definitions(
-    assets=[raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version],
-    asset_checks=all_checks,
-    jobs=[raw_refresh_job, curation_job, retraining_job],
-    schedules=[edgar_refresh_schedule, *retraining_schedules()],
-    sensors=[new_filings_sensor, raw_table_version_sensor, retraining_sensor],
-    resources=build_resources(load_settings()),
-)
+defs = build_defs(load_settings())

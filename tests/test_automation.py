@@ -54,31 +54,30 @@ def test_a_new_raw_version_written_outside_dagster_requests_curation_once(world)
         assert isinstance(moved, dg.RunRequest) and moved.run_key == "raw-v1"
 
 
-def test_retraining_follows_the_policy_not_every_change(world, monkeypatch):
+def test_retraining_follows_the_policy_not_every_change(world):
     append(world, CURATED_LOCATION, 10)
     world.databricks.add_table(f"{CATALOG}.curated.risk_factor_instructions", CURATED_LOCATION,
                                owner=application_id(Principal.PREPROCESS))
     world.databricks.grant("table", f"{CATALOG}.curated.risk_factor_instructions", application_id(Principal.TRAIN), "SELECT")
     with dg.DagsterInstance.ephemeral() as instance:
-        monkeypatch.setenv("GOVERNED_FT_RETRAIN_POLICY", "on_demand")
-        idle, _ = tick(retraining_sensor, world, instance, None)
+        idle, _ = tick(retraining_sensor(load_settings({})), world, instance, None)
         assert isinstance(idle, dg.SkipReason) and "on_demand" in str(idle.skip_message)
-        monkeypatch.setenv("GOVERNED_FT_RETRAIN_POLICY", "new_data:5")
+        sensor = retraining_sensor(load_settings({"GOVERNED_FT_RETRAIN_POLICY": "new_data:5"}))
 
         @dg.asset(name="finetuned_lora_model")
         def trained():
             return dg.MaterializeResult(metadata={"source_version": 0})
 
         assert dg.materialize([trained], instance=instance).success
-        baseline, cursor = tick(retraining_sensor, world, instance, None)
+        baseline, cursor = tick(sensor, world, instance, None)
         assert isinstance(baseline, dg.SkipReason) and "baseline" in str(baseline.skip_message)
         append(world, CURATED_LOCATION, 3, start=10)
-        few, cursor = tick(retraining_sensor, world, instance, cursor)
+        few, cursor = tick(sensor, world, instance, cursor)
         assert isinstance(few, dg.SkipReason) and "3 new curated records" in str(few.skip_message)
         append(world, CURATED_LOCATION, 3, start=13)
-        enough, cursor = tick(retraining_sensor, world, instance, cursor)
+        enough, cursor = tick(sensor, world, instance, cursor)
         assert isinstance(enough, dg.RunRequest)
-        after, cursor = tick(retraining_sensor, world, instance, cursor)
+        after, cursor = tick(sensor, world, instance, cursor)
         assert isinstance(after, dg.SkipReason)
 
 

@@ -75,9 +75,11 @@ class StopCatalogWhenExtracted(logging.Handler):
 def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_duplicates_nothing(running_stack):
     from deltalake import DeltaTable
 
-    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+    from governed_ft_dagster.defs.partitions import raw_partitions
     from governed_ft_dagster.defs.resources import local_resources
 
+    raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
     bootstrap(running_stack)
     stopper = StopCatalogWhenExtracted(running_stack)
 

@@ -15,11 +15,13 @@ from deltalake import DeltaTable
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
 from conftest import SHARED_SAMPLES, free_port
 from governed_ft_dagster.defs.assets.curated import curated_training_table
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.catalog.base import Principal, VendedCredentials
 from governed_ft_dagster.defs.resources.base_model import BaseModelResource
 from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource
 
+raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 REPO = Path(__file__).resolve().parents[1]
 SHARED = SHARED_SAMPLES
 JOB_SCRIPT = REPO / "job_scripts" / "preprocess_risk_factors.py"

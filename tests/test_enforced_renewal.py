@@ -13,8 +13,10 @@ from moto.server import ThreadedMotoServer
 import aws_fixtures
 from aws_fixtures import DATA_BUCKET, REGION, EnforcedWorld, build_enforced_world, enforcing
 from conftest import free_port
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+from governed_ft_dagster.defs.partitions import raw_partitions
 
+raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 PARTITION = "2024|10-K"
 LANDING = f"arn:aws:s3:::{DATA_BUCKET}/raw/risk_factors/"
 

@@ -26,13 +26,15 @@ def failure_of(result: dg.ExecuteInProcessResult) -> str:
 def test_revoked_select_refuses_preprocessing_and_training_until_granted_again(running_stack, spark_home, edgar,
                                                                             tiny_base):
     from governed_ft_dagster.defs.assets.curated import curated_training_table
-    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+    from governed_ft_dagster.defs.partitions import raw_partitions
     from governed_ft_dagster.defs.assets.training import finetuned_lora_model
     from governed_ft_dagster.catalog.oss import OssCatalogClient
     from governed_ft_dagster.defs.resources import local_resources
     from governed_ft_dagster.defs.resources.base_model import BaseModelResource
     from governed_ft_dagster.stack.bootstrap import bootstrap
 
+    raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
     if not (running_stack.home / "jars" / "spark").exists():
         link_group(running_stack.home, spark_home, "spark")
     bootstrap(running_stack)

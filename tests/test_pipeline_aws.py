@@ -13,7 +13,8 @@ import aws_fixtures
 from aws_fixtures import CATALOG, DATA_BUCKET, STACK, enforced_registry_world
 from governed_ft_dagster.defs.assets.curated import curated_training_table
 from governed_ft_dagster.defs.assets.model import uc_model_version
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.defs.assets.training import finetuned_lora_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.defs.checks import all_checks
@@ -27,7 +28,9 @@ from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResour
 from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_training_asset import TINY_RUN
 
-ASSETS = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version, *all_checks]
+raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
+ASSETS = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version,
+          *all_checks(raw_risk_factors.partitions_def)]
 DOWNSTREAM = [curated_training_table.key, finetuned_lora_model.key, uc_model_version.key]
 
 

@@ -143,7 +143,8 @@ def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(r
 
     from governed_ft_dagster.defs.assets.curated import curated_training_table
     from governed_ft_dagster.defs.assets.model import uc_model_version
-    from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+    from governed_ft_dagster.defs.partitions import raw_partitions
     from governed_ft_dagster.defs.assets.training import finetuned_lora_model
     from governed_ft_dagster.defs.checks import all_checks
     from governed_ft_dagster.cli.lineage import read_lineage
@@ -159,7 +160,9 @@ def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(r
     settings = running_stack.settings
     resources = {**local_resources(settings), "edgar": edgar, "base_model": BaseModelResource(model_ref=str(tiny_base))}
     catalog = resources["catalog"]
-    assets = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version, *all_checks]
+    raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
+    assets = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version,
+              *all_checks(raw_risk_factors.partitions_def)]
     downstream = dg.AssetSelection.keys(curated_training_table.key, finetuned_lora_model.key, uc_model_version.key)
 
     def run_graph(instance):

@@ -12,9 +12,11 @@ from deltalake import DeltaTable
 
 from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_world
 from conftest import SHARED_SAMPLES, free_port
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.catalog.base import Principal
 
+raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 SHARED = SHARED_SAMPLES
 
 
@@ -81,9 +83,9 @@ def test_ingest_without_modify_on_raw_fails_before_any_write(world, edgar):
 
 
 def test_raw_checks_hold_on_the_shared_filings(world, edgar):
-    from governed_ft_dagster.defs.checks import raw_accessions_unique, raw_located_share, raw_text_lengths
+    from governed_ft_dagster.defs.checks import raw_checks
 
-    result = dg.materialize([raw_risk_factors, raw_accessions_unique, raw_located_share, raw_text_lengths],
+    result = dg.materialize([raw_risk_factors, *raw_checks(raw_risk_factors.partitions_def)],
                             partition_key="2024|10-K",
                             resources={"catalog": world.catalog_resource(), "edgar": edgar})
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}

@@ -11,9 +11,11 @@ from deltalake import DeltaTable
 
 from aws_fixtures import BUCKET, start_world
 from conftest import SHARED_SAMPLES, free_port
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.defs.resources.edgar import EdgarResource
 
+raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 COMPANIES = 1000
 FIRST_CIK = 9_970_001
 

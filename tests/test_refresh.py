@@ -14,6 +14,9 @@ from governed_ft_dagster.edgar.sample_corpus import mirror_shared_samples
 from governed_ft_dagster.refresh import RefreshCursor
 from governed_ft_dagster.defs.resources.edgar import EdgarResource
 from governed_ft_dagster.defs.sensors import new_filings_sensor
+from governed_ft_dagster.settings import load_settings
+
+SETTINGS = load_settings({})
 
 
 def add_filing(root: Path, cik: str, accession: str, form: str, report_date: str, document: str) -> None:
@@ -33,7 +36,7 @@ def add_filing(root: Path, cik: str, accession: str, form: str, report_date: str
 
 def tick(edgar: EdgarResource, cursor: str | None):
     context = dg.build_sensor_context(cursor=cursor, resources={"edgar": edgar})
-    result = new_filings_sensor(context)
+    result = new_filings_sensor(SETTINGS)(context)
     return result, context.cursor
 
 
@@ -68,6 +71,6 @@ def test_sensor_scans_a_slice_per_tick_and_wraps(tmp_path):
 
 def test_schedule_requests_every_raw_partition():
     context = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 1, 5, 6))
-    requests = edgar_refresh_schedule(context)
+    requests = edgar_refresh_schedule(SETTINGS)(context)
     assert sorted(r.partition_key for r in requests) == ["2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"]
     assert len({r.run_key for r in requests}) == 4

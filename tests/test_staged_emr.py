@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from aws_fixtures import BUCKET, CATALOG, secret_value, start_world
 from conftest import SHARED_SAMPLES, free_port
 from governed_ft_dagster.defs.assets.curated import curated_training_table
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
 from governed_ft_dagster.job_code import PY_FILES_SUFFIX, project_wheel
@@ -28,6 +29,7 @@ from governed_ft_dagster.defs.resources.base_model import BaseModelResource
 from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, spark_submit_path
 from governed_ft_dagster.stack import jars
 
+raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 REGION = "us-east-1"
 CODE_BUCKET = "governed-ft-code"
 CODE_PREFIX = f"s3://{CODE_BUCKET}/code/"

@@ -29,8 +29,9 @@ def run(partitions: tuple[str, ...], verbose: bool) -> None:
     with _output_to(log_path, verbose):
         import dagster as dg
 
-        from governed_ft_dagster.definitions import defs
-        from governed_ft_dagster.defs.partitions import raw_partitions
+        from governed_ft_dagster.defs.build import build_defs
+
+        defs = build_defs(settings)
 
     assets = [defs.get_assets_def(key) for key in ASSETS]
     checks = list(defs.asset_checks or [])
@@ -38,7 +39,7 @@ def run(partitions: tuple[str, ...], verbose: bool) -> None:
     say = Summary(log_path, dagster_home)
     started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
-        for key in partitions or raw_partitions.get_partition_keys():
+        for key in partitions or assets[0].partitions_def.get_partition_keys():
             say.start(f"raw_risk_factors {key}")
             with _output_to(log_path, verbose):
                 result = dg.materialize(assets[:1] + raw_checks, partition_key=key, instance=instance,

@@ -7,7 +7,6 @@ from governed_ft_dagster import quality
 from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
-from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.defs.provenance import data_version
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
 
@@ -41,26 +40,30 @@ def _for_partition(partition: str, verdict: quality.Verdict) -> dg.AssetCheckRes
                                metadata={**result.metadata, "partition": partition})
 
 
-@dg.asset_check(asset=RAW, partitions_def=raw_partitions,
-                description="No accession number appears twice in the partition.")
-def raw_accessions_unique(context: dg.AssetCheckExecutionContext, catalog: CatalogResource) -> dg.AssetCheckResult:
-    partition, rows = _partition_rows(context, catalog)
-    return _for_partition(partition, quality.unique_accessions(rows))
+def raw_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    """The raw table's contracts, each evaluated on the partition just written."""
 
+    @dg.asset_check(asset=RAW, partitions_def=partitions_def,
+                    description="No accession number appears twice in the partition.")
+    def raw_accessions_unique(context: dg.AssetCheckExecutionContext,
+                              catalog: CatalogResource) -> dg.AssetCheckResult:
+        partition, rows = _partition_rows(context, catalog)
+        return _for_partition(partition, quality.unique_accessions(rows))
 
-@dg.asset_check(asset=RAW, partitions_def=raw_partitions,
-                description=f"At least {MIN_LOCATED_SHARE:.0%} of the partition's filings have their Risk Factors "
-                            "section located (extracted, no material changes, or incorporated by reference).")
-def raw_located_share(context: dg.AssetCheckExecutionContext, catalog: CatalogResource) -> dg.AssetCheckResult:
-    partition, rows = _partition_rows(context, catalog)
-    return _for_partition(partition, quality.located_share(rows, MIN_LOCATED_SHARE))
+    @dg.asset_check(asset=RAW, partitions_def=partitions_def,
+                    description=f"At least {MIN_LOCATED_SHARE:.0%} of the partition's filings have their Risk Factors "
+                                "section located (extracted, no material changes, or incorporated by reference).")
+    def raw_located_share(context: dg.AssetCheckExecutionContext, catalog: CatalogResource) -> dg.AssetCheckResult:
+        partition, rows = _partition_rows(context, catalog)
+        return _for_partition(partition, quality.located_share(rows, MIN_LOCATED_SHARE))
 
+    @dg.asset_check(asset=RAW, partitions_def=partitions_def,
+                    description="Extracted sections in the partition are neither fragments nor whole documents.")
+    def raw_text_lengths(context: dg.AssetCheckExecutionContext, catalog: CatalogResource) -> dg.AssetCheckResult:
+        partition, rows = _partition_rows(context, catalog)
+        return _for_partition(partition, quality.text_lengths_in_range(rows, *TEXT_CHARS))
 
-@dg.asset_check(asset=RAW, partitions_def=raw_partitions,
-                description="Extracted sections in the partition are neither fragments nor whole documents.")
-def raw_text_lengths(context: dg.AssetCheckExecutionContext, catalog: CatalogResource) -> dg.AssetCheckResult:
-    partition, rows = _partition_rows(context, catalog)
-    return _for_partition(partition, quality.text_lengths_in_range(rows, *TEXT_CHARS))
+    return [raw_accessions_unique, raw_located_share, raw_text_lengths]
 
 
 @dg.multi_asset_check(
@@ -118,4 +121,6 @@ def adapter_beats_base_model(context: dg.AssetCheckExecutionContext, config: Ada
                                          "adapter_data_version": data_version(record) or ""})
 
 
-all_checks = [raw_accessions_unique, raw_located_share, raw_text_lengths, curated_contracts, adapter_beats_base_model]
+def all_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    """Every check of the graph, the raw ones over the raw asset's partitions."""
+    return [*raw_checks(partitions_def), curated_contracts, adapter_beats_base_model]

@@ -1,12 +1,15 @@
 """Partitions of the raw table: fiscal year by form type."""
 
-import dagster as dg
+from typing import Sequence
 
-from governed_ft_dagster.settings import load_settings
+import dagster as dg
 
 FORM_TYPES = ("10-K", "10-Q")
 
-raw_partitions = dg.MultiPartitionsDefinition({
-    "fiscal_year": dg.StaticPartitionsDefinition([str(y) for y in load_settings().fiscal_years]),
-    "form_type": dg.StaticPartitionsDefinition(list(FORM_TYPES)),
-})
+
+def raw_partitions(fiscal_years: Sequence[int]) -> dg.MultiPartitionsDefinition:
+    """One partition per configured fiscal year and form type."""
+    return dg.MultiPartitionsDefinition({
+        "fiscal_year": dg.StaticPartitionsDefinition([str(y) for y in fiscal_years]),
+        "form_type": dg.StaticPartitionsDefinition(list(FORM_TYPES)),
+    })

@@ -3,24 +3,29 @@
 import dagster as dg
 
 from governed_ft_dagster.defs.partitions import raw_partitions
-from governed_ft_dagster.refresh import RetrainPolicy
 from governed_ft_dagster.defs.sensors import raw_refresh_job, retraining_job
-from governed_ft_dagster.settings import load_settings
+from governed_ft_dagster.refresh import RetrainPolicy
+from governed_ft_dagster.settings import Settings
 
 
-@dg.schedule(job=raw_refresh_job, cron_schedule=load_settings().edgar_refresh_cron,
-             default_status=dg.DefaultScheduleStatus.STOPPED, execution_timezone="UTC")
-def edgar_refresh_schedule(context: dg.ScheduleEvaluationContext):
-    """One run per raw partition; the document cache and the merge on accession number make re-runs cheap."""
-    keys = raw_partitions.get_partition_keys()
-    stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-    return [dg.RunRequest(run_key=f"{stamp}:{key}", partition_key=key, tags={"governed_ft/trigger": "schedule"})
-            for key in keys]
+def edgar_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """The refresh of the settings' raw partitions on the settings' cron."""
+    partitions_def = raw_partitions(settings.fiscal_years)
+
+    @dg.schedule(job=raw_refresh_job, cron_schedule=settings.edgar_refresh_cron,
+                 default_status=dg.DefaultScheduleStatus.STOPPED, execution_timezone="UTC")
+    def edgar_refresh_schedule(context: dg.ScheduleEvaluationContext):
+        """One run per raw partition; the document cache and the merge on accession number make re-runs cheap."""
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+        return [dg.RunRequest(run_key=f"{stamp}:{key}", partition_key=key, tags={"governed_ft/trigger": "schedule"})
+                for key in partitions_def.get_partition_keys()]
+
+    return edgar_refresh_schedule
 
 
-def retraining_schedules() -> list[dg.ScheduleDefinition]:
-    """A retraining schedule when GOVERNED_FT_RETRAIN_POLICY is schedule:<cron>; none otherwise."""
-    policy = RetrainPolicy.parse(load_settings().retrain_policy)
+def retraining_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
+    """A retraining schedule when the retraining policy is schedule:<cron>; none otherwise."""
+    policy = RetrainPolicy.parse(settings.retrain_policy)
     if policy.kind != "schedule":
         return []
     return [dg.ScheduleDefinition(name="retraining_schedule", job=retraining_job, cron_schedule=policy.cron,

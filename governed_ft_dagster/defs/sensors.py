@@ -6,32 +6,37 @@ from typing import Optional
 import dagster as dg
 import pyarrow as pa
 
-from governed_ft_dagster.defs.assets.raw import raw_risk_factors
+from governed_ft_dagster.defs.assets.raw import RAW_KEY
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
 from governed_ft_dagster.refresh import RefreshCursor, RetrainPolicy, retrain_due, scan
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
 from governed_ft_dagster.defs.resources.edgar import EdgarResource
-from governed_ft_dagster.settings import load_settings
+from governed_ft_dagster.settings import Settings
 from governed_ft_dagster.storage import storage_options
 
-raw_refresh_job = dg.define_asset_job("raw_refresh_job", selection=[raw_risk_factors])
+raw_refresh_job = dg.define_asset_job("raw_refresh_job", selection=[RAW_KEY])
 
 
-@dg.sensor(job=raw_refresh_job, minimum_interval_seconds=15 * 60, default_status=dg.DefaultSensorStatus.STOPPED)
-def new_filings_sensor(context: dg.SensorEvaluationContext, edgar: EdgarResource):
-    """Requests a run for each raw partition that gained a 10-K or 10-Q since the last tick."""
-    cursor = RefreshCursor.loads(context.cursor)
-    result = scan(edgar.filing_source(), edgar.default_universe(), cursor, load_settings().fiscal_years,
-                  batch_size=edgar.sensor_batch_size, log=context.log.info)
-    for failure in result.failures:
-        context.log.warning(f"could not read filings of {failure}")
-    context.update_cursor(result.cursor.dumps())
-    if not result.partitions:
-        return dg.SkipReason(f"no new filings among the companies scanned (next offset {result.cursor.offset})")
-    accessions = ",".join(sorted(ref.accession_number for ref in result.new_filings))
-    return [dg.RunRequest(run_key=f"{key}:{accessions}", partition_key=key,
-                          tags={"governed_ft/trigger": "new_filings"}) for key in result.partitions]
+def new_filings_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The sensor over the settings' fiscal years."""
+
+    @dg.sensor(job=raw_refresh_job, minimum_interval_seconds=15 * 60, default_status=dg.DefaultSensorStatus.STOPPED)
+    def new_filings_sensor(context: dg.SensorEvaluationContext, edgar: EdgarResource):
+        """Requests a run for each raw partition that gained a 10-K or 10-Q since the last tick."""
+        cursor = RefreshCursor.loads(context.cursor)
+        result = scan(edgar.filing_source(), edgar.default_universe(), cursor, settings.fiscal_years,
+                      batch_size=edgar.sensor_batch_size, log=context.log.info)
+        for failure in result.failures:
+            context.log.warning(f"could not read filings of {failure}")
+        context.update_cursor(result.cursor.dumps())
+        if not result.partitions:
+            return dg.SkipReason(f"no new filings among the companies scanned (next offset {result.cursor.offset})")
+        accessions = ",".join(sorted(ref.accession_number for ref in result.new_filings))
+        return [dg.RunRequest(run_key=f"{key}:{accessions}", partition_key=key,
+                              tags={"governed_ft/trigger": "new_filings"}) for key in result.partitions]
+
+    return new_filings_sensor
 
 
 curation_job = dg.define_asset_job("curation_job", selection=[dg.AssetKey("curated_training_table")])
@@ -75,30 +80,30 @@ def raw_table_version_sensor(context: dg.SensorEvaluationContext, catalog: Catal
                                                          "governed_ft/raw_version": str(version)})
 
 
-def _on_when_policy(kind: str) -> dg.DefaultSensorStatus:
-    """Setting GOVERNED_FT_RETRAIN_POLICY to this kind is the opt-in: its sensor starts on; otherwise off."""
-    chosen = RetrainPolicy.parse(load_settings().retrain_policy).kind == kind
-    return dg.DefaultSensorStatus.RUNNING if chosen else dg.DefaultSensorStatus.STOPPED
+def retraining_sensor(settings: Settings) -> dg.SensorDefinition:
+    """The retraining sensor, on when the settings' policy is new_data:<records>."""
+    policy = RetrainPolicy.parse(settings.retrain_policy)
+    status = dg.DefaultSensorStatus.RUNNING if policy.kind == "new_data" else dg.DefaultSensorStatus.STOPPED
 
-
-@dg.sensor(job=retraining_job, minimum_interval_seconds=15 * 60, default_status=_on_when_policy("new_data"))
-def retraining_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource):
-    """Retrains only when the policy says so (GOVERNED_FT_RETRAIN_POLICY=new_data:<records>)."""
-    policy = RetrainPolicy.parse(load_settings().retrain_policy)
-    if policy.kind != "new_data":
-        return dg.SkipReason(f"retraining policy is {policy.kind}; this sensor acts only on new_data:<records>")
-    state = _table_state(catalog, Principal.TRAIN, CURATED_TABLE)
-    if state is None:
-        return dg.SkipReason("the curated table is not registered yet")
-    version, rows = state
-    cursor = json.loads(context.cursor) if context.cursor else None
-    trained = _last_metadata(context.instance, "finetuned_lora_model").get("source_version") is not None
-    baseline = cursor["rows"] if cursor else (None if not trained else rows)
-    if cursor is None and trained:
+    @dg.sensor(job=retraining_job, minimum_interval_seconds=15 * 60, default_status=status)
+    def retraining_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource):
+        """Retrains only when the policy says so (GOVERNED_FT_RETRAIN_POLICY=new_data:<records>)."""
+        if policy.kind != "new_data":
+            return dg.SkipReason(f"retraining policy is {policy.kind}; this sensor acts only on new_data:<records>")
+        state = _table_state(catalog, Principal.TRAIN, CURATED_TABLE)
+        if state is None:
+            return dg.SkipReason("the curated table is not registered yet")
+        version, rows = state
+        cursor = json.loads(context.cursor) if context.cursor else None
+        trained = _last_metadata(context.instance, "finetuned_lora_model").get("source_version") is not None
+        baseline = cursor["rows"] if cursor else (None if not trained else rows)
+        if cursor is None and trained:
+            context.update_cursor(json.dumps({"version": version, "rows": rows}))
+            return dg.SkipReason(f"baseline set at {rows} curated records (version {version})")
+        if not retrain_due(policy, baseline, rows):
+            return dg.SkipReason(f"{rows - (baseline or 0)} new curated records since the last training; "
+                                 f"the policy needs {policy.min_new_records}")
         context.update_cursor(json.dumps({"version": version, "rows": rows}))
-        return dg.SkipReason(f"baseline set at {rows} curated records (version {version})")
-    if not retrain_due(policy, baseline, rows):
-        return dg.SkipReason(f"{rows - (baseline or 0)} new curated records since the last training; "
-                             f"the policy needs {policy.min_new_records}")
-    context.update_cursor(json.dumps({"version": version, "rows": rows}))
-    return dg.RunRequest(run_key=f"curated-v{version}", tags={"governed_ft/trigger": "retrain_policy"})
+        return dg.RunRequest(run_key=f"curated-v{version}", tags={"governed_ft/trigger": "retrain_policy"})
+
+    return retraining_sensor

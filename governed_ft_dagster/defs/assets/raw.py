@@ -13,7 +13,6 @@ from governed_ft_dagster.edgar.landing import LANDING_PREFIX
 from governed_ft_dagster.edgar.universe import load_universe
 from governed_ft_dagster.governance import RAW_TABLE
 from governed_ft_dagster.ingest import RawTarget, ingest
-from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
 from governed_ft_dagster.defs.resources.edgar import EdgarResource
 
@@ -26,18 +25,27 @@ class RawRiskFactorsConfig(dg.Config):
     max_document_mb: int = Field(default=DEFAULT_MAX_BYTES // (1024 * 1024), description="Larger documents become error rows without parsing.")
 
 
-@dg.asset(
-    partitions_def=raw_partitions,
-    group_name="ingestion",
-    kinds={"python", "delta", "unitycatalog"},
-    owners=["team:governed-ft"],
-    tags={"principal": Principal.INGEST.value},
-)
-def raw_risk_factors(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig, catalog: CatalogResource,
-                     edgar: EdgarResource) -> dg.MaterializeResult:
-    """Risk Factors sections of 10-K/10-Q filings, one row per filing, in the raw schema."""
-    with readable_failures():
-        return _materialize(context, config, catalog, edgar)
+RAW_KEY = dg.AssetKey("raw_risk_factors")
+
+
+def raw_risk_factors_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The raw asset over the given partitions (the settings' fiscal years by form type)."""
+
+    @dg.asset(
+        name=RAW_KEY.path[-1],
+        partitions_def=partitions_def,
+        group_name="ingestion",
+        kinds={"python", "delta", "unitycatalog"},
+        owners=["team:governed-ft"],
+        tags={"principal": Principal.INGEST.value},
+    )
+    def raw_risk_factors(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig, catalog: CatalogResource,
+                         edgar: EdgarResource) -> dg.MaterializeResult:
+        """Risk Factors sections of 10-K/10-Q filings, one row per filing, in the raw schema."""
+        with readable_failures():
+            return _materialize(context, config, catalog, edgar)
+
+    return raw_risk_factors
 
 
 def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig, catalog: CatalogResource,
