@@ -64,8 +64,8 @@ def materialize_raw(world, edgar, partitions=PARTITIONS) -> None:
         assert result.success, partition
 
 
-def materialize_curated(resource_map: dict):
-    return dg.materialize([raw_risk_factors, curated_training_table], resources=resource_map,
+def materialize_curated(resource_map: dict, instance: dg.DagsterInstance | None = None):
+    return dg.materialize([raw_risk_factors, curated_training_table], resources=resource_map, instance=instance,
                           selection=dg.AssetSelection.assets(curated_training_table), raise_on_error=False)
 
 
@@ -98,8 +98,9 @@ def test_curated_table_is_written_through_vended_credentials_registered_and_gran
     raw = DeltaTable(f"s3://{BUCKET}/raw/tables/risk_factors", storage_options=s3_options(world))
     raw_version, raw_rows = raw.version(), raw.to_pyarrow_table().num_rows
     vended_before = len(world.databricks.vended)
+    instance = dg.DagsterInstance.ephemeral()
 
-    result = materialize_curated(resources(world, edgar, spark_home, tiny_base))
+    result = materialize_curated(resources(world, edgar, spark_home, tiny_base), instance)
 
     assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
     metadata = result.asset_materializations_for_node("curated_training_table")[0].metadata
@@ -143,6 +144,15 @@ def test_curated_table_is_written_through_vended_credentials_registered_and_gran
     for secret in [secret_value(Principal.PREPROCESS), *(v["secret_access_key"] for v in vended),
                    *(v["session_token"] for v in vended)]:
         assert secret not in log and secret not in events
+
+    # Unchanged raw table and job inputs: the step succeeds without a job and without a materialization event.
+    jobs_before = sorted((spark_home / "spark-jobs").iterdir())
+    again = materialize_curated(resources(world, edgar, spark_home, tiny_base), instance)
+    assert again.success and again.asset_materializations_for_node("curated_training_table") == []
+    assert sorted((spark_home / "spark-jobs").iterdir()) == jobs_before
+    assert [r.storage_id for r in instance.fetch_materializations(curated_training_table.key, limit=5).records] == [
+        instance.fetch_materializations(curated_training_table.key, limit=1).records[0].storage_id]
+    assert any("up to date" in (entry.user_message or "") for entry in instance.all_logs(again.run_id))
 
     # The next run finds the table registered: table credentials for READ_WRITE, no new registration.
     job = load_job()

@@ -104,7 +104,7 @@ def trained(world, tiny_base, tmp_path_factory) -> dict:
                 result.asset_materializations_for_node("finetuned_lora_model")[0].metadata.items()}
     events = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(result.run_id))
     return {"version": version, "metadata": metadata, "events": events, "output": output, "work_dir": work_dir,
-            "raw_metadata": result.asset_materializations_for_node("finetuned_lora_model")[0].metadata}
+            "instance": instance, "raw_metadata": result.asset_materializations_for_node("finetuned_lora_model")[0].metadata}
 
 
 def test_the_job_reads_the_current_version_with_credentials_vended_to_train(world, trained):
@@ -163,6 +163,15 @@ def test_no_secret_reaches_the_event_log_or_the_job_output(world, trained):
     for where, text in texts.items():
         for secret in secrets:
             assert secret not in text, f"a secret reached the {where}"
+
+
+def test_a_rerun_on_the_same_instance_starts_no_job_and_writes_no_materialization(world, trained, tiny_base):
+    instance = trained["instance"]
+    before = instance.fetch_materializations(finetuned_lora_model.key, limit=5).records
+    again = materialize(world, trained["work_dir"], tiny_base, instance)
+    assert again.success and again.asset_materializations_for_node("finetuned_lora_model") == []
+    assert instance.fetch_materializations(finetuned_lora_model.key, limit=5).records == before
+    assert any("no job started" in (entry.user_message or "") for entry in instance.all_logs(again.run_id))
 
 
 def test_a_rerun_with_the_same_inputs_reuses_the_job_and_its_checkpoints(world, trained, tiny_base):

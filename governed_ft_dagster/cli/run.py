@@ -47,13 +47,13 @@ def run(partitions: tuple[str, ...], verbose: bool) -> None:
             say.done(result, _raw_line(result), key=key)
         say.start("curated_training_table, finetuned_lora_model, uc_model_version")
         with _output_to(log_path, verbose):
-            result = dg.materialize(assets + checks, selection=dg.AssetSelection.assets(*assets[1:]),
-                                    instance=instance, resources=defs.resources, raise_on_error=False)
-        say.done(result, "done")
-        for line in _downstream_lines(result, instance):
+            results = _run_downstream(instance, assets + checks, defs.resources)
+        say.done(results, "done")
+        for line in _downstream_lines(results, instance):
             click.echo(line)
-        say.steps.update({f"step {k}": v for k, v in _step_seconds(instance, result.run_id).items()})
-    metadata = _metadata(result, "uc_model_version")
+        for result in results:
+            say.steps.update({f"step {k}": v for k, v in _step_seconds(instance, result.run_id).items()})
+        metadata = _metadata(results, "uc_model_version") or _latest_metadata(instance, "uc_model_version")
     name, version = metadata["model_name"], metadata["model_version"]
     click.echo(f"registered {name} version {version}")
     click.echo(_lineage_line(settings, name, str(version)))
@@ -83,18 +83,58 @@ class Summary:
     def done(self, result, line: str, key: str | None = None) -> None:
         seconds = time.monotonic() - self.started
         self.phases[self.phase] = round(seconds, 2)
-        failures = result.get_step_failure_events()
+        failures = [f for r in _as_list(result) for f in r.get_step_failure_events()]
         if failures:
             click.echo(" failed")
             message = _cause(failures[0].event_specific_data.error)
             click.echo(f"error: {failures[0].step_key}: {message}", err=True)
             click.echo(f"full log: {self.log_path}", err=True)
             sys.exit(1)
-        failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        failed_checks = [e for r in _as_list(result) for e in r.get_asset_check_evaluations() if not e.passed]
         checks = _checks_text(result)
         click.echo(f" {line}{'; ' if line and checks else ''}{checks} ({seconds:.1f} s)")
         for evaluation in failed_checks:
             click.echo(f"  check {evaluation.check_name} failed: {evaluation.description}", err=True)
+
+
+def _run_downstream(instance, definitions: list, resources: dict) -> list:
+    """Curate, train and register in one run. An asset whose input yielded nothing new is skipped by Dagster; it
+    runs again, with its input's checks, only when its latest materialization did not read its input's latest."""
+    import dagster as dg
+
+    pending = list(ASSETS[1:])
+    results = []
+    while pending:
+        parent = ASSETS[ASSETS.index(pending[0]) - 1]
+        selection = dg.AssetSelection.assets(*pending)
+        if results:
+            selection = selection | dg.AssetSelection.checks_for_assets(parent)
+        result = dg.materialize(definitions, selection=selection, instance=instance, resources=resources,
+                                raise_on_error=False)
+        results.append(result)
+        skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+        if result.get_step_failure_events():
+            break
+        pending = next((pending[i:] for i, key in enumerate(pending)
+                        if key in skipped and not _read_latest_input(instance, key)), [])
+    return results
+
+
+def _read_latest_input(instance, key: str) -> bool:
+    """Whether the latest materialization of key recorded reading the latest materialization of its input."""
+    import dagster as dg
+
+    parent = dg.AssetKey(ASSETS[ASSETS.index(key) - 1])
+    own = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+    latest = instance.fetch_materializations(parent, limit=1).records
+    if not own or not latest:
+        return False
+    provenance = dg.DataProvenance.from_tags(own[0].asset_materialization.tags or {})
+    return provenance is not None and provenance.input_storage_ids.get(parent) == latest[0].storage_id
+
+
+def _as_list(result) -> list:
+    return result if isinstance(result, list) else [result]
 
 
 def _cause(error) -> str:
@@ -131,14 +171,25 @@ def _output_to(log_path: Path, verbose: bool) -> Iterator[None]:
 
 
 def _metadata(result, asset: str) -> dict[str, Any]:
-    events = result.asset_materializations_for_node(asset)
+    """The metadata of the asset's materialization in these runs (the last one), empty when none materialized it."""
+    events = [e for r in _as_list(result) for e in r.asset_materializations_for_node(asset)]
     if not events:
         return {}
     return {k: getattr(v, "value", v) for k, v in events[-1].metadata.items()}
 
 
+def _latest_metadata(instance, asset: str) -> dict[str, Any]:
+    """The metadata of the asset's latest materialization on the instance, empty when there is none."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    if not records:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
+
+
 def _checks_text(result) -> str:
-    evaluations = result.get_asset_check_evaluations()
+    evaluations = [e for r in _as_list(result) for e in r.get_asset_check_evaluations()]
     if not evaluations:
         return ""
     passed = sum(1 for e in evaluations if e.passed)
@@ -152,33 +203,38 @@ def _raw_line(result) -> str:
             f"{m.get('rejects', 0)} rejects, raw table at Delta version {m.get('delta_version')}")
 
 
-def _downstream_lines(result, instance) -> list[str]:
-    durations = _step_seconds(instance, result.run_id)
+def _downstream_lines(results: list, instance) -> list[str]:
+    durations = {k: v for r in results for k, v in _step_seconds(instance, r.run_id).items()}
     lines = []
-    curated = _metadata(result, "curated_training_table")
-    if curated.get("up_to_date"):
-        lines.append(f"  curated: up to date at Delta version {curated.get('delta_version')}, no job started")
-    elif curated:
+    curated = _metadata(results, "curated_training_table")
+    if curated:
         splits = curated.get("splits") or {}
         split_text = ", ".join(f"{v.get('records', 0)} {k}" for k, v in sorted(splits.items()))
         lines.append(f"  curated: {curated.get('rows_out')} records ({split_text}) from {curated.get('rows_in')} raw "
                      f"rows at Delta version {curated.get('source_version')}, {curated.get('rejects_total', 0)} "
                      f"rejected; Delta version {curated.get('delta_version')}"
                      f"{_seconds(durations, 'curated_training_table')}")
-    model = _metadata(result, "finetuned_lora_model")
-    if model.get("up_to_date"):
-        lines.append(f"  training: up to date ({model.get('job_run_id')}), no job started")
-    elif model:
+    elif latest := _latest_metadata(instance, "curated_training_table"):
+        lines.append(f"  curated: up to date at Delta version {latest.get('delta_version')} (raw version "
+                     f"{latest.get('source_version')}, {latest.get('job_run_id')}), no job started")
+    model = _metadata(results, "finetuned_lora_model")
+    if model:
         lines.append(f"  training: {model.get('job_run_id')}: {model.get('global_step')} steps, train loss "
                      f"{_number(model.get('train_loss'))}, eval loss {_number(model.get('eval_loss'))} (base model "
                      f"{_number(model.get('base_eval_loss'))}){_seconds(durations, 'finetuned_lora_model')}")
-    version = _metadata(result, "uc_model_version")
+    elif latest := _latest_metadata(instance, "finetuned_lora_model"):
+        lines.append(f"  training: up to date ({latest.get('job_run_id')}, eval loss "
+                     f"{_number(latest.get('eval_loss'))}), no job started")
+    version = _metadata(results, "uc_model_version")
     if version:
         outcome = "created" if version.get("created") else "already registered, nothing created"
         lineage = version.get("lineage") or {}
         lines.append(f"  registration: {version.get('model_name')} version {version.get('model_version')} "
                      f"{outcome}; lineage {lineage.get('created', 0)} created, {lineage.get('updated', 0)} updated, "
                      f"{lineage.get('unchanged', 0)} unchanged{_seconds(durations, 'uc_model_version')}")
+    elif latest := _latest_metadata(instance, "uc_model_version"):
+        lines.append(f"  registration: {latest.get('model_name')} version {latest.get('model_version')} already "
+                     "registers the current adapter, nothing registered")
     return lines
 
 

@@ -4,7 +4,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -38,24 +38,27 @@ class CuratedTrainingTableConfig(dg.Config):
     kinds={"spark", "delta", "unitycatalog"},
     owners=["team:governed-ft"],
     tags={"principal": Principal.PREPROCESS.value},
+    output_required=False,
 )
 def curated_training_table(context: dg.AssetExecutionContext, config: CuratedTrainingTableConfig,
                            catalog: CatalogResource, spark: SparkJobResource,
-                           base_model: BaseModelResource) -> dg.MaterializeResult:
+                           base_model: BaseModelResource) -> Iterator[dg.MaterializeResult]:
     """Instruction-style training records within the token budget, split by company, in the curated schema."""
     with readable_failures():
-        return _materialize(context, config, catalog, spark, base_model)
+        result = _materialize(context, config, catalog, spark, base_model)
+    if result is not None:
+        yield result
 
 
 def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTableConfig, catalog: CatalogResource,
-                 spark: SparkJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+                 spark: SparkJobResource, base_model: BaseModelResource) -> Optional[dg.MaterializeResult]:
+    """The job's materialization, or None (no job, no event) when the table is up to date."""
     source, target = catalog.table_name(RAW_TABLE), catalog.table_name(CURATED_TABLE)
     preflight(catalog)
     tokenizer_dir = base_model.tokenizer_path()
     fingerprint = _fingerprint(config, tokenizer_dir)
-    previous = _up_to_date(context, catalog, fingerprint)
-    if previous is not None:
-        return previous
+    if _up_to_date(context, catalog, fingerprint):
+        return None
     args = [
         *catalog.job_access(Principal.PREPROCESS).as_args(),
         "--source-table", source, "--target-table", target, "--target-location", catalog.location(CURATED_PREFIX),
@@ -91,7 +94,6 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
         "job_properties": dg.MetadataValue.json(dict(job.properties)),
         "inputs_fingerprint": dg.MetadataValue.text(fingerprint),
         **({"catalog_ui": dg.MetadataValue.url(catalog.ui_url(target))} if catalog.ui_url(target) else {}),
-        "up_to_date": dg.MetadataValue.bool(False),
     })
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(delta_version)))
 
@@ -107,27 +109,25 @@ def _fingerprint(config: CuratedTrainingTableConfig, tokenizer_dir: str) -> str:
     return digest.hexdigest()
 
 
-def _up_to_date(context: dg.AssetExecutionContext, catalog: CatalogResource,
-                fingerprint: str) -> Optional[dg.MaterializeResult]:
-    """The last materialization again when neither the raw table, the curated table nor the inputs changed."""
+def _up_to_date(context: dg.AssetExecutionContext, catalog: CatalogResource, fingerprint: str) -> bool:
+    """Whether the last materialization still holds: same job inputs, raw and curated tables at its versions."""
     event = context.instance.get_latest_materialization_event(context.asset_key)
     last = event.asset_materialization.metadata if event and event.asset_materialization else {}
     if _value(last.get("inputs_fingerprint")) != fingerprint:
-        return None
+        return False
     client = catalog.client(Principal.PREPROCESS)
     versions = {}
     for relative, key in ((RAW_TABLE, "source_version"), (CURATED_TABLE, "delta_version")):
         name = catalog.table_name(relative)
         if not client.table_exists(name):
-            return None
+            return False
         creds = client.temporary_table_credentials(name, "READ")
         versions[key] = delta_version(creds.location, storage_options(creds, catalog.endpoint()))
     if any(versions[key] != int(_value(last[key])) for key in versions):
-        return None
+        return False
     context.log.info(f"curated table is up to date: raw version {versions['source_version']} and the job inputs "
-                     f"are unchanged since run {_value(last['job_run_id'])}; no job started")
-    metadata = {**last, "up_to_date": dg.MetadataValue.bool(True)}
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(versions["delta_version"])))
+                     f"are unchanged since run {_value(last['job_run_id'])}; no job started, nothing materialized")
+    return True
 
 
 def preflight(catalog: CatalogResource) -> None:

@@ -4,7 +4,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -71,16 +71,21 @@ def training_job_name(source_version: int, hyperparameters_hash: str) -> str:
     kinds={"pytorch", "sagemaker", "unitycatalog"},
     owners=["team:governed-ft"],
     tags={"principal": Principal.TRAIN.value},
+    output_required=False,
 )
 def finetuned_lora_model(context: dg.AssetExecutionContext, config: FinetuneConfig, catalog: CatalogResource,
-                         training: TrainingJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+                         training: TrainingJobResource,
+                         base_model: BaseModelResource) -> Iterator[dg.MaterializeResult]:
     """LoRA adapter over the base model, trained on the curated table at one Delta version, kept under ml/adapters/."""
     with readable_failures():
-        return _materialize(context, config, catalog, training, base_model)
+        result = _materialize(context, config, catalog, training, base_model)
+    if result is not None:
+        yield result
 
 
 def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, catalog: CatalogResource,
-                 training: TrainingJobResource, base_model: BaseModelResource) -> dg.MaterializeResult:
+                 training: TrainingJobResource, base_model: BaseModelResource) -> Optional[dg.MaterializeResult]:
+    """The job's materialization, or None (no job, no event) when this very job already produced the adapter."""
     config = base_model.finetune_config(config)
     table = catalog.table_name(CURATED_TABLE)
     catalog.preflight(Principal.TRAIN, [
@@ -104,9 +109,8 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
     }
     if catalog.s3_endpoint_url:
         job_arguments["s3_endpoint_url"] = catalog.s3_endpoint_url
-    previous = _already_trained(context, catalog, job_name, adapter_location)
-    if previous is not None:
-        return previous
+    if _already_trained(context, catalog, job_name, adapter_location):
+        return None
     context.log.info(f"training job {job_name}: {table} at Delta version {version}, base {base_ref}, "
                      f"adapter to {adapter_location}")
     with tempfile.TemporaryDirectory(prefix="governed-ft-train-code-") as tmp:
@@ -147,7 +151,6 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         "loss_curve": dg.MetadataValue.md(loss_table(metrics)),
         "job_hyperparameters": dg.MetadataValue.json(reported.get("hyperparameters") or {}),
         "device": dg.MetadataValue.text(str(reported.get("device") or "")),
-        "up_to_date": dg.MetadataValue.bool(False),
     }
     if reported.get("mlflow_run_id"):
         metadata["mlflow_run_id"] = dg.MetadataValue.text(str(reported["mlflow_run_id"]))
@@ -155,25 +158,24 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
 
 
 def _already_trained(context: dg.AssetExecutionContext, catalog: CatalogResource, job_name: str,
-                     adapter_location: str) -> Optional[dg.MaterializeResult]:
-    """The last materialization again when it trained this very job (same data version, hyperparameters, base)
-    and its completed adapter is still where it was written; retraining is then a choice, not an accident."""
+                     adapter_location: str) -> bool:
+    """Whether the last materialization trained this very job (same data version, hyperparameters, base) and its
+    completed adapter is still where it was written; retraining is then a choice, not an accident."""
     event = context.instance.get_latest_materialization_event(context.asset_key)
     last = event.asset_materialization.metadata if event and event.asset_materialization else {}
     if "job_run_id" not in last or _text(last.get("adapter_location")) != adapter_location:
-        return None
+        return False
     if not _text(last["job_run_id"]).startswith(job_name):
-        return None
+        return False
     try:
         summary = _read_summary(catalog, adapter_location)
     except Exception:  # the adapter is gone or unreadable: train again
-        return None
+        return False
     if summary.get("status") != "completed":
-        return None
-    context.log.info(f"training job {job_name} already produced the adapter at {adapter_location}; no job started")
-    adapter_sha256 = _text(last.get("adapter_sha256"))
-    return dg.MaterializeResult(metadata={**last, "up_to_date": dg.MetadataValue.bool(True)},
-                                data_version=dg.DataVersion(adapter_sha256) if adapter_sha256 else None)
+        return False
+    context.log.info(f"training job {job_name} already produced the adapter at {adapter_location}; no job started, "
+                     "nothing materialized")
+    return True
 
 
 def _text(entry: Any) -> str:
