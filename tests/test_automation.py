@@ -1,4 +1,7 @@
-"""Downstream refresh on the raw table's Delta version (changes outside Dagster included) and the retraining policy."""
+"""Declarative automation: the raw table's Delta version observed (writers outside Dagster included), curation and
+retraining as automation conditions, each off until chosen."""
+
+import datetime as dt
 
 import dagster as dg
 import pyarrow as pa
@@ -8,12 +11,14 @@ from deltalake import write_deltalake
 from aws_fixtures import BUCKET, CATALOG, application_id, start_world
 from conftest import free_port
 from governed_ft_dagster.catalog.base import Principal
+from governed_ft_dagster.defs.automation import CURATED, RAW_TABLE_VERSION, REGISTERED, TRAINED, raw_table_version
+from governed_ft_dagster.defs.build import build_defs
 from governed_ft_dagster.refresh import RetrainPolicy, retrain_due
-from governed_ft_dagster.defs.sensors import raw_table_version_sensor, retraining_sensor
 from governed_ft_dagster.settings import SettingsError, load_settings
 
 RAW_LOCATION = f"s3://{BUCKET}/raw/tables/risk_factors"
-CURATED_LOCATION = f"s3://{BUCKET}/curated/tables/risk_factor_instructions"
+CONTRACTS = ("curated_schema", "curated_messages_complete", "curated_token_budget", "curated_split_by_company",
+             "curated_count_against_raw")
 
 
 @pytest.fixture
@@ -24,61 +29,86 @@ def world(monkeypatch):
     server.stop()
 
 
-def options(world) -> dict[str, str]:
-    return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": world.moto_url, "AWS_ALLOW_HTTP": "true"}
-
-
-def append(world, location: str, n: int, start: int = 0) -> None:
+def append(world, n: int, start: int = 0) -> None:
     rows = pa.table({"accession_number": [f"a-{i}" for i in range(start, start + n)]})
-    write_deltalake(location, rows, mode="append", storage_options=options(world))
+    options = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL": world.moto_url, "AWS_ALLOW_HTTP": "true"}
+    write_deltalake(RAW_LOCATION, rows, mode="append", storage_options=options)
 
 
-def tick(sensor, world, instance, cursor):
-    context = dg.build_sensor_context(cursor=cursor, instance=instance,
-                                      resources={"catalog": world.catalog_resource()})
-    return sensor(context), context.cursor
+class Ticks:
+    """The automation sensor's evaluations, one call per tick, the cursor carried from one to the next."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
+        self.defs, self.instance, self.cursor = defs, instance, None
+        self.time = dt.datetime(2026, 1, 5, 6, 1, tzinfo=dt.timezone.utc)
+
+    def __call__(self, minutes: float = 0.5) -> dict[str, int]:
+        self.time += dt.timedelta(minutes=minutes)
+        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor,
+                                                   evaluation_time=self.time)
+        self.cursor = result.cursor
+        return {key.to_user_string(): n for key in (RAW_TABLE_VERSION, CURATED, TRAINED, REGISTERED)
+                if (n := result.get_num_requested(key))}
 
 
-def test_a_new_raw_version_written_outside_dagster_requests_curation_once(world):
-    append(world, RAW_LOCATION, 3)
+def test_a_raw_version_written_outside_dagster_is_observed_and_curation_requested_once(world):
+    append(world, 3)
     world.databricks.add_table(f"{CATALOG}.raw.risk_factors", RAW_LOCATION, owner=application_id(Principal.INGEST))
     world.databricks.grant("table", f"{CATALOG}.raw.risk_factors", application_id(Principal.PREPROCESS), "SELECT")
+    observer = dg.Definitions(assets=[raw_table_version], resources={"catalog": world.catalog_resource()},
+                              jobs=[dg.define_asset_job("observe", selection=[RAW_TABLE_VERSION])])
     with dg.DagsterInstance.ephemeral() as instance:
-        first, cursor = tick(raw_table_version_sensor, world, instance, None)
-        assert isinstance(first, dg.RunRequest) and first.run_key == "raw-v0"
-        again, cursor = tick(raw_table_version_sensor, world, instance, cursor)
-        assert isinstance(again, dg.SkipReason)
-        append(world, RAW_LOCATION, 2, start=3)
-        moved, cursor = tick(raw_table_version_sensor, world, instance, cursor)
-        assert isinstance(moved, dg.RunRequest) and moved.run_key == "raw-v1"
+        def observe() -> str:
+            result = observer.resolve_job_def("observe").execute_in_process(instance=instance)
+            (observation,) = result.asset_observations_for_node(RAW_TABLE_VERSION.to_user_string())
+            return observation.tags["dagster/data_version"]
+
+        tick = Ticks(build_defs(load_settings({})), instance)
+        assert tick() == {}
+        assert tick(minutes=5) == {"raw_table_version": 1}  # observed every 5 minutes
+        assert observe() == "0"
+        assert tick() == {"curated_training_table": 1}
+        assert observe() == "0"
+        assert tick() == {}  # the same version again requests nothing
+        append(world, 2, start=3)  # a writer outside Dagster
+        assert observe() == "1"
+        assert tick() == {"curated_training_table": 1}
+        assert tick() == {}
 
 
-def test_retraining_follows_the_policy_not_every_change(world):
-    append(world, CURATED_LOCATION, 10)
-    world.databricks.add_table(f"{CATALOG}.curated.risk_factor_instructions", CURATED_LOCATION,
-                               owner=application_id(Principal.PREPROCESS))
-    world.databricks.grant("table", f"{CATALOG}.curated.risk_factor_instructions", application_id(Principal.TRAIN), "SELECT")
+def stub_assets(rows: dict[str, int]) -> list[dg.AssetsDefinition]:
+    """Curated (its blocking contracts passed) and adapter materializations, without any job."""
+
+    @dg.asset(key=CURATED, check_specs=[dg.AssetCheckSpec(name, asset=CURATED) for name in CONTRACTS])
+    def curated():
+        return dg.MaterializeResult(metadata={"rows_out": rows["curated"]}, check_results=[
+            dg.AssetCheckResult(check_name=name, passed=True) for name in CONTRACTS])
+
+    @dg.asset(key=TRAINED, deps=[CURATED])
+    def trained():
+        return dg.MaterializeResult(metadata={"job_run_id": "lora"})
+
+    return [curated, trained]
+
+
+def test_retraining_follows_the_policy_not_every_change():
+    rows = {"curated": 10}
+    stubs = stub_assets(rows)
     with dg.DagsterInstance.ephemeral() as instance:
-        idle, _ = tick(retraining_sensor(load_settings({})), world, instance, None)
-        assert isinstance(idle, dg.SkipReason) and "on_demand" in str(idle.skip_message)
-        sensor = retraining_sensor(load_settings({"GOVERNED_FT_RETRAIN_POLICY": "new_data:5"}))
-
-        @dg.asset(name="finetuned_lora_model")
-        def trained():
-            return dg.MaterializeResult(metadata={"source_version": 0})
-
-        assert dg.materialize([trained], instance=instance).success
-        baseline, cursor = tick(sensor, world, instance, None)
-        assert isinstance(baseline, dg.SkipReason) and "baseline" in str(baseline.skip_message)
-        append(world, CURATED_LOCATION, 3, start=10)
-        few, cursor = tick(sensor, world, instance, cursor)
-        assert isinstance(few, dg.SkipReason) and "3 new curated records" in str(few.skip_message)
-        append(world, CURATED_LOCATION, 3, start=13)
-        enough, cursor = tick(sensor, world, instance, cursor)
-        assert isinstance(enough, dg.RunRequest)
-        after, cursor = tick(sensor, world, instance, cursor)
-        assert isinstance(after, dg.SkipReason)
+        tick = Ticks(build_defs(load_settings({"GOVERNED_FT_RETRAIN_POLICY": "new_data:5"})), instance)
+        on_demand = Ticks(build_defs(load_settings({})), instance)
+        assert tick() == {} and on_demand() == {}
+        assert dg.materialize(stubs, instance=instance).success  # trained on 10 records
+        assert tick() == {"uc_model_version": 1} and on_demand() == {}  # a new adapter is registered
+        rows["curated"] = 13
+        assert dg.materialize(stubs, selection=[CURATED], instance=instance).success
+        assert TRAINED.to_user_string() not in tick() and on_demand() == {}  # 3 new records: not enough
+        rows["curated"] = 16
+        assert dg.materialize(stubs, selection=[CURATED], instance=instance).success
+        assert tick() == {"finetuned_lora_model": 1, "uc_model_version": 1}  # 6 new: retrain, then register
+        assert on_demand() == {}
+        assert tick() == {}  # requested once
 
 
 def test_policy_parsing():
@@ -90,30 +120,17 @@ def test_policy_parsing():
         load_settings({"GOVERNED_FT_RETRAIN_POLICY": "always"})
 
 
-AUTOMATION_STATUS = """
-from governed_ft_dagster.definitions import defs
-repo = defs.get_repository_def()
-for s in repo.schedule_defs:
-    print("schedule", s.name, s.default_status.value)
-for s in repo.sensor_defs:
-    print("sensor", s.name, s.default_status.value)
-"""
-
-
 @pytest.mark.parametrize("policy, running", [
     ("on_demand", set()),
-    ("new_data:500", {"sensor retraining_sensor"}),
-    ("schedule:0 3 * * 1", {"schedule retraining_schedule"}),
+    ("new_data:500", {"sensor retraining_automation"}),
+    ("schedule:0 3 * * 1", {"sensor retraining_automation"}),
 ])
-def test_only_the_automation_of_the_chosen_retraining_policy_starts_on(policy, running, tmp_path):
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GOVERNED_FT_")}
-    env.update(GOVERNED_FT_RETRAIN_POLICY=policy, GOVERNED_FT_HOME=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", AUTOMATION_STATUS], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    statuses = dict(line.rsplit(" ", 1) for line in done.stdout.splitlines())
-    assert {"sensor new_filings_sensor", "sensor raw_table_version_sensor", "schedule edgar_refresh_schedule"} <= set(statuses)
+def test_only_the_automation_of_the_chosen_retraining_policy_starts_on(policy, running):
+    repo = build_defs(load_settings({"GOVERNED_FT_RETRAIN_POLICY": policy})).get_repository_def()
+    statuses = {f"schedule {s.name}": s.default_status.value for s in repo.schedule_defs}
+    statuses.update({f"sensor {s.name}": s.default_status.value for s in repo.sensor_defs})
+    assert set(statuses) == {"sensor new_filings_sensor", "sensor curation_automation",
+                             "sensor retraining_automation", "schedule edgar_refresh_schedule"}
     assert {name for name, status in statuses.items() if status == "RUNNING"} == running
+    condition = repo.asset_graph.get(TRAINED).automation_condition
+    assert (condition is None) == (policy == "on_demand")

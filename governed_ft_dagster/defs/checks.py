@@ -5,6 +5,7 @@ from pydantic import Field
 
 from governed_ft_dagster import quality
 from governed_ft_dagster.defs.assets.failures import readable_failures
+from governed_ft_dagster.defs.automation import CHECK_WITH_TARGET
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
 from governed_ft_dagster.defs.provenance import data_version
@@ -67,7 +68,8 @@ def raw_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDe
 
 
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=CURATED, description=text, blocking=True) for name, text in (
+    specs=[dg.AssetCheckSpec(name, asset=CURATED, description=text, blocking=True,
+                             automation_condition=CHECK_WITH_TARGET) for name, text in (
         ("curated_schema", "The curated table has the training record columns."),
         ("curated_messages_complete", "Every record has system, user and assistant messages with content."),
         ("curated_token_budget", f"Every record fits in {TOKEN_BUDGET} tokens of the base tokenizer."),
@@ -103,7 +105,7 @@ class AdapterGateConfig(dg.Config):
         description="Share by which the adapter must lower the base model's validation loss (0.01 = 1%).")
 
 
-@dg.asset_check(asset=MODEL, blocking=True,
+@dg.asset_check(asset=MODEL, blocking=True, automation_condition=CHECK_WITH_TARGET,
                 description="The adapter lowers the base model's validation loss on the same validation set by at "
                             "least the configured share (default "
                             f"{quality.DEFAULT_MIN_RELATIVE_IMPROVEMENT:.0%}).")

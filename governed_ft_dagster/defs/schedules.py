@@ -3,8 +3,7 @@
 import dagster as dg
 
 from governed_ft_dagster.defs.partitions import raw_partitions
-from governed_ft_dagster.defs.sensors import raw_refresh_job, retraining_job
-from governed_ft_dagster.refresh import RetrainPolicy
+from governed_ft_dagster.defs.sensors import raw_refresh_job
 from governed_ft_dagster.settings import Settings
 
 
@@ -21,12 +20,3 @@ def edgar_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
                 for key in partitions_def.get_partition_keys()]
 
     return edgar_refresh_schedule
-
-
-def retraining_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
-    """A retraining schedule when the retraining policy is schedule:<cron>; none otherwise."""
-    policy = RetrainPolicy.parse(settings.retrain_policy)
-    if policy.kind != "schedule":
-        return []
-    return [dg.ScheduleDefinition(name="retraining_schedule", job=retraining_job, cron_schedule=policy.cron,
-                                  execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)]

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.defs.assets.raw import RAW_KEY
+from governed_ft_dagster.defs.automation import RAW_TABLE_VERSION
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
 from governed_ft_dagster.governance import CURATED_TABLE, GRANTS, RAW_TABLE
 from governed_ft_dagster.job_code import PREPROCESS_SCRIPT, PY_FILES_SUFFIX, job_script, project_wheel
@@ -33,7 +34,7 @@ class CuratedTrainingTableConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[dg.AssetDep(RAW_KEY, partition_mapping=dg.AllPartitionMapping())],
+    deps=[dg.AssetDep(RAW_KEY, partition_mapping=dg.AllPartitionMapping()), RAW_TABLE_VERSION],
     group_name="preprocessing",
     kinds={"spark", "delta", "unitycatalog"},
     owners=["team:governed-ft"],

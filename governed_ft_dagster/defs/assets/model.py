@@ -140,15 +140,17 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
 
 
 def asset_graph_description(context: dg.AssetExecutionContext) -> dict[str, list[str]]:
-    """This asset and its ancestors, each with its direct dependencies, as Dagster's asset graph has them."""
+    """This asset and its materialized ancestors, each with its direct dependencies, as Dagster's asset graph has
+    them; observations (the raw table's version) leave no materialization to walk back to and are left out."""
     try:
         asset_graph = context.repository_def.asset_graph
     except CheckError:  # in-process runs have no repository; a job's graph is cut at the selection's parents
         job_graph = context.job_def.asset_layer.asset_graph
         asset_graph = getattr(job_graph, "source_asset_graph", job_graph)
     key = context.asset_key
-    keys = set(asset_graph.get_ancestor_asset_keys(key)) | {key}
-    return {k.to_user_string(): sorted(p.to_user_string() for p in asset_graph.get(k).parent_keys) for k in keys}
+    keys = {k for k in asset_graph.get_ancestor_asset_keys(key) if asset_graph.get(k).is_materializable} | {key}
+    return {k.to_user_string(): sorted(p.to_user_string() for p in asset_graph.get(k).parent_keys if p in keys)
+            for k in keys}
 
 
 def registration_chain(instance: dg.DagsterInstance, description: Mapping[str, list[str]],
