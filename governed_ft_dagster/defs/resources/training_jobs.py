@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import dagster as dg
-from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
+from governed_ft_dagster.defs.resources.pipes_subprocess import run_pipes_subprocess
 from governed_ft_dagster.job_code import source_tarball
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID
 
@@ -153,12 +153,11 @@ class LocalTrainingResource(TrainingJobResource):
         context.log.info(f"Local training job {spec.job_name}: {spec.entry_point()} in {job_dir}"
                          + (" (resuming from its checkpoints)" if resumed else ""))
         started = time.monotonic()
-        client = dg.PipesSubprocessClient(cwd=str(Path(spec.source_dir).resolve()))
-        try:
-            invocation = client.run(context=context, command=command, env=env,
-                                    extras={"training_job_name": spec.job_name, "kind": "LocalTrainingJob"})
-        except DagsterPipesExecutionError:
-            raise self._failure(spec.job_name, job_dir, stderr_log, exit_code_file) from None
+        invocation, exit_code = run_pipes_subprocess(
+            context, command, env=env, cwd=str(Path(spec.source_dir).resolve()),
+            extras={"training_job_name": spec.job_name, "kind": "LocalTrainingJob"})
+        if exit_code != 0:
+            raise self._failure(spec.job_name, job_dir, stderr_log, exit_code_file)
         elapsed = time.monotonic() - started
         context.log.info(f"Local training job {spec.job_name}: Completed in {elapsed:.1f} s")
         return TrainingJobResult(
