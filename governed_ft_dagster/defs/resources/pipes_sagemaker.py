@@ -14,22 +14,8 @@ from typing import Any, Optional, Union
 import boto3
 import dagster as dg
 from botocore.exceptions import ClientError
-from dagster import PipesClient
-from dagster._core.definitions.resource_annotation import TreatAsResourceParam
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.client import (
-    PipesClientCompletedInvocation,
-    PipesContextInjector,
-    PipesMessageReader,
-    PipesParams,
-)
-from dagster._core.pipes.utils import (
-    PipesEnvContextInjector,
-    PipesLogReader,
-    PipesThreadedMessageReader,
-    open_pipes_session,
-)
-from dagster_aws.pipes.message_readers import PipesCloudWatchMessageReader, get_log_events
+from dagster_aws.pipes import PipesCloudWatchMessageReader
+from dagster_aws.pipes.message_readers import get_log_events
 from dagster_pipes import PIPES_PROTOCOL_VERSION_FIELD, PipesContextData, PipesDefaultContextLoader, encode_param
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -46,6 +32,7 @@ _STOP_EXPLANATIONS = {
 }
 
 Context = Union[dg.AssetExecutionContext, dg.OpExecutionContext]
+PipesParams = Mapping[str, Any]
 LogForwarder = Callable[[str, str], None]
 
 
@@ -108,7 +95,7 @@ def print_line(host: str, line: str) -> None:
     sys.stdout.write(f"[{host}] {line}\n")
 
 
-class PipesSageMakerContextInjector(PipesEnvContextInjector):
+class PipesSageMakerContextInjector(dg.PipesEnvContextInjector):
     """Pipes context in the job's Environment, or in a one-file S3 channel when it exceeds SageMaker's 512 chars."""
 
     def __init__(self, *, s3_client: Any = None, spill_s3_uri: Optional[str] = None):
@@ -155,7 +142,7 @@ class PipesSageMakerMessageReader(PipesCloudWatchMessageReader):
     """Reads Pipes messages from every CloudWatch stream under the prefix ``{job}/algo-1-`` (spot restarts too)."""
 
     def __init__(self, client: Any = None, log_group: str = LOG_GROUP, interval: float = 10.0,
-                 log_readers: Optional[list[PipesLogReader]] = None):
+                 log_readers: Optional[list[dg.PipesLogReader]] = None):
         super().__init__(client=client, log_group=log_group, log_readers=log_readers)
         self.interval = interval
 
@@ -179,7 +166,7 @@ class PipesSageMakerMessageReader(PipesCloudWatchMessageReader):
                 "the training script must call open_dagster_pipes() and leave stdout to SageMaker.")
 
 
-class PipesSageMakerLogReader(PipesLogReader):
+class PipesSageMakerLogReader(dg.PipesLogReader):
     """Forwards the non-Pipes lines of every host's CloudWatch stream of a training job to a callback."""
 
     def __init__(self, *, client: Any, job_name: str, forward: LogForwarder = print_line,
@@ -274,14 +261,14 @@ def training_job_failure(response: Mapping[str, Any], region: str) -> dg.Failure
     )
 
 
-class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
+class PipesSageMakerClient(dg.PipesClient):
     """A Pipes client that runs a SageMaker training job; forward_logs(host, line) gets its log lines (None: off)."""
 
     def __init__(
         self,
         client: Any = None,
-        context_injector: Optional[PipesContextInjector] = None,
-        message_reader: Optional[PipesMessageReader] = None,
+        context_injector: Optional[dg.PipesContextInjector] = None,
+        message_reader: Optional[dg.PipesMessageReader] = None,
         logs_client: Any = None,
         poll_interval: float = 30.0,
         forward_termination: bool = True,
@@ -309,12 +296,12 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
         context: Context,
         create_training_job_params: Mapping[str, Any],
         extras: Optional[dict[str, Any]] = None,
-    ) -> PipesClientCompletedInvocation:
+    ) -> dg.PipesClientCompletedInvocation:
         """Create the training job with the Pipes bootstrap in its Environment, wait for it, read its messages."""
         params = copy.deepcopy(dict(create_training_job_params))
         job_name = params["TrainingJobName"]
         validate_request(params, reserved_environment=2)
-        with open_pipes_session(context=context, message_reader=self._message_reader,
+        with dg.open_pipes_session(context=context, message_reader=self._message_reader,
                                 context_injector=self._context_injector, extras=extras) as session:
             params["Environment"] = {**(params.get("Environment") or {}), **session.get_bootstrap_env_vars()}
             channel = getattr(self._context_injector, "input_channel", None)
@@ -325,7 +312,7 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
             self._create(context, params)
             try:
                 response = self._wait(context, session, job_name)
-            except (DagsterExecutionInterruptedError, Exception) as exc:
+            except (dg.DagsterExecutionInterruptedError, Exception) as exc:
                 # a job nobody watches any more still bills; stop it whether the run was interrupted or broke
                 stopped = self.forward_termination and self._stop(context, job_name)
                 if isinstance(exc, ClientError):
@@ -337,7 +324,7 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
                 raise
             if response["TrainingJobStatus"] != "Completed":
                 raise training_job_failure(response, self.region)
-        return PipesClientCompletedInvocation(session, metadata=self._metadata(response))
+        return dg.PipesClientCompletedInvocation(session, metadata=self._metadata(response))
 
     def _create(self, context: Context, params: dict[str, Any]) -> str:
         name = params["TrainingJobName"]
@@ -372,8 +359,10 @@ class PipesSageMakerClient(PipesClient, TreatAsResourceParam):
     def _attach_logs(self, context: Context, session: Any, job_name: str) -> None:
         if isinstance(self._message_reader, PipesCloudWatchMessageReader):
             session.report_launched({"extras": {"log_group": LOG_GROUP, "log_stream": f"{job_name}/algo-1-"}})
-        if self.forward_logs is not None and isinstance(self._message_reader, PipesThreadedMessageReader):
-            self._message_reader.add_log_reader(PipesSageMakerLogReader(
+        # Readers that run log readers have add_log_reader; their base, PipesThreadedMessageReader, is not exported.
+        add_log_reader = getattr(self._message_reader, "add_log_reader", None)
+        if self.forward_logs is not None and add_log_reader is not None:
+            add_log_reader(PipesSageMakerLogReader(
                 client=self._logs_client, job_name=job_name, forward=self.forward_logs,
                 interval=min(self.poll_interval, 10.0)))
         context.log.info(f"[pipes] reading CloudWatch logs of {job_name}: {log_group_link(self.region, job_name)}")
