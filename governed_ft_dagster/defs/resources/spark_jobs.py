@@ -10,19 +10,18 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import dagster as dg
-from dagster._core.errors import DagsterPipesExecutionError
-from dagster._core.pipes.utils import forward_only_logs_to_file
-from dagster._utils.merger import deep_merge_dicts
-from dagster_aws.pipes import PipesCloudWatchLogReader, PipesCloudWatchMessageReader, PipesEMRServerlessClient
+from dagster_aws.pipes import PipesCloudWatchMessageReader
 from dagster_aws.pipes.message_readers import get_log_events
 from dagster_pipes import PIPES_PROTOCOL_VERSION_FIELD
 from pydantic import Field, PrivateAttr
 
+from governed_ft_dagster.defs.resources.pipes_subprocess import run_pipes_subprocess
 from governed_ft_dagster.provision import staging
 from governed_ft_dagster.stack import jars, versions
 from governed_ft_dagster.stack.errors import StackError
@@ -101,17 +100,16 @@ class LocalSparkResource(SparkJobResource):
                       "delta_spark_version": versions.DELTA_VERSION, "log_location": str(output_log),
                       "code_version": _sha256(script)[:16]}
         started = time.monotonic()
-        try:
-            invocation = dg.PipesSubprocessClient(cwd=str(run_dir)).run(context=context, command=command, env=env)
-        except DagsterPipesExecutionError:
-            exit_code = exit_code_file.read_text().strip() if exit_code_file.exists() else "unknown"
+        invocation, process_exit_code = run_pipes_subprocess(context, command, env=env, cwd=str(run_dir))
+        if process_exit_code != 0:
+            exit_code = exit_code_file.read_text().strip() if exit_code_file.exists() else str(process_exit_code)
             properties.update(exit_code=exit_code, duration_s=f"{time.monotonic() - started:.1f}")
             tail = _tail_lines(output_log, OUTPUT_TAIL_LINES)
             raise dg.Failure(
                 description=(f"Spark job '{spec.job_name}' failed: spark-submit exited with code {exit_code} "
                              f"(run {run_id}). Last {len(tail)} lines of its output ({output_log}):\n" + "\n".join(tail)),
                 metadata={**properties, "run_id": run_id},
-            ) from None
+            )
         properties.update(exit_code="0", duration_s=f"{time.monotonic() - started:.1f}")
         return SparkJobResult("LocalSparkJobRun", run_id, "SUCCEEDED", properties, _materialize_result(invocation))
 
@@ -172,7 +170,7 @@ class EmrServerlessResource(SparkJobResource):
         request = self.start_job_run_request(spec, application_id)
         pipes_client = _EMRServerlessPipesClient(
             client=emr, message_reader=PipesCloudWatchMessageReader(client=logs), poll_interval=self.poll_interval_s)
-        invocation = pipes_client.run(context=context, start_job_run_params=copy.deepcopy(request))
+        invocation = pipes_client.run(context=context, start_job_run_params=request)
         job_run = pipes_client.final_response["jobRun"]
         properties = self._properties(job_run, request)
         if job_run["state"] != "SUCCESS":
@@ -378,24 +376,52 @@ sys.exit(code if 0 <= code < 256 else 1)
 """
 
 
-class _DrainingCloudWatchLogReader(PipesCloudWatchLogReader):
-    """Forwards a stream until the Pipes session is closed and the stream is drained (upstream tails forever)."""
+class _DrainingCloudWatchLogReader(dg.PipesLogReader):
+    """Forwards a stream's non-Pipes lines until the Pipes session is closed and the stream is drained."""
 
-    def start(self, params, is_session_closed: threading.Event) -> None:
+    def __init__(self, *, client: Any, log_group: str, log_stream: str, target_stream: IO[str], start_time: int,
+                 debug_info: str, join_timeout_s: float = 30.0):
+        self.client, self.log_group, self.log_stream = client, log_group, log_stream
+        self.target_stream, self.start_time, self._debug_info = target_stream, start_time, debug_info
+        self.join_timeout_s = join_timeout_s
+        self.thread: Optional[threading.Thread] = None
+
+    @property
+    def name(self) -> str:
+        return f"CloudWatch log stream {self.log_group}:{self.log_stream}"
+
+    @property
+    def debug_info(self) -> Optional[str]:
+        return self._debug_info
+
+    def target_is_readable(self, params: Mapping[str, Any]) -> bool:
+        try:
+            response = self.client.describe_log_streams(logGroupName=self.log_group,
+                                                        logStreamNamePrefix=self.log_stream)
+        except self.client.exceptions.ResourceNotFoundException:
+            return False
+        return bool(response.get("logStreams"))
+
+    def start(self, params: Mapping[str, Any], is_session_closed: threading.Event) -> None:
         self.thread = threading.Thread(target=self._drain, args=(is_session_closed,), daemon=True)
         self.thread.start()
 
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout=self.join_timeout_s)
+
+    def is_running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
     def _drain(self, is_session_closed: threading.Event) -> None:
         request: dict[str, Any] = {"logGroupName": self.log_group, "logStreamName": self.log_stream,
-                                   "startFromHead": True}
-        if self.start_time is not None:
-            request["startTime"] = self.start_time
+                                   "startFromHead": True, "startTime": self.start_time}
         while True:
-            response = get_log_events(client=self.client, max_retries=self.max_retries, **request)
+            response = get_log_events(client=self.client, **request)
             for event in response.get("events", []):
                 for line in event.get("message", "").splitlines():
-                    if line:
-                        forward_only_logs_to_file(line, self.target_stream)
+                    if line and not _is_pipes_message(line):
+                        self.target_stream.write(line + "\n")
             drained = not response.get("events")
             request["nextToken"] = response["nextForwardToken"]
             if drained:
@@ -404,42 +430,68 @@ class _DrainingCloudWatchLogReader(PipesCloudWatchLogReader):
                 is_session_closed.wait(1.0)
 
 
-class _EMRServerlessPipesClient(PipesEMRServerlessClient):
-    """dagster-aws' client, changed where it does not fit a governed run.
+class _EMRServerlessPipesClient(dg.PipesClient):
+    """Runs one EMR Serverless job run in a Pipes session: context through driver env, messages through CloudWatch.
 
-    A FAILED or CANCELLED run is returned, not raised, so its Pipes messages and logs are still read and the
-    resource can raise a Failure with the reason; the pre-authenticated Spark UI dashboard URL is not logged;
-    the application type is compared case-insensitively; log streams are drained and then released.
+    Written on the public Pipes API because dagster-aws' PipesEMRServerlessClient raises on a FAILED run before its
+    logs are read (so no reason can be given), logs the pre-authenticated Spark UI dashboard URL, compares the
+    application type case-sensitively and tails log streams forever; it has no public hook to change any of these.
     """
 
-    final_response: dict
+    def __init__(self, client: Any, message_reader: PipesCloudWatchMessageReader, poll_interval: float,
+                 forward_termination: bool = True):
+        self.client, self.message_reader = client, message_reader
+        self.poll_interval, self.forward_termination = poll_interval, forward_termination
+        self.final_response: dict = {}
 
-    def _wait_for_completion(self, context, start_response):
+    def run(self, *, context: dg.AssetExecutionContext,  # type: ignore[override]
+            start_job_run_params: Mapping[str, Any], extras: Optional[dict[str, Any]] = None) -> dg.PipesClientCompletedInvocation:
+        """Start the job run, wait for its end state (returned in final_response, not raised), read its messages."""
+        params = copy.deepcopy(dict(start_job_run_params))
+        with dg.open_pipes_session(context=context, message_reader=self.message_reader,
+                                   context_injector=dg.PipesEnvContextInjector(), extras=extras) as session:
+            params["tags"] = {**params.get("tags", {}), **session.default_remote_invocation_info}
+            submit = params.setdefault("jobDriver", {}).setdefault("sparkSubmit", {})
+            submit["sparkSubmitParameters"] = submit.get("sparkSubmitParameters", "") + "".join(
+                f" --conf spark.emr-serverless.driverEnv.{key}={value}"
+                for key, value in session.get_bootstrap_env_vars().items())
+            started = self.client.start_job_run(**params)
+            context.log.info(f"[pipes] EMR Serverless job run {started['jobRunId']} started")
+            try:
+                self.final_response = self._wait_for_end(context, started)
+            except dg.DagsterExecutionInterruptedError:
+                if self.forward_termination:
+                    context.log.warning(
+                        f"[pipes] run interrupted: cancelling EMR Serverless job run {started['jobRunId']}")
+                    self.client.cancel_job_run(applicationId=started["applicationId"], jobRunId=started["jobRunId"])
+                raise
+            self._read_messages(context, session, self.final_response["jobRun"])
+        return dg.PipesClientCompletedInvocation(session)
+
+    def _wait_for_end(self, context: dg.AssetExecutionContext, started: Mapping[str, Any]) -> dict:
         while True:
-            response = self.client.get_job_run(applicationId=start_response["applicationId"],
-                                               jobRunId=start_response["jobRunId"])
+            response = self.client.get_job_run(applicationId=started["applicationId"], jobRunId=started["jobRunId"])
             if response["jobRun"]["state"] in ("SUCCESS", "FAILED", "CANCELLED"):
-                self.final_response = response
-                context.log.info(f"[pipes] EMR Serverless job run {start_response['jobRunId']} ended in state "
+                context.log.info(f"[pipes] EMR Serverless job run {started['jobRunId']} ended in state "
                                  f"{response['jobRun']['state']}")
                 return response
             time.sleep(self.poll_interval)
 
-    def _read_messages(self, context, session, response):
-        job_run = response["jobRun"]
+    def _read_messages(self, context: dg.AssetExecutionContext, session: dg.PipesSession, job_run: dict) -> None:
         application = self.client.get_application(applicationId=job_run["applicationId"])["application"]
-        monitoring = deep_merge_dicts(application.get("monitoringConfiguration", {}),
-                                      job_run.get("configurationOverrides", {}).get("monitoringConfiguration", {}))
+        monitoring = _deep_merge(application.get("monitoringConfiguration", {}),
+                                 job_run.get("configurationOverrides", {}).get("monitoringConfiguration", {}))
         cloudwatch = monitoring.get("cloudWatchLoggingConfiguration", {})
         if cloudwatch.get("enabled") is not True:
             context.log.warning("[pipes] CloudWatch logging is off for this job run: no Pipes messages can be read")
             return
-        worker_type = {"SPARK": "SPARK_DRIVER", "HIVE": "HIVE_DRIVER"}[application["type"].upper()]
+        worker_type = "HIVE_DRIVER" if application["type"].upper() == "HIVE" else "SPARK_DRIVER"
         group = cloudwatch.get("logGroupName") or "/aws/emr-serverless"
         stream = driver_log_stream(job_run["applicationId"], job_run["jobRunId"], job_run.get("attempt"),
                                    cloudwatch.get("logStreamNamePrefix"), worker_type)
         log_types = cloudwatch.get("logTypes") or {}
-        outputs = [t.lower() for t in log_types.get(worker_type, ["STDOUT", "STDERR"]) if t.upper() in ("STDOUT", "STDERR")]
+        outputs = [t.lower() for t in log_types.get(worker_type, ["STDOUT", "STDERR"])
+                   if t.upper() in ("STDOUT", "STDERR")]
         session.report_launched({"extras": {"log_group": group, "log_stream": f"{stream}/stdout"}})
         for output in outputs:
             reader = _DrainingCloudWatchLogReader(
@@ -449,3 +501,12 @@ class _EMRServerlessPipesClient(PipesEMRServerlessClient):
             # A run that failed before its driver started has no streams: do not wait a minute for them.
             if job_run["state"] == "SUCCESS" or reader.target_is_readable({}):
                 self.message_reader.add_log_reader(reader)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """base with override's keys set, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        nested = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _deep_merge(merged[key], value) if nested else value
+    return merged
