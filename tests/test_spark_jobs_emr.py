@@ -90,7 +90,7 @@ class Aws:
         jvm_stderr = (f"ERROR Client: Application diagnostics message: User application exited with {proc.returncode}"
                       if proc.returncode else "INFO SparkContext: Successfully stopped SparkContext")
         cloudwatch = request["configurationOverrides"]["monitoringConfiguration"]["cloudWatchLoggingConfiguration"]
-        # dagster-aws PipesEMRServerlessClient._read_messages: f"{prefix}/applications/{app}/jobs/{run}/SPARK_DRIVER"
+        # EMR Serverless names the driver's streams f"{prefix}/applications/{app}/jobs/{run}/SPARK_DRIVER/{stdout,stderr}"
         stream = (f"{cloudwatch['logStreamNamePrefix']}/applications/{response['applicationId']}"
                   f"/jobs/{response['jobRunId']}/SPARK_DRIVER")
         logs = self.client("logs")
