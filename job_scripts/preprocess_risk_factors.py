@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -39,6 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rejects-location", default=None, help="optional Delta location for rejected rows")
     parser.add_argument("--grant-select-to", action="append", default=[], metavar="PRINCIPAL",
                         help="catalog principal granted SELECT on the curated table (repeatable)")
+    parser.add_argument("--table-access", choices=("connector", "vended"), default=None,
+                        help="through the catalog's Spark connector, or with credentials the job vends and renews "
+                             "itself; by default the connector for the open-source catalog, vended for Databricks")
     parser.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint for S3A (tests only)")
     parser.add_argument("--storage-region", default=None, help="region of the governed bucket")
     parser.add_argument("--max-tokens", type=int, default=1024)
@@ -47,7 +51,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Locations:
+class _ByPath:
+    """Reads and writes the tables by storage location (S3A for s3://), with whatever credentials before_* set."""
+
+    source: str
+    target: str
+
+    def latest_source_version(self, spark) -> int:
+        return _latest_version(spark, spark_path(self.source))
+
+    def read_source(self, spark, version: int):
+        return spark.read.format("delta").option("versionAsOf", version).load(spark_path(self.source))
+
+    def write_target(self, spark, df, properties: dict[str, str]) -> int:
+        return write_delta(spark, df, spark_path(self.target), properties, "governed_ft_curated")
+
+
+class Locations(_ByPath):
     """Tables given as storage locations, without a catalog (tests and ad-hoc runs on local paths)."""
 
     detach_before_write = False
@@ -65,8 +85,9 @@ class Locations:
         return {}
 
 
-class CatalogTables:
-    """Both tables resolved through the catalog as the job's principal; storage only with vended credentials."""
+class CatalogTables(_ByPath):
+    """Both tables resolved through the catalog as the job's principal; storage only with vended credentials that the
+    job renews before they end (and its catalog client renews its OAuth token), so a long job goes on."""
 
     def __init__(self, client, args: argparse.Namespace):
         from governed_ft_dagster.catalog.base import CatalogError, RenewingCredentials
@@ -135,27 +156,119 @@ class CatalogTables:
 
     def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
         """Register the table when it is new (this principal becomes its owner) and grant SELECT to the readers."""
-        from governed_ft_dagster.catalog.base import Privilege
-
         if not self.target_exists:
             self.client.register_external_table(
                 self.target_table, self.target, columns, comment=CURATED_COMMENT,
                 properties={f"{PROPERTY_PREFIX}.source_table": self.source_table,
                             f"{PROPERTY_PREFIX}.source_version": str(source_version)})
-        granted = []
-        for grantee in self.grantees:
-            if Privilege.SELECT not in self.client.effective_privileges("table", self.target_table, grantee):
-                self.client.update_grants("table", self.target_table, grantee, add=[Privilege.SELECT])
-                granted.append(f"SELECT on {self.target_table} to {grantee}")
-        return {"table_registered": not self.target_exists, "grants": granted}
+        return {"table_registered": not self.target_exists, "table_access": "vended",
+                **_grant_select(self.client, self.target_table, self.grantees)}
 
 
-def resolve_tables(args: argparse.Namespace) -> Locations | CatalogTables:
+def _quoted_name(full_name: str) -> str:
+    return ".".join("`" + part.replace("`", "``") + "`" for part in full_name.split("."))
+
+
+class ConnectorTables:
+    """Both tables by name through the catalog's Spark connector (UCSingleCatalog), which vends each table's
+    credentials when Spark loads it; used where nothing needs renewing (see governed_ft_dagster.catalog.connector)."""
+
+    detach_before_write = False  # each table carries its own credentials
+
+    def __init__(self, client, args: argparse.Namespace, catalog: str, url: str):
+        from governed_ft_dagster.catalog.base import CatalogError
+        from governed_ft_dagster.catalog.connector import catalog_conf
+
+        self.client = client
+        self.source_table, self.target_table = args.source_table, args.target_table
+        for name in (self.source_table, self.target_table):
+            if name.count(".") != 2 or name.split(".", 1)[0] != catalog:
+                raise CatalogError(f"table {name} is not catalog.schema.table in catalog {catalog}, the only catalog "
+                                   f"the Spark connector is registered as")
+        self.source_version = args.source_version
+        self.grantees = list(args.grant_select_to or [])
+        # The catalog checks the principal's grants before Spark touches anything: a refusal names the principal,
+        # the table and the missing privilege.
+        self.source = client.get_table(self.source_table).storage_location
+        self.target_exists = client.table_exists(self.target_table)
+        if self.target_exists:
+            self.target = client.get_table(self.target_table).storage_location
+            if args.target_location and self.target.rstrip("/") != args.target_location.rstrip("/"):
+                raise CatalogError(f"table {self.target_table} is registered at {self.target}, not at "
+                                   f"{args.target_location}; drop the old registration or pass its location")
+        elif args.target_location:
+            self.target = args.target_location
+        else:
+            raise CatalogError(f"table {self.target_table} is not registered yet; pass --target-location to create it")
+        self._conf = catalog_conf(catalog, url, client.access_token())
+
+    def before_read(self, spark) -> None:
+        from governed_ft_dagster.catalog.connector import require_on_classpath
+
+        require_on_classpath(spark)
+        for key, value in self._conf.items():
+            spark.conf.set(key, value)
+
+    def latest_source_version(self, spark) -> int:
+        return int(spark.sql(f"DESCRIBE HISTORY {_quoted_name(self.source_table)} LIMIT 1").first()["version"])
+
+    def read_source(self, spark, version: int):
+        # `VERSION AS OF` by name is not served by connector 0.2.1; the reader option is.
+        return spark.read.format("delta").option("versionAsOf", version).table(self.source_table)
+
+    def before_write(self, spark, location: str) -> None:
+        from governed_ft_dagster.catalog.base import CatalogError
+
+        if location != self.target and not (location.startswith("file:") or location.startswith("/")):
+            raise CatalogError(f"through the Spark connector the job writes catalog tables only, not {location}")
+
+    def write_target(self, spark, df, properties: dict[str, str]) -> int:
+        """Create the table through the catalog (registered with this principal as its owner), or overwrite its rows.
+
+        One commit per run on an existing table (INSERT OVERWRITE); connector 0.2.1 implements no ALTER TABLE and
+        replaces a table by dropping its registration, so the table properties stay the creating run's and every
+        commit carries its own run's properties in its userMetadata."""
+        name = _quoted_name(self.target_table)
+        df.createOrReplaceTempView("governed_ft_curated")
+        if self.target_exists:
+            spark.sql(f"INSERT OVERWRITE {name} SELECT * FROM governed_ft_curated ORDER BY record_id")
+        else:
+            props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in sorted(properties.items()))
+            spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION {_sql_string(self.target)} TBLPROPERTIES ({props}) "
+                      f"AS SELECT * FROM governed_ft_curated ORDER BY record_id")
+        return int(spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
+
+    def refusal(self, exc: BaseException, principal: str):
+        return None
+
+    def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
+        """Grant SELECT to the readers (the connector registered a new table already, owned by this principal)."""
+        return {"table_registered": not self.target_exists, "table_access": "connector",
+                **_grant_select(self.client, self.target_table, self.grantees)}
+
+
+def _grant_select(client, table: str, grantees: list[str]) -> dict[str, Any]:
+    from governed_ft_dagster.catalog.base import Privilege
+
+    granted = []
+    for grantee in grantees:
+        if Privilege.SELECT not in client.effective_privileges("table", table, grantee):
+            client.update_grants("table", table, grantee, add=[Privilege.SELECT])
+            granted.append(f"SELECT on {table} to {grantee}")
+    return {"grants": granted}
+
+
+def resolve_tables(args: argparse.Namespace) -> Locations | CatalogTables | ConnectorTables:
     """Through the catalog as the job's principal when the catalog arguments are given, else the given locations."""
     if args.catalog_kind or args.catalog_principal:
         from governed_ft_dagster.catalog.connect import connect, from_args
+        from governed_ft_dagster.catalog.connector import CONNECTOR, table_access
 
-        return CatalogTables(connect(from_args(args)), args)
+        access = from_args(args)
+        client = connect(access)
+        if table_access(access.kind, args.table_access) == CONNECTOR:
+            return ConnectorTables(client, args, access.catalog, access.url)
+        return CatalogTables(client, args)
     missing = [flag for flag, value in (("--source-location", args.source_location),
                                         ("--target-location", args.target_location)) if not value]
     if missing:
@@ -243,7 +356,8 @@ def write_delta(spark, df, location: str, properties: dict[str, str], view: str,
     return _latest_version(spark, location)
 
 
-def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | None = None) -> dict[str, Any]:
+def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | ConnectorTables | None = None
+        ) -> dict[str, Any]:
     """Read the raw table at a pinned version, curate it, write the curated table; return what to report."""
     from governed_ft_dagster.preprocess.spark import run_curation
     from governed_ft_dagster.preprocess.text import PREPROCESS_VERSION, TASK
@@ -251,9 +365,9 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Non
     started = time.monotonic()
     tables = tables or resolve_tables(args)
     tables.before_read(spark)
-    source = spark_path(tables.source)
-    source_version = tables.source_version if tables.source_version is not None else _latest_version(spark, source)
-    raw = spark.read.format("delta").option("versionAsOf", source_version).load(source)
+    source_version = (tables.source_version if tables.source_version is not None
+                      else tables.latest_source_version(spark))
+    raw = tables.read_source(spark, source_version)
     result = run_curation(raw, args.tokenizer_dir, source_version, args.run_id, args.max_tokens,
                           source_table=args.source_table, validation_fraction=args.validation_fraction, seed=args.seed)
     curated, rejects = result.curated, result.rejects
@@ -270,10 +384,11 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Non
         f"{PROPERTY_PREFIX}.preprocess_version": PREPROCESS_VERSION,
         f"{PROPERTY_PREFIX}.context_length": str(args.max_tokens),
     }
-    spark.conf.set(USER_METADATA_CONF, f"{PROPERTY_PREFIX}.run_id={args.run_id}")
+    # Every commit carries its run's properties, whether or not the write can set table properties.
+    spark.conf.set(USER_METADATA_CONF, json.dumps(properties, sort_keys=True))
     try:
         tables.before_write(spark, tables.target)
-        version = write_delta(spark, curated, spark_path(tables.target), properties, "governed_ft_curated")
+        version = tables.write_target(spark, curated, properties)
         rejects_version = None
         if args.rejects_location:
             tables.before_write(spark, args.rejects_location)

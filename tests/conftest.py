@@ -74,11 +74,12 @@ def local_stack(stack_env) -> LocalStack:
 
 @pytest.fixture(scope="session")
 def uc_server_jars(tmp_path_factory) -> Path:
-    """A state folder with the catalog server's jars, or a skip that says why they are missing."""
+    """The catalog server's jars and its Spark connector's in one state folder, or a skip that says why not."""
     home = tmp_path_factory.mktemp("jar-cache")
     mirror = load_settings().jar_mirror
     try:
         jars.fetch_group(home, "uc-server", mirror=mirror)
+        jars.fetch_group(home, "uc-spark", mirror=mirror)
     except StackError as exc:
         if mirror is not None:
             pytest.fail(f"GOVERNED_FT_JAR_MIRROR={mirror} is set but the catalog server's jars cannot be installed "
@@ -98,6 +99,7 @@ def link_group(home: Path, cache: Path, group: str) -> None:
 def running_stack(local_stack, uc_server_jars):
     """The local stack with its catalog server up (not bootstrapped); stopped afterwards."""
     link_group(local_stack.home, uc_server_jars, "uc-server")
+    link_group(local_stack.home, uc_server_jars, "uc-spark")
     local_stack.up()
     yield local_stack
     local_stack.down()

@@ -194,6 +194,18 @@ class DatabricksCatalogClient(CatalogClient):
         client_id, client_secret = secret_from_aws(secret_id, region, endpoint_url)
         return cls(host, principal, client_id, client_secret, catalog=catalog, **kwargs)
 
+    def access_token(self) -> str:
+        """The principal's current OAuth access token (for the Spark connector, which takes it as a setting)."""
+        try:
+            header = self._ws().config.authenticate().get("Authorization", "")
+        except Exception as exc:  # noqa: BLE001 - the SDK raises several types for a refused client
+            raise CatalogError(f"principal '{self.principal}' could not obtain an OAuth token from {self.host}: "
+                               f"{self._scrub(str(exc))}") from None
+        token = header.partition(" ")[2]
+        if token:
+            _REDACTOR.add(token)
+        return token
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(host={self.host!r}, principal={self.principal!r}, "

@@ -40,6 +40,10 @@ class OssCatalogClient(CatalogClient):
         self._timeout = timeout_s
         self._session = requests.Session()
 
+    def access_token(self) -> str:
+        """The principal's bearer token (for the Spark connector, which takes it as a setting)."""
+        return self._token
+
     def __repr__(self) -> str:
         return f"OssCatalogClient(url={self.url!r}, principal={self.principal!r})"
 

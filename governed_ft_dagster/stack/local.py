@@ -11,6 +11,8 @@ from governed_ft_dagster.stack.errors import StackError
 from governed_ft_dagster.stack.versions import JAR_GROUPS
 
 REQUIRED_GROUPS = ("uc-server", "spark")
+# uc-spark: the local Spark job reads and writes its tables through the catalog's Spark connector; where it
+# cannot be fetched, `stack fetch` says so and the curated job stops with the sentence naming the fix.
 OPTIONAL_GROUPS = ("uc-spark",)
 MLFLOW_EXPERIMENT = "governed-ft"
 

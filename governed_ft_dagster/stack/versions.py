@@ -48,8 +48,10 @@ JAR_GROUPS: dict[str, tuple[Artifact, ...]] = {
         Artifact("org.apache.hadoop", "hadoop-aws", HADOOP_VERSION, transitive=False),
         Artifact("com.amazonaws", "aws-java-sdk-bundle", AWS_SDK_BUNDLE_VERSION, transitive=False),
     ),
+    # The catalog's Spark connector and its REST client; everything else they need is in Spark 3.5.
     "uc-spark": (
         Artifact("io.unitycatalog", f"unitycatalog-spark_{SCALA_BINARY}", UC_SPARK_CONNECTOR_VERSION, transitive=False),
+        Artifact("io.unitycatalog", "unitycatalog-client", UC_SPARK_CONNECTOR_VERSION, transitive=False),
     ),
 }
 

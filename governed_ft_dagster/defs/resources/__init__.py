@@ -38,7 +38,7 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "catalog": LocalCatalogResource(catalog=settings.catalog_name, url=settings.uc_url, home=str(settings.home),
                                         storage_root=(settings.home / "warehouse").as_uri()),
         "edgar": _edgar(settings),
-        "spark": LocalSparkResource(home=str(settings.home)),
+        "spark": LocalSparkResource(home=str(settings.home), jar_groups=["spark", "uc-spark"]),
         "training": LocalTrainingResource(work_dir=str(settings.home)),
         "base_model": BaseModelResource(model_ref=str(settings.home / "models" / "tiny-ministral3"),
                                         build_tiny_if_missing=True,
