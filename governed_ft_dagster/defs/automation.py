@@ -21,20 +21,25 @@ OBSERVE_CRON = "*/5 * * * *"
 ABSENT = "absent"
 
 
-@dg.observable_source_asset(
-    key=RAW_TABLE_VERSION,
+@dg.multi_observable_source_asset(specs=[dg.AssetSpec(
+    RAW_TABLE_VERSION,
     group_name="ingestion",
+    kinds={"delta", "unitycatalog"},
+    owners=["team:governed-ft"],
     automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON),
-)
+    description="The raw Delta table's version as any writer left it, Dagster or not, read with the preprocess "
+                "principal.",
+)])
 def raw_table_version(catalog: CatalogResource) -> dg.ObserveResult:
-    """The raw Delta table's version as any writer left it, Dagster or not, read with the preprocess principal."""
     client = catalog.client(Principal.PREPROCESS)
     name = catalog.table_name(RAW_TABLE)
     if not client.table_exists(name):
-        return dg.ObserveResult(data_version=dg.DataVersion(ABSENT), metadata={"catalog_table": name})
+        return dg.ObserveResult(asset_key=RAW_TABLE_VERSION, data_version=dg.DataVersion(ABSENT),
+                                metadata={"catalog_table": name})
     creds = client.temporary_table_credentials(name, "READ")
     version = delta_version(creds.location, storage_options(creds, catalog.endpoint()))
-    return dg.ObserveResult(data_version=dg.DataVersion(ABSENT if version is None else str(version)),
+    return dg.ObserveResult(asset_key=RAW_TABLE_VERSION,
+                            data_version=dg.DataVersion(ABSENT if version is None else str(version)),
                             metadata={"catalog_table": name, "delta_version": -1 if version is None else version})
 
 
