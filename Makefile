@@ -6,13 +6,18 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Where Maven cannot fetch the catalog server's jars, a pre-built jar folder beside the checkout stands in for it.
 export GOVERNED_FT_JAR_MIRROR ?= $(wildcard $(abspath ../shared/jars))
 
-.PHONY: setup system demo ui test stack-down clean
+.PHONY: setup system browser demo ui test stack-down clean
 
 setup: system $(STAMP)
 
 system:
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 	  echo "installing Java 17 and Maven"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+
+# The UI test reads the Dagster UI as a person sees it, in a real headless browser.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing Chromium for the UI test"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +33,7 @@ demo: setup
 ui: setup
 	$(BIN)/governed-ft ui
 
-test: setup
+test: setup browser
 	bash .ci/pytest.sh
 
 stack-down:

@@ -84,6 +84,7 @@ class RegisteredVersion:
     source: str
     created: bool
     artifact_sha256: str = ""
+    experiment_id: str = ""
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
@@ -305,7 +306,7 @@ def register_adapter(
             existing = _find_version(client, model_full_name, sha, oss) if exists else None
         if existing is not None:
             return RegisteredVersion(existing.name, str(existing.version), existing.run_id or "", existing.source or "",
-                                     False, sha)
+                                     False, sha, _experiment_id(client, existing.run_id))
         if not exists:
             with _translated(registry_uri, model_full_name, principal, "create_model"):
                 try:
@@ -321,7 +322,18 @@ def register_adapter(
             with _translated(registry_uri, model_full_name, principal, "create_version"):
                 version = client.create_model_version(model_full_name, source, run_id=run_id, tags=version_tags,
                                                       description=description, model_id=model_id)
-        return RegisteredVersion(version.name, str(version.version), run_id, version.source or source, True, sha)
+        return RegisteredVersion(version.name, str(version.version), run_id, version.source or source, True, sha,
+                                 _experiment_id(client, run_id))
+
+
+def _experiment_id(client: mlflow.MlflowClient, run_id: str | None) -> str:
+    """The experiment of a registration run, for a link to it; empty when the tracking store no longer has it."""
+    if not run_id:
+        return ""
+    try:
+        return client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return ""
 
 
 def _model_exists(client: mlflow.MlflowClient, name: str) -> bool:

@@ -33,10 +33,25 @@ class Settings:
     retrain_policy: str = "on_demand"
     uc_host: str = "127.0.0.1"
     stack_name: str = DEFAULT_STACK
+    mlflow_ui_port: int = 5000
 
     @property
     def uc_url(self) -> str:
         return f"http://{self.uc_host}:{self.uc_port}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The local MLflow store: training runs with their loss curves, and registration runs."""
+        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        return (self.home / "mlflow" / "artifacts").as_uri()
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """Where `governed-ft ui` serves the MLflow UI on that store; materializations link into it."""
+        return f"http://127.0.0.1:{self.mlflow_ui_port}"
 
     @property
     def dagster_home(self) -> Path:
@@ -75,6 +90,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if edgar_source not in ("sample", "live"):
         raise SettingsError(f"GOVERNED_FT_EDGAR_SOURCE={edgar_source!r} is not a source; set it to 'sample' or 'live'")
     fiscal_years = _years(env.get("GOVERNED_FT_FISCAL_YEARS", "2023-2024"))
+    mlflow_port_text = env.get("GOVERNED_FT_MLFLOW_UI_PORT", "5000")
+    if not mlflow_port_text.isdigit():
+        raise SettingsError(f"GOVERNED_FT_MLFLOW_UI_PORT={mlflow_port_text!r} is not a port number")
     return Settings(
         deployment=deployment,  # type: ignore[arg-type]
         home=home,
@@ -86,6 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         edgar_refresh_cron=env.get("GOVERNED_FT_EDGAR_REFRESH_CRON", "0 6 * * *"),
         retrain_policy=_policy(env.get("GOVERNED_FT_RETRAIN_POLICY", "on_demand")),
         stack_name=_stack_name(env.get("GOVERNED_FT_STACK", DEFAULT_STACK)),
+        mlflow_ui_port=int(mlflow_port_text),
     )
 
 

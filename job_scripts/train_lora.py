@@ -24,6 +24,7 @@ from governed_ft_dagster.catalog import connect  # noqa: E402
 from governed_ft_dagster.catalog.base import CatalogClient, CatalogError, VendedCredentials  # noqa: E402
 from governed_ft_dagster.storage import S3Endpoint, is_local, local_path, storage_options  # noqa: E402
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID  # noqa: E402
+from governed_ft_dagster.training.tracking import MLFLOW_ARTIFACT_LOCATION_ENV  # noqa: E402
 from governed_ft_dagster.training.trainer import (  # noqa: E402
     SUMMARY_FILE,
     PrintReporter,
@@ -312,6 +313,7 @@ def pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
         "precision": summary["precision"],
         "train_loss": summary["metrics"]["train_loss"],
         "mlflow_run_id": summary.get("mlflow_run_id"),
+        "mlflow_experiment_id": summary.get("mlflow_experiment_id"),
         "base_eval_loss": summary.get("base_eval_loss"),
         "adapter_location": summary.get("adapter_location"),
     }
@@ -329,7 +331,14 @@ class MlflowReporter:
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "governed-ft-dagster"))
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "governed-ft-training")
+        artifacts = os.environ.get(MLFLOW_ARTIFACT_LOCATION_ENV)
+        if artifacts and mlflow.get_experiment_by_name(name) is None:
+            try:
+                mlflow.create_experiment(name, artifact_location=artifacts)
+            except mlflow.exceptions.MlflowException:
+                pass  # a concurrent job created it first
+        mlflow.set_experiment(name)
         run_file = checkpoint_dir / MLFLOW_RUN_FILE
         previous = run_file.read_text().strip() if run_file.exists() else None
         self.run = None
@@ -437,6 +446,7 @@ def run(args: argparse.Namespace) -> int:
             tracking = MlflowReporter(checkpoint_dir, run_name=os.environ.get("TRAINING_JOB_NAME"))
             tracking.log_config(config)
             config.summary_extras["mlflow_run_id"] = tracking.run_id
+            config.summary_extras["mlflow_experiment_id"] = tracking.run.info.experiment_id
             reporters.append(tracking)
         reporter = FanoutReporter(reporters)
         try:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
+
+import requests
 
 from conftest import link_group
 from test_curated_asset import tiny_base  # noqa: F401  (fixture)
@@ -28,12 +36,9 @@ def governed_ft(*args: str, env: dict[str, str], timeout_s: float = 900, cli: Pa
     return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
 
 
-def ui_state(env: dict[str, str], cli: Path, cwd: Path, port: int) -> dict:
-    """What `governed-ft ui` serves over GraphQL once it answers; the UI is stopped again afterwards."""
-    import time
-
-    import requests
-
+@contextlib.contextmanager
+def served_ui(env: dict[str, str], cli: Path, cwd: Path, port: int) -> Iterator[dict]:
+    """What `governed-ft ui` serves over GraphQL once it answers; the UI is stopped again on leaving."""
     from governed_ft_dagster.processes import end_group
 
     with (cwd.parent / "ui.log").open("wb") as log:
@@ -41,18 +46,35 @@ def ui_state(env: dict[str, str], cli: Path, cwd: Path, port: int) -> dict:
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
+        while True:
             assert process.poll() is None, (cwd.parent / "ui.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "governed-ft ui did not answer GraphQL within 240 s"
             try:
                 reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": UI_QUERY}, timeout=10)
                 if reply.ok and (reply.json().get("data") or {}).get("assetNodes"):
-                    return reply.json()["data"]
+                    break
             except (requests.RequestException, ValueError):
                 pass
             time.sleep(1)
-        raise AssertionError("governed-ft ui did not answer GraphQL within 240 s")
+        yield reply.json()["data"]
     finally:
         end_group(process, grace_s=20)
+
+
+def page_text(url: str, expected: str, profile: Path, attempts: int = 3) -> str:
+    """The visible text of a page as headless Chromium renders it, scripts run; retried until `expected` shows."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    assert browser, "no Chromium on this machine: `make test` installs Debian's chromium (make browser)"
+    text = ""
+    for attempt in range(attempts):
+        done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                               f"--user-data-dir={profile}", f"--virtual-time-budget={30_000 * (attempt + 1)}",
+                               "--dump-dom", url], capture_output=True, text=True, timeout=300)
+        dom = re.sub(r"<(script|style)\b.*?</\1>", " ", done.stdout, flags=re.S)
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+        if expected in text:
+            break
+    return text
 
 
 def scan_state_folder(home: Path, secrets: list[str]) -> list[str]:
@@ -104,7 +126,19 @@ def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folde
         assert log_file.is_relative_to(local_stack.home) and "STEP_SUCCESS" in log_file.read_text(errors="replace")
 
         # The UI command serves the instance the run wrote to: runs, materializations and passed checks.
-        served = ui_state(env, cli, empty, free_port_pair())
+        port = free_port_pair()
+        with served_ui(env, cli, empty, port) as served:
+            # As a person sees it: all four assets materialized (raw: every partition), each asset's checks passed.
+            browser = tmp_path / "browser"
+            listed = page_text(f"http://127.0.0.1:{port}/assets", "Materialized •", browser)
+            assert listed.count("Materialized •") == 3, listed[:3000]
+            partitions = page_text(f"http://127.0.0.1:{port}/assets/raw_risk_factors?view=partitions",
+                                   "Materialized (4)", browser)
+            assert all(s in partitions for s in ("Materialized (4)", "Missing (0)", "Failed (0)")), partitions[:3000]
+            for key, count in (("raw_risk_factors", 3), ("curated_training_table", 5), ("finetuned_lora_model", 1)):
+                checks = page_text(f"http://127.0.0.1:{port}/assets/{key}?view=checks", f"Checks ({count})", browser)
+                assert f"Checks ({count})" in checks and checks.count(" Succeeded ") == count, checks[:3000]
+                assert "Failed" not in checks and "Evaluation result Passed" in checks, checks[:3000]
         assert len(served["runsOrError"]["results"]) == 5
         assert {r["status"] for r in served["runsOrError"]["results"]} == {"SUCCESS"}
         nodes = {"/".join(n["assetKey"]["path"]): n for n in served["assetNodes"]}
@@ -206,6 +240,23 @@ def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(r
         assert int(chain["raw_table"]["version_read"]) == curated_meta["source_version"].value
         assert chain["training_run"] and chain["preprocessing_run"]
         events_before = read_events(openlineage_path(running_stack.home))
+
+        # Each materialization links to what a person opens next: the training run's loss curve, the registration.
+        import mlflow
+
+        trained_meta = first.asset_materializations_for_node("finetuned_lora_model")[0].metadata
+        tracking = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        for meta, run_id in ((trained_meta, trained_meta["mlflow_run_id"].value),
+                             (model_meta, model_meta["mlflow_run_id"].value)):
+            run = tracking.get_run(run_id)
+            assert meta["mlflow_run"].value == (f"{settings.mlflow_ui_url}/#/experiments/"
+                                                f"{run.info.experiment_id}/runs/{run_id}")
+        curve = tracking.get_metric_history(trained_meta["mlflow_run_id"].value, "train_loss")
+        assert len(curve) >= 2 and [m.step for m in curve] == sorted(m.step for m in curve)
+        assert tracking.get_run(trained_meta["mlflow_run_id"].value).data.params["source_delta_version"] == \
+            str(curated_meta["delta_version"].value)
+        artifacts = Path(settings.mlflow_artifact_location.removeprefix("file://"))
+        assert list(artifacts.rglob("training_summary.json"))  # the run's artifacts live in the state folder
 
         again = run_graph(instance)
         # Unchanged inputs: curated yields nothing, so Dagster skips training and registration; no event, no version.

@@ -17,10 +17,13 @@ from governed_ft_dagster.settings import load_settings
 @click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address both UIs listen on.")
 @click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI.")
-@click.option("--mlflow-port", default=5000, show_default=True, help="Port of the MLflow UI (0: do not start it).")
-def ui(host: str, port: int, mlflow_port: int) -> None:
+@click.option("--mlflow-port", type=int, default=None,
+              help="Port of the MLflow UI (0: do not start it); GOVERNED_FT_MLFLOW_UI_PORT, 5000 by default, is the "
+                   "port the materializations' MLflow links name.")
+def ui(host: str, port: int, mlflow_port: int | None) -> None:
     """Serve the Dagster UI (runs, materializations, checks) and the MLflow UI (runs, loss curves) until stopped."""
     settings = load_settings()
+    mlflow_port = settings.mlflow_ui_port if mlflow_port is None else mlflow_port
     dagster_home = settings.prepare_dagster_home()
     children = [subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "governed_ft_dagster.definitions",
                                   "-h", host, "-p", str(port)], start_new_session=True)]
@@ -28,7 +31,7 @@ def ui(host: str, port: int, mlflow_port: int) -> None:
     if mlflow_port and settings.deployment == "local":
         store = settings.home / "mlflow"
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
              "--default-artifact-root", (store / "artifacts").as_uri(), "--host", host, "--port", str(mlflow_port)],
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True))
         click.echo(f"MLflow UI: http://{host}:{mlflow_port} (store {store})")

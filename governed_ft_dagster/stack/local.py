@@ -37,11 +37,11 @@ class LocalStack:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return self.settings.mlflow_tracking_uri
 
     @property
     def mlflow_artifact_root(self) -> str:
-        return (self.mlflow_dir / "artifacts").as_uri()
+        return self.settings.mlflow_artifact_location
 
     @property
     def server_paths(self) -> server.ServerPaths:

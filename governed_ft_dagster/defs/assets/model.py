@@ -130,9 +130,9 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
     metadata["adapter_materialization"] = dg.MetadataValue.int(adapter.storage_id)
     metadata["gate"] = dg.MetadataValue.json({"check": GATE.name, "passed": gate.passed,
                                               "description": gate.description or ""})
-    url = catalog.ui_url(registered.name, int(registered.version))
-    if url:
-        metadata["catalog_ui"] = dg.MetadataValue.url(url)
+    links = {"catalog_ui": catalog.ui_url(registered.name, int(registered.version)),
+             "mlflow_run": registered.experiment_id and registry.run_url(registered.experiment_id, registered.run_id)}
+    metadata.update({label: dg.MetadataValue.url(url) for label, url in links.items() if url})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(str(registered.version)))
 
 

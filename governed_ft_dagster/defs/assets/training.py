@@ -154,6 +154,7 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
     }
     if reported.get("mlflow_run_id"):
         metadata["mlflow_run_id"] = dg.MetadataValue.text(str(reported["mlflow_run_id"]))
+    metadata.update({label: dg.MetadataValue.url(url) for label, url in training.links(result, reported).items()})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(adapter_sha256))
 
 

@@ -39,12 +39,15 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                                         storage_root=(settings.home / "warehouse").as_uri()),
         "edgar": _edgar(settings),
         "spark": LocalSparkResource(home=str(settings.home), jar_groups=["spark", "uc-spark"]),
-        "training": LocalTrainingResource(work_dir=str(settings.home)),
+        "training": LocalTrainingResource(work_dir=str(settings.home), mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                                          mlflow_artifact_location=settings.mlflow_artifact_location,
+                                          mlflow_ui_url=settings.mlflow_ui_url),
         "base_model": BaseModelResource(model_ref=str(settings.home / "models" / "tiny-ministral3"),
                                         build_tiny_if_missing=True,
                                         tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives"),
                                         finetune_defaults=TINY_FINETUNE_DEFAULTS),
-        "registry": LocalRegistryResource(url=settings.uc_url, home=str(settings.home)),
+        "registry": LocalRegistryResource(url=settings.uc_url, home=str(settings.home),
+                                          mlflow_ui_url=settings.mlflow_ui_url),
         "lineage": OpenLineageFileLineageResource(path=str(openlineage_path(settings.home))),
     }
 

@@ -12,6 +12,7 @@ from pydantic import Field
 from governed_ft_dagster.catalog.base import CatalogError, Principal
 from governed_ft_dagster.lineage.derive import LineageGraph
 from governed_ft_dagster.lineage.facts import OPENLINEAGE_FILE, openlineage_path
+from governed_ft_dagster.training.tracking import databricks_run_url, mlflow_run_url
 
 if TYPE_CHECKING:
     from governed_ft_dagster.registry import RegisteredVersion
@@ -37,6 +38,10 @@ class RegistryResource(dg.ConfigurableResource, abc.ABC):
     def credentials(self) -> contextlib.AbstractContextManager:
         """The registrar's registry credentials in the environment, for the block only."""
 
+    @abc.abstractmethod
+    def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
+        """Where a person opens a registration run (the logged model and its files); None without a UI."""
+
     def register(self, *, model_full_name: str, adapter_dir: Path, base_model_ref: str, description: str,
                  tags: Mapping[str, str], hyperparameters: Optional[Mapping[str, Any]] = None) -> "RegisteredVersion":
         """Register the adapter as a new version, or return the version that already holds identical files."""
@@ -56,6 +61,7 @@ class LocalRegistryResource(RegistryResource):
 
     url: str = Field(description="Base URL of the local catalog server.")
     home: str = Field(description="State folder with the registrar's token and the MLflow store.")
+    mlflow_ui_url: Optional[str] = Field(default=None, description="MLflow UI on the local store, for run links.")
 
     @property
     def registry_uri(self) -> str:
@@ -73,6 +79,9 @@ class LocalRegistryResource(RegistryResource):
 
         with registry_env_for_oss(self.url, read_token(Path(self.home), Principal.REGISTRAR)):
             yield
+
+    def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
+        return mlflow_run_url(self.mlflow_ui_url, experiment_id, run_id) if self.mlflow_ui_url else None
 
 
 class DatabricksRegistryResource(RegistryResource):
@@ -101,6 +110,9 @@ class DatabricksRegistryResource(RegistryResource):
         client_id, client_secret = secret_from_aws(self.secret_id, self.region, self.aws_endpoint_url)
         with registry_env_for_databricks(self.host, client_id, client_secret):
             yield
+
+    def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
+        return databricks_run_url(self.host, experiment_id, run_id) if self.tracking_uri == "databricks" else None
 
 
 def push_counts(result: Any) -> dict[str, int]:

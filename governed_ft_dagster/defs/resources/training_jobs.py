@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import dagster as dg
 from pydantic import Field
@@ -18,6 +18,7 @@ from pydantic import Field
 from governed_ft_dagster.defs.resources.pipes_subprocess import run_pipes_subprocess
 from governed_ft_dagster.job_code import source_tarball
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID
+from governed_ft_dagster.training.tracking import MLFLOW_ARTIFACT_LOCATION_ENV, mlflow_run_url
 
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
@@ -99,6 +100,10 @@ class TrainingJobResource(dg.ConfigurableResource, abc.ABC):
     def run(self, context: Context, spec: TrainingJobSpec) -> TrainingJobResult:
         """Run the job to its end; a failed job raises dg.Failure."""
 
+    @abc.abstractmethod
+    def links(self, result: TrainingJobResult, reported: Mapping[str, Any]) -> dict[str, str]:
+        """What a person opens next about a finished job (its loss curve, its logs), by metadata label."""
+
 
 def _reported_materialization(invocation: Any) -> Optional[dg.MaterializeResult]:
     reported = invocation.get_results(implicit_materializations=False)
@@ -125,9 +130,28 @@ class LocalTrainingResource(TrainingJobResource):
     num_gpus: Optional[int] = Field(default=None, description="SM_NUM_GPUS; counted with nvidia-smi by default.")
     num_cpus: Optional[int] = Field(default=None, description="SM_NUM_CPUS; the CPUs this process may use by default.")
     stderr_tail_lines: int = Field(default=20, description="stderr lines quoted when the script fails.")
+    mlflow_tracking_uri: Optional[str] = Field(default=None, description="MLflow store the job logs its params and "
+                                               "loss curve to; none: no MLflow run.")
+    mlflow_artifact_location: Optional[str] = Field(default=None, description="Artifact location of a new experiment.")
+    mlflow_experiment: str = Field(default="governed-ft-training", description="MLflow experiment of training runs.")
+    mlflow_ui_url: Optional[str] = Field(default=None, description="MLflow UI on that store, for the run's link.")
 
     def job_dir(self, job_name: str) -> Path:
         return Path(self.work_dir).resolve() / "training_jobs" / job_name
+
+    def links(self, result: TrainingJobResult, reported: Mapping[str, Any]) -> dict[str, str]:
+        run_id, experiment_id = reported.get("mlflow_run_id"), reported.get("mlflow_experiment_id")
+        if not (self.mlflow_ui_url and run_id and experiment_id):
+            return {}
+        return {"mlflow_run": mlflow_run_url(self.mlflow_ui_url, str(experiment_id), str(run_id))}
+
+    def _tracking_env(self) -> dict[str, str]:
+        if not self.mlflow_tracking_uri:
+            return {}
+        env = {"MLFLOW_TRACKING_URI": self.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": self.mlflow_experiment}
+        if self.mlflow_artifact_location:
+            env[MLFLOW_ARTIFACT_LOCATION_ENV] = self.mlflow_artifact_location
+        return env
 
     def run(self, context: Context, spec: TrainingJobSpec) -> TrainingJobResult:
         job_dir = self.job_dir(spec.job_name)
@@ -141,7 +165,7 @@ class LocalTrainingResource(TrainingJobResource):
         resumed = any(dirs["checkpoints"].iterdir())
         num_gpus = self.num_gpus if self.num_gpus is not None else _count_gpus()
         num_cpus = self.num_cpus or len(os.sched_getaffinity(0))
-        env = local_sagemaker_environment(spec, dirs, num_gpus=num_gpus, num_cpus=num_cpus)
+        env = {**local_sagemaker_environment(spec, dirs, num_gpus=num_gpus, num_cpus=num_cpus), **self._tracking_env()}
         (dirs["input_config"] / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
         (dirs["input_config"] / "resourceconfig.json").write_text(
             json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}, indent=2))
@@ -343,6 +367,9 @@ class SageMakerTrainingResource(TrainingJobResource):
         return TrainingJobResult(kind="SageMakerTrainingJob", run_id=job_name, state=response["TrainingJobStatus"],
                                  model_artifacts=artifacts, properties=properties,
                                  materialize_result=_reported_materialization(invocation))
+
+    def links(self, result: TrainingJobResult, reported: Mapping[str, Any]) -> dict[str, str]:
+        return {"sagemaker_job": result.properties["console_link"], "sagemaker_logs": result.properties["log_link"]}
 
     def staged_source(self, s3: Any, spec: TrainingJobSpec) -> str:
         """The staged URI of exactly this source folder's sourcedir.tar.gz; NotStaged when it is not there."""
