@@ -226,7 +226,10 @@ def stop(home: Path, wait_s: float = 30.0) -> bool:
         time.sleep(0.2)
     if read_pid(paths) is not None:
         os.killpg(pid, signal.SIGKILL)
-        _reap(pid)
+        killed_by = time.monotonic() + 10.0
+        while time.monotonic() < killed_by and read_pid(paths) is not None:  # a killed JVM still holds its ports
+            _reap(pid)
+            time.sleep(0.05)
     paths.pid_file.unlink(missing_ok=True)
     return True
 
