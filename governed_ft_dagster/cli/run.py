@@ -139,7 +139,9 @@ def _as_list(result) -> list:
 
 def _cause(error) -> str:
     """The innermost error's message: Dagster wraps an exception raised in an asset in its own."""
-    while error.cause is not None and error.message.startswith("dagster._core.errors.DagsterExecutionStepExecutionError"):
+    import dagster as dg
+
+    while error.cause is not None and error.cls_name == dg.DagsterExecutionStepExecutionError.__name__:
         error = error.cause
     message = error.message.strip()
     if message.startswith("dagster.") and ": " in message:
