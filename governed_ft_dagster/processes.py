@@ -5,7 +5,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from typing import Sequence
+
+# Ignored signals survive exec: a shell's background job ignores SIGINT, and Dagster points SIGTERM at SIGINT's
+# handler, so a JVM or `dagster dev` started from such a process would ignore the SIGTERM meant to end it.
+_DEFAULT_SIGNALS = ("import os, signal, sys\n"
+                    "for sig in (signal.SIGINT, signal.SIGTERM):\n"
+                    "    signal.signal(sig, signal.SIG_DFL)\n"
+                    "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def with_default_signals(command: Sequence[str]) -> list[str]:
+    """The command, started with SIGINT and SIGTERM at their defaults whatever this process ignores (same pid)."""
+    return [sys.executable, "-c", _DEFAULT_SIGNALS, *command]
 
 
 def end_group(process: subprocess.Popen, grace_s: float = 20.0) -> str:

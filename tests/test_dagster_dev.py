@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from conftest import REPO, free_port
-from governed_ft_dagster.processes import end_group
+from governed_ft_dagster.processes import end_group, with_default_signals
 
 QUERY = """
 {
@@ -28,7 +28,8 @@ def test_dagster_dev_lists_assets_checks_schedules_and_sensors(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     log = tmp_path / "dagster-dev.log"  # a file, not a pipe: a full pipe nobody reads would block dagster dev
     with log.open("wb") as sink:
-        process = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=env,
+        process = subprocess.Popen(with_default_signals([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)]),
+                                   cwd=REPO, env=env,
                                    stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         data = None

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from governed_ft_dagster.processes import end_group
+from governed_ft_dagster.processes import end_group, with_default_signals
 
 STUBBORN = """
 import signal, subprocess, sys, time
@@ -43,3 +43,28 @@ def test_a_group_that_exits_on_sigterm_is_reported_terminated():
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     time.sleep(0.5)
     assert end_group(process, grace_s=10) == "terminated"
+
+
+# A parent that ignores SIGINT and SIGTERM, as a background job does once Dagster maps SIGTERM to SIGINT's handler.
+IGNORING_PARENT = """
+import signal, subprocess, sys, time
+from governed_ft_dagster.processes import end_group, with_default_signals
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+for command in (sleeper, with_default_signals(sleeper)):
+    child = subprocess.Popen(command, start_new_session=True)
+    time.sleep(1.0)
+    print(end_group(child, grace_s=3), flush=True)
+"""
+
+
+def test_children_started_with_default_signals_end_on_sigterm_even_when_the_parent_ignores_it():
+    done = subprocess.run([sys.executable, "-c", IGNORING_PARENT], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["killed after 3 s", "terminated"], done.stdout + done.stderr
+
+
+def test_default_signals_keep_the_pid():
+    process = subprocess.Popen(with_default_signals([sys.executable, "-c", "import os; print(os.getpid())"]),
+                               stdout=subprocess.PIPE, text=True)
+    assert int(process.communicate(timeout=30)[0]) == process.pid

@@ -10,7 +10,7 @@ import time
 
 import click
 
-from governed_ft_dagster.processes import end_group
+from governed_ft_dagster.processes import end_group, with_default_signals
 from governed_ft_dagster.settings import load_settings
 
 
@@ -25,14 +25,16 @@ def ui(host: str, port: int, mlflow_port: int | None) -> None:
     settings = load_settings()
     mlflow_port = settings.mlflow_ui_port if mlflow_port is None else mlflow_port
     dagster_home = settings.prepare_dagster_home()
-    children = [subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "governed_ft_dagster.definitions",
-                                  "-h", host, "-p", str(port)], start_new_session=True)]
+    children = [subprocess.Popen(with_default_signals([sys.executable, "-m", "dagster", "dev", "-m",
+                                                       "governed_ft_dagster.definitions", "-h", host, "-p", str(port)]),
+                                 start_new_session=True)]
     click.echo(f"Dagster UI: http://{host}:{port} (instance {dagster_home})")
     if mlflow_port and settings.deployment == "local":
         store = settings.home / "mlflow"
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-             "--default-artifact-root", (store / "artifacts").as_uri(), "--host", host, "--port", str(mlflow_port)],
+            with_default_signals([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
+                                  "--default-artifact-root", settings.mlflow_artifact_location, "--host", host,
+                                  "--port", str(mlflow_port)]),
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True))
         click.echo(f"MLflow UI: http://{host}:{mlflow_port} (store {store})")
     stop = []
