@@ -98,7 +98,7 @@ def main() -> int:
                         raise SystemExit(f"raw_risk_factors {partition} failed")
                 started = time.monotonic()
                 result = dg.materialize(assets, instance=instance, resources=resources, raise_on_error=False,
-                                        selection=dg.AssetSelection.keys(curated_training_table.key,
+                                        selection=dg.AssetSelection.assets(curated_training_table.key,
                                                                          finetuned_lora_model.key,
                                                                          uc_model_version.key))
                 total = time.monotonic() - started

@@ -90,7 +90,7 @@ def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_du
         return logger
 
     resources = {k: v for k, v in local_resources(running_stack.settings).items() if k in ("catalog", "edgar")}
-    job = dg.define_asset_job("raw_job", selection=[raw_risk_factors], partitions_def=raw_risk_factors.partitions_def)
+    job = dg.define_asset_job("raw_job", selection=[raw_risk_factors])
     defs = dg.Definitions(assets=[raw_risk_factors], jobs=[job], resources=resources,
                           loggers={"catalog_stopper": catalog_stopper})
     run = lambda: defs.resolve_job_def("raw_job").execute_in_process(  # noqa: E731

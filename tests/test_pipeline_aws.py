@@ -94,7 +94,7 @@ def refusals_since(count: int) -> list[tuple[str, str, str]]:
 def run_pipeline(instance, resources):
     for partition in ("2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"):
         assert dg.materialize([raw_risk_factors], partition_key=partition, instance=instance, resources=resources).success
-    result = dg.materialize(ASSETS, selection=dg.AssetSelection.keys(*DOWNSTREAM), instance=instance,
+    result = dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*DOWNSTREAM), instance=instance,
                             resources=resources, raise_on_error=False,
                             run_config={"ops": {"finetuned_lora_model": {"config": TINY_RUN}}})
     assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]

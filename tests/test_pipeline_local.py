@@ -197,7 +197,7 @@ def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(r
     raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
     assets = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version,
               *all_checks(raw_risk_factors.partitions_def)]
-    downstream = dg.AssetSelection.keys(curated_training_table.key, finetuned_lora_model.key, uc_model_version.key)
+    downstream = dg.AssetSelection.assets(curated_training_table.key, finetuned_lora_model.key, uc_model_version.key)
 
     def run_graph(instance):
         for partition in ("2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"):
