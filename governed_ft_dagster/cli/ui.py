@@ -32,9 +32,10 @@ def ui(host: str, port: int, mlflow_port: int | None) -> None:
     if mlflow_port and settings.deployment == "local":
         store = settings.home / "mlflow"
         children.append(subprocess.Popen(
-            with_default_signals([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-                                  "--default-artifact-root", settings.mlflow_artifact_location, "--host", host,
-                                  "--port", str(mlflow_port)]),
+            with_default_signals([sys.executable, "-m", "mlflow", "ui",
+                                  "--backend-store-uri", settings.mlflow_tracking_uri,
+                                  "--default-artifact-root", settings.mlflow_artifact_location,
+                                  "--host", host, "--port", str(mlflow_port)]),
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True))
         click.echo(f"MLflow UI: http://{host}:{mlflow_port} (store {store})")
     stop = []

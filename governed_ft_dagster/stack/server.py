@@ -186,7 +186,8 @@ def start(home: Path, host: str, port: int, wait_s: float = 120.0) -> int:
         log_start = paths.log_file.stat().st_size if paths.log_file.exists() else 0
         log = paths.log_file.open("ab")
         process = subprocess.Popen(
-            with_default_signals([java, "-cp", os.pathsep.join(str(p) for p in classpath), MAIN_CLASS, "-p", str(port)]),
+            with_default_signals([java, "-cp", os.pathsep.join(str(p) for p in classpath), MAIN_CLASS,
+                                  "-p", str(port)]),
             cwd=paths.root,
             stdout=log,
             stderr=subprocess.STDOUT,
