@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
+from governed_ft_dagster.training.tracking import local_mlflow_store
+
 Deployment = Literal["local", "aws"]
 DEPLOYMENTS: tuple[Deployment, ...] = ("local", "aws")
 DEFAULT_STACK = "governed-ft"
@@ -42,11 +44,11 @@ class Settings:
     @property
     def mlflow_tracking_uri(self) -> str:
         """The local MLflow store: training runs with their loss curves, and registration runs."""
-        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        return local_mlflow_store(self.home)[0]
 
     @property
     def mlflow_artifact_location(self) -> str:
-        return (self.home / "mlflow" / "artifacts").as_uri()
+        return local_mlflow_store(self.home)[1]
 
     @property
     def mlflow_ui_url(self) -> str:

@@ -12,7 +12,7 @@ from pydantic import Field
 from governed_ft_dagster.catalog.base import CatalogError, Principal
 from governed_ft_dagster.lineage.derive import LineageGraph
 from governed_ft_dagster.lineage.facts import OPENLINEAGE_FILE, openlineage_path
-from governed_ft_dagster.training.tracking import databricks_run_url, mlflow_run_url
+from governed_ft_dagster.training.tracking import databricks_run_url, local_mlflow_store, mlflow_run_url
 
 if TYPE_CHECKING:
     from governed_ft_dagster.registry import RegisteredVersion
@@ -68,9 +68,8 @@ class LocalRegistryResource(RegistryResource):
         return f"uc:{self.url.rstrip('/')}"
 
     def tracking(self) -> tuple[str, Optional[str]]:
-        mlflow_dir = Path(self.home) / "mlflow"
-        (mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{mlflow_dir / 'mlflow.db'}", (mlflow_dir / "artifacts").as_uri()
+        (Path(self.home) / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+        return local_mlflow_store(Path(self.home))
 
     @contextlib.contextmanager
     def credentials(self) -> Iterator[None]:
