@@ -1,7 +1,8 @@
-"""The code location loads in both deployments, as `dagster dev` loads it from workspace.yaml."""
+"""The code location loads in both deployments: `dg check defs` from the project, `dagster dev`'s workspace.yaml."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,12 +13,40 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _env(deployment: str, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "DAGSTER_HOME": str(tmp_path), "GOVERNED_FT_DEPLOYMENT": deployment,
+            "GOVERNED_FT_HOME": str(tmp_path / "state")}
+
+
 @pytest.mark.parametrize("deployment", ["local", "aws"])
-def test_workspace_validates(deployment, tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "GOVERNED_FT_DEPLOYMENT": deployment,
-           "GOVERNED_FT_HOME": str(tmp_path / "state")}
-    dagster = Path(sys.executable).with_name("dagster")
-    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
+def test_dg_check_defs_loads_the_code_location(deployment, tmp_path):
+    dg = Path(sys.executable).with_name("dg")
+    proc = subprocess.run([str(dg), "check", "defs"], cwd=REPO, env=_env(deployment, tmp_path),
                           capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    assert "All definitions loaded successfully." in proc.stdout + proc.stderr
+    assert "Warning" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_dg_list_defs_names_the_assets_checks_schedule_and_sensors(tmp_path):
+    dg = Path(sys.executable).with_name("dg")
+    proc = subprocess.run([str(dg), "list", "defs", "--json"], cwd=REPO, env=_env("local", tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    listed = json.loads(proc.stdout)
+    assert {a["asset_key"] for a in listed["assets"]} == {
+        "raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version", "raw_table_version"}
+    assert {"raw_risk_factors:raw_accessions_unique", "curated_training_table:curated_token_budget",
+            "finetuned_lora_model:adapter_beats_base_model"} <= {c["key"] for c in listed["asset_checks"]}
+    assert [s["name"] for s in listed["schedules"]] == ["edgar_refresh_schedule"]
+    assert {"new_filings_sensor", "curation_automation", "retraining_automation"} == {
+        s["name"] for s in listed["sensors"]}
+    assert {r["name"] for r in listed["resources"]} >= {"catalog", "spark", "training", "registry", "lineage"}
+
+
+def test_workspace_yaml_validates_for_dagster_dev(tmp_path):
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
+                          env=_env("local", tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Validation successful for code location governed_ft_dagster.definitions" in proc.stderr + proc.stdout

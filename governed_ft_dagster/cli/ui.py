@@ -13,6 +13,10 @@ import click
 from governed_ft_dagster.processes import end_group, with_default_signals
 from governed_ft_dagster.settings import load_settings
 
+# `dg`, Dagster's command line that supersedes `dagster dev`, from this interpreter's environment.
+DG = (sys.executable, "-m", "dagster_dg_cli.cli")
+CODE_LOCATION_MODULE = "governed_ft_dagster.definitions"
+
 
 @click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address both UIs listen on.")
@@ -25,9 +29,8 @@ def ui(host: str, port: int, mlflow_port: int | None) -> None:
     settings = load_settings()
     mlflow_port = settings.mlflow_ui_port if mlflow_port is None else mlflow_port
     dagster_home = settings.prepare_dagster_home()
-    children = [subprocess.Popen(with_default_signals([sys.executable, "-m", "dagster", "dev", "-m",
-                                                       "governed_ft_dagster.definitions", "-h", host, "-p", str(port)]),
-                                 start_new_session=True)]
+    children = [subprocess.Popen(with_default_signals([*DG, "dev", "-m", CODE_LOCATION_MODULE, "-h", host,
+                                                       "-p", str(port)]), start_new_session=True)]
     click.echo(f"Dagster UI: http://{host}:{port} (instance {dagster_home})")
     if mlflow_port and settings.deployment == "local":
         store = settings.home / "mlflow"
