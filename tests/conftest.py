@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -40,14 +42,61 @@ def tiny_lora_adapter(root: Path, corpus: list[str], seed: int, name: str) -> tu
     return base, root / name
 
 
+def pytest_addoption(parser):
+    parser.addoption("--min-passed", type=int, default=0,
+                     help="fail the run when fewer tests pass than this (CI's recorded test count)")
+    parser.addoption("--slowest", type=int, default=0,
+                     help="list the N slowest tests, set-up and tear-down included, at the end")
+
+
+# The files that take longest start first, so that two workers finish together (xdist hands out whole files in
+# collection order); the rest keep pytest's order.
+LONG_FILES = ("test_pipeline_local.py", "test_pipeline_aws.py", "test_staged_emr.py", "test_governance_local.py",
+              "test_curated_asset.py", "test_staged_sagemaker.py", "test_connector.py", "test_spark_jobs_local.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: place for place, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
+
+
+_TEST_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each test's whole time: set-up, call and tear-down (xdist sends every worker's reports here too)."""
+    _TEST_SECONDS[report.nodeid] = _TEST_SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = config.getoption("--slowest")
+    if count and _TEST_SECONDS:
+        terminalreporter.section(f"{count} slowest tests (set-up, call and tear-down)")
+        for nodeid, seconds in sorted(_TEST_SECONDS.items(), key=lambda item: -item[1])[:count]:
+            terminalreporter.write_line(f"{seconds:8.1f} s  {nodeid}")
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """With GOVERNED_FT_FAIL_ON_SKIP=1 (CI where the jar mirror is present) a skipped test fails the run."""
+    """A skipped test fails the run where GOVERNED_FT_FAIL_ON_SKIP=1 (CI with the jar mirror); so does a passed
+    count under --min-passed."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller sees every report and decides
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
-    if os.environ.get("GOVERNED_FT_FAIL_ON_SKIP") == "1" and skipped and exitstatus == 0:
+    stats = reporter.stats if reporter else {}
+    skipped = len(stats.get("skipped", []))
+    passed = len([r for r in stats.get("passed", []) if getattr(r, "when", "call") == "call"])
+    problems = []
+    if os.environ.get("GOVERNED_FT_FAIL_ON_SKIP") == "1" and skipped:
+        problems.append(f"{skipped} tests skipped while GOVERNED_FT_FAIL_ON_SKIP=1")
+    floor = session.config.getoption("--min-passed")
+    if floor and passed < floor:
+        problems.append(f"{passed} tests passed, fewer than the {floor} recorded in .ci/test-count: a commit that "
+                        f"removes tests lowers that number and says why")
+    if problems and session.exitstatus == 0:
         session.exitstatus = 1
+    for problem in problems:
         if reporter:
-            reporter.write_line(f"{skipped} tests skipped while GOVERNED_FT_FAIL_ON_SKIP=1: failing the run", red=True)
+            reporter.write_line(f"{problem}: failing the run", red=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -95,14 +144,55 @@ def link_group(home: Path, cache: Path, group: str) -> None:
     target.symlink_to(jars.group_dir(cache, group))
 
 
+class SharedServerStack(LocalStack):
+    """A state folder of its own on the session's catalog server: starting or stopping that server is not its call."""
+
+    def up(self) -> int:
+        raise AssertionError("this stack shares the session's catalog server; use `private_stack` to start one")
+
+    def down(self) -> bool:
+        raise AssertionError("this stack shares the session's catalog server; use `private_stack` to stop one")
+
+
+@pytest.fixture(scope="session")
+def catalog_server(tmp_path_factory, uc_server_jars) -> Iterator[LocalStack]:
+    """The catalog server of the whole session (of one xdist worker), started once; tests each use a catalog."""
+    home = tmp_path_factory.mktemp("catalog-server")
+    stack = LocalStack(load_settings({"GOVERNED_FT_HOME": str(home), "GOVERNED_FT_UC_PORT": str(free_port()),
+                                      "GOVERNED_FT_DEPLOYMENT": "local"}))
+    link_group(home, uc_server_jars, "uc-server")
+    link_group(home, uc_server_jars, "uc-spark")
+    stack.up()
+    yield stack
+    stack.down()
+
+
+def catalog_for(nodeid: str) -> str:
+    """A catalog name of the test's own, so tests on one server never see each other's securables."""
+    return "t_" + hashlib.sha1(nodeid.encode()).hexdigest()[:12]
+
+
 @pytest.fixture
-def running_stack(local_stack, uc_server_jars):
-    """The local stack with its catalog server up (not bootstrapped); stopped afterwards."""
-    link_group(local_stack.home, uc_server_jars, "uc-server")
-    link_group(local_stack.home, uc_server_jars, "uc-spark")
-    local_stack.up()
-    yield local_stack
-    local_stack.down()
+def running_stack(request, tmp_path, monkeypatch, catalog_server) -> LocalStack:
+    """A state folder and a catalog of the test's own on the session's catalog server (not bootstrapped).
+
+    The folder links the server's files (its admin token, the key that signs principals' tokens) and jars; the
+    server's users are shared, grants and tables are per catalog."""
+    named = request.node.get_closest_marker("catalog")
+    env = {"GOVERNED_FT_HOME": str(tmp_path / "state"), "GOVERNED_FT_UC_PORT": str(catalog_server.settings.uc_port),
+           "GOVERNED_FT_DEPLOYMENT": "local",
+           "GOVERNED_FT_CATALOG": named.args[0] if named else catalog_for(request.node.nodeid)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    stack = SharedServerStack(load_settings(env))
+    stack.home.mkdir(parents=True)
+    stack.server_paths.root.symlink_to(catalog_server.server_paths.root, target_is_directory=True)
+    for group in ("uc-server", "uc-spark"):
+        link_group(stack.home, catalog_server.home, group)
+    for directory in (stack.warehouse, stack.mlflow_dir / "artifacts", stack.home / "tokens"):
+        directory.mkdir(parents=True, exist_ok=True)
+    stack.init_mlflow()
+    return stack
 
 
 @pytest.fixture
@@ -114,6 +204,17 @@ def edgar(tmp_path):
     root = tmp_path / "edgar"
     mirror_shared_samples(SHARED_SAMPLES, root)
     return EdgarResource(source="folder", cache_dir=str(tmp_path / "cache"), local_root=str(root))
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny Ministral3 base with a tokenizer trained on the shared real filings, built once per session."""
+    from lxml import html
+
+    from governed_ft_dagster.training.base_model import build_tiny_base
+
+    texts = [html.fromstring(p.read_bytes()).text_content() for p in sorted((SHARED_SAMPLES / "filings").glob("*.htm*"))]
+    return build_tiny_base(texts, tmp_path_factory.mktemp("tiny-base") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +243,8 @@ def installed_wheel(tmp_path_factory) -> Path:
     purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
     Path(purelib, "shared_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    own = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # nothing from a checkout
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=600)
+                   capture_output=True, timeout=600, env=own)
     shutil.rmtree(source)
     return venv / "bin"

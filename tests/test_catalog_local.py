@@ -33,13 +33,28 @@ def test_bootstrap_twice_gives_the_same_catalog_state(running_stack):
     assert sorted(state["principals"]) == sorted(p.value for p in Principal)
 
 
-def test_state_survives_a_stop_and_start(running_stack):
-    bootstrap(running_stack)
-    before = catalog_inventory(running_stack)
-    assert running_stack.down()
-    running_stack.up()
-    assert catalog_inventory(running_stack) == before
-    assert not bootstrap(running_stack).changed
+@pytest.fixture(scope="module")
+def stoppable_stack(tmp_path_factory, uc_server_jars):
+    """A catalog server of this module's own: its tests stop and start it (each leaves it running)."""
+    from conftest import free_port, link_group
+    from governed_ft_dagster.settings import load_settings
+    from governed_ft_dagster.stack.local import LocalStack
+
+    stack = LocalStack(load_settings({"GOVERNED_FT_HOME": str(tmp_path_factory.mktemp("stoppable") / "state"),
+                                      "GOVERNED_FT_UC_PORT": str(free_port()), "GOVERNED_FT_DEPLOYMENT": "local"}))
+    link_group(stack.home, uc_server_jars, "uc-server")
+    stack.up()
+    yield stack
+    stack.down()
+
+
+def test_state_survives_a_stop_and_start(stoppable_stack):
+    bootstrap(stoppable_stack)
+    before = catalog_inventory(stoppable_stack)
+    assert stoppable_stack.down()
+    stoppable_stack.up()
+    assert catalog_inventory(stoppable_stack) == before
+    assert not bootstrap(stoppable_stack).changed
 
 
 def test_train_is_refused_read_on_raw_and_preprocess_is_allowed(running_stack):
@@ -72,7 +87,7 @@ class StopCatalogWhenExtracted(logging.Handler):
             self.stopped = self.stack.down()
 
 
-def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_duplicates_nothing(running_stack):
+def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_duplicates_nothing(stoppable_stack):
     from deltalake import DeltaTable
 
     from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
@@ -80,8 +95,8 @@ def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_du
     from governed_ft_dagster.defs.resources import local_resources
 
     raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
-    bootstrap(running_stack)
-    stopper = StopCatalogWhenExtracted(running_stack)
+    bootstrap(stoppable_stack)
+    stopper = StopCatalogWhenExtracted(stoppable_stack)
 
     @dg.logger
     def catalog_stopper(init_context) -> logging.Logger:
@@ -89,7 +104,7 @@ def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_du
         logger.addHandler(stopper)
         return logger
 
-    resources = {k: v for k, v in local_resources(running_stack.settings).items() if k in ("catalog", "edgar")}
+    resources = {k: v for k, v in local_resources(stoppable_stack.settings).items() if k in ("catalog", "edgar")}
     job = dg.define_asset_job("raw_job", selection=[raw_risk_factors])
     defs = dg.Definitions(assets=[raw_risk_factors], jobs=[job], resources=resources,
                           loggers={"catalog_stopper": catalog_stopper})
@@ -99,13 +114,13 @@ def test_the_catalog_stopped_mid_ingest_fails_the_run_and_the_rerun_loses_and_du
     assert stopper.stopped and not failed.success
     message = failed.get_step_failure_events()[0].event_specific_data.error.message
     assert "did not answer" in message and "governed-ft stack up" in message
-    landing = running_stack.warehouse / "raw" / "risk_factors"
+    landing = stoppable_stack.warehouse / "raw" / "risk_factors"
     landed = sorted(json.loads(p.read_text())["accession_number"] for p in landing.rglob("*.json"))
-    assert landed and not (running_stack.warehouse / "raw" / "tables" / "risk_factors").exists()
+    assert landed and not (stoppable_stack.warehouse / "raw" / "tables" / "risk_factors").exists()
 
-    running_stack.up()
+    stoppable_stack.up()
     assert run().success
-    rows = DeltaTable(str(running_stack.warehouse / "raw" / "tables" / "risk_factors")).to_pyarrow_table()
+    rows = DeltaTable(str(stoppable_stack.warehouse / "raw" / "tables" / "risk_factors")).to_pyarrow_table()
     accessions = rows.column("accession_number").to_pylist()
     assert sorted(accessions) == landed and len(set(accessions)) == len(accessions)
     catalog = resources["catalog"]

@@ -155,6 +155,7 @@ def test_the_job_uses_the_connector_for_the_open_source_catalog_only() -> None:
                     f"spark.sql.catalog.{CATALOG}.token": "t0k"}
 
 
+@pytest.mark.catalog(CATALOG)
 def test_local_job_reads_and_writes_by_name_through_the_connector(spark, local_catalog, tokenizer_dir) -> None:
     from governed_ft_dagster.catalog.base import Privilege
     from governed_ft_dagster.catalog.oss import OssCatalogClient

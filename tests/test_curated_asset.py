@@ -33,14 +33,6 @@ pytestmark = pytest.mark.skipif(not (SHARED / "filings").is_dir(), reason="the s
 
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from lxml import html
-
-    from governed_ft_dagster.training.base_model import build_tiny_base
-
-    texts = [html.fromstring(p.read_bytes()).text_content() for p in sorted((SHARED / "filings").glob("*.htm*"))]
-    return build_tiny_base(texts, tmp_path_factory.mktemp("tiny-base") / "model")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 
 from conftest import link_group
-from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_training_asset import TINY_RUN
 from governed_ft_dagster.catalog.base import Principal, Privilege
 from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE

@@ -25,7 +25,6 @@ from governed_ft_dagster.defs.resources.base_model import BaseModelResource
 from governed_ft_dagster.defs.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
 from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource
 from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResource
-from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_training_asset import TINY_RUN
 
 raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))

@@ -1,4 +1,6 @@
-"""The README's main command on the embedded default: stack up, bootstrap and run against the real catalog server."""
+"""The README's main command on the embedded default, run once from the installed wheel against the real catalog
+server; each test reads one part of what that run left: its account, the UI, the tables, the model, MLflow, the
+no-change re-run and the secrets scan."""
 
 from __future__ import annotations
 
@@ -11,17 +13,19 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import pytest
 import requests
 
 from conftest import link_group
-from test_curated_asset import tiny_base  # noqa: F401  (fixture)
-from test_training_asset import TINY_RUN
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
+from governed_ft_dagster.settings import load_settings
 from governed_ft_dagster.stack.bootstrap import read_token
+from governed_ft_dagster.stack.local import LocalStack
 from governed_ft_dagster.stack.server import ServerPaths, free_port_pair
 
 CLI = Path(sys.executable).with_name("governed-ft")
@@ -91,179 +95,233 @@ def scan_state_folder(home: Path, secrets: list[str]) -> list[str]:
     return leaks
 
 
-def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folder(local_stack, uc_server_jars,
-                                                                                  spark_home, stack_env,
-                                                                                  installed_wheel, tmp_path):
-    link_group(local_stack.home, uc_server_jars, "uc-server")
-    link_group(local_stack.home, spark_home, "spark")
-    env = {**os.environ, **stack_env}
-    env.pop("DAGSTER_HOME", None)
-    empty = tmp_path / "empty"
+@dataclass
+class Demo:
+    """The README's main command, run once from the installed wheel in an empty folder: what it left behind."""
+
+    stack: LocalStack
+    env: dict[str, str]
+    cli: Path
+    empty: Path
+    first: subprocess.CompletedProcess
+    log_text: str
+    ui_log: str
+    served: dict
+    pages: dict[str, str]
+    lineage_json: subprocess.CompletedProcess
+    events_before_rerun: list
+    again: subprocess.CompletedProcess
+    tokens: list[str]
+
+    @property
+    def settings(self):
+        return self.stack.settings
+
+    @property
+    def model(self) -> str:
+        return f"{self.settings.catalog_name}.{MODEL_NAME}"
+
+    def instance(self):
+        import dagster as dg
+
+        return dg.DagsterInstance.from_config(str(self.settings.dagster_home))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, uc_server_jars, spark_home, installed_wheel) -> Iterator[Demo]:
+    """`stack up`, `bootstrap`, `run` from the installed wheel in an empty folder against the real catalog server
+    (its own, as `stack up` starts it); then the UI it serves, the lineage it prints and the same `run` again."""
+    from governed_ft_dagster.lineage.facts import openlineage_path
+    from governed_ft_dagster.lineage.sinks import read_events
+
+    root = tmp_path_factory.mktemp("demo")
+    stack_env = {"GOVERNED_FT_HOME": str(root / "state"), "GOVERNED_FT_UC_PORT": str(free_port_pair()),
+                 "GOVERNED_FT_DEPLOYMENT": "local"}
+    stack = LocalStack(load_settings(stack_env))
+    link_group(stack.home, uc_server_jars, "uc-server")
+    link_group(stack.home, spark_home, "spark")
+    env = {key: value for key, value in {**os.environ, **stack_env}.items()
+           if key not in ("DAGSTER_HOME", "PYTHONPATH")}  # the wheel's own files, never a checkout's
+    empty = root / "empty"
     empty.mkdir()
     cli = installed_wheel / "governed-ft"
     where = subprocess.run([str(installed_wheel / "python"), "-c", "import governed_ft_dagster, job_scripts; "
                             "print(governed_ft_dagster.__file__); print(job_scripts.__file__)"],
-                           cwd=empty, capture_output=True, text=True, check=True).stdout.split()
+                           cwd=empty, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(installed_wheel.parent) for p in where), where
-    catalog = local_stack.settings.catalog_name
-    model = f"{catalog}.{MODEL_NAME}"
     try:
         for command in (("stack", "up"), ("bootstrap",), ("run",)):
             done = governed_ft(*command, env=env, cli=cli, cwd=empty)
             assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
-        assert f"registered {model} version 1" in done.stdout
         assert list(empty.iterdir()) == []  # everything went to the state folder
-
-        # A short account: one line per phase with its figures, the full log in the state folder.
         lines = done.stdout.splitlines()
-        assert len(lines) <= 15 and "DEBUG" not in done.stdout + done.stderr, done.stdout + done.stderr
-        raw_lines = [line for line in lines if line.startswith("raw_risk_factors ")]
-        assert len(raw_lines) == 4 and all("filings in" in line and "checks 3/3 passed" in line for line in raw_lines)
-        assert any(line.strip().startswith("curated:") and "records" in line for line in lines)
-        assert any(line.strip().startswith("training:") and "eval loss" in line for line in lines)
-        assert any(line.startswith("lineage:") and "@" in line for line in lines)
         log_file = Path(lines[-1].split("full log: ", 1)[1].split(";", 1)[0])
-        assert log_file.is_relative_to(local_stack.home) and "STEP_SUCCESS" in log_file.read_text(errors="replace")
-
-        # The UI command serves the instance the run wrote to: runs, materializations and passed checks.
+        assert log_file.is_relative_to(stack.home)
         port = free_port_pair()
+        pages = {}
         with served_ui(env, cli, empty, port) as served:
-            # As a person sees it: all four assets materialized (raw: every partition), each asset's checks passed.
-            browser = tmp_path / "browser"
-            listed = page_text(f"http://127.0.0.1:{port}/assets", "Materialized •", browser)
-            assert listed.count("Materialized •") == 3, listed[:3000]
-            partitions = page_text(f"http://127.0.0.1:{port}/assets/raw_risk_factors?view=partitions",
-                                   "Materialized (4)", browser)
-            assert all(s in partitions for s in ("Materialized (4)", "Missing (0)", "Failed (0)")), partitions[:3000]
-            for key, count in (("raw_risk_factors", 3), ("curated_training_table", 5), ("finetuned_lora_model", 1)):
-                checks = page_text(f"http://127.0.0.1:{port}/assets/{key}?view=checks", f"Checks ({count})", browser)
-                assert f"Checks ({count})" in checks and checks.count(" Succeeded ") == count, checks[:3000]
-                assert "Failed" not in checks and "Evaluation result Passed" in checks, checks[:3000]
-        assert len(served["runsOrError"]["results"]) == 5
-        assert {r["status"] for r in served["runsOrError"]["results"]} == {"SUCCESS"}
-        nodes = {"/".join(n["assetKey"]["path"]): n for n in served["assetNodes"]}
-        assert all(nodes[key]["assetMaterializations"] for key in
-                   ("raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version"))
-        evaluated = {c["name"]: c["executionForLatestMaterialization"] for n in nodes.values()
-                     for c in n["assetChecksOrError"]["checks"]}
-        assert evaluated["adapter_beats_base_model"]["evaluation"]["success"] is True
-        assert evaluated["curated_token_budget"]["evaluation"]["success"] is True
-
-        shown = governed_ft("lineage", model, "--version", "1", "--json", env=env)
-        assert shown.returncode == 0, shown.stderr
-        chain = json.loads(shown.stdout)
-        assert chain["raw_table"]["full_name"] == f"{catalog}.{RAW_TABLE}"
-        assert chain["curated_table"]["full_name"] == f"{catalog}.{CURATED_TABLE}"
-        assert chain["training_run"] and chain["preprocessing_run"]
-
+            browser = root / "browser"
+            pages["assets"] = page_text(f"http://127.0.0.1:{port}/assets", "Materialized •", browser)
+            pages["partitions"] = page_text(f"http://127.0.0.1:{port}/assets/raw_risk_factors?view=partitions",
+                                            "Materialized (4)", browser)
+            for key, count in CHECKS_PER_ASSET.items():
+                pages[key] = page_text(f"http://127.0.0.1:{port}/assets/{key}?view=checks", f"Checks ({count})",
+                                       browser)
+        ui_log = (empty.parent / "ui.log").read_text(errors="replace")
+        catalog = stack.settings.catalog_name
+        shown = governed_ft("lineage", f"{catalog}.{MODEL_NAME}", "--version", "1", "--json", env=env)
+        events = read_events(openlineage_path(stack.home))
         again = governed_ft("run", env=env, cli=cli, cwd=empty)
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert f"registered {model} version 1" in again.stdout  # unchanged inputs: no new version
-        assert again.stdout.count("no job started") == 2
-        tokens = [read_token(local_stack.home, p) for p in Principal]
-        admin = ServerPaths.under(local_stack.home).admin_token_file
+        tokens = [read_token(stack.home, p) for p in Principal]
+        admin = ServerPaths.under(stack.home).admin_token_file
         tokens += [admin.read_text().strip()] if admin.exists() else []
-        for output in (done.stdout + done.stderr, again.stdout + again.stderr, shown.stdout):
-            assert not [t for t in tokens if t in output]
-        leaks = scan_state_folder(local_stack.home, tokens)
-        assert not leaks, leaks[:10]
+        yield Demo(stack, env, cli, empty, done, log_file.read_text(errors="replace"), ui_log, served, pages, shown,
+                   events, again, tokens)
     finally:
         governed_ft("stack", "down", env=env, timeout_s=120, cli=cli, cwd=empty)
 
 
-def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(running_stack, edgar,
-                                                                              tiny_base):
-    import dagster as dg
+CHECKS_PER_ASSET = {"raw_risk_factors": 3, "curated_training_table": 5, "finetuned_lora_model": 1}
 
-    from governed_ft_dagster.defs.assets.curated import curated_training_table
-    from governed_ft_dagster.defs.assets.model import uc_model_version
-    from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
-    from governed_ft_dagster.defs.partitions import raw_partitions
-    from governed_ft_dagster.defs.assets.training import finetuned_lora_model
-    from governed_ft_dagster.defs.checks import all_checks
-    from governed_ft_dagster.cli.lineage import read_lineage
-    from governed_ft_dagster.lineage.derive import upstream_chain
-    from governed_ft_dagster.lineage.facts import openlineage_path
-    from governed_ft_dagster.lineage.sinks import read_events
+
+def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folder(demo):
+    done = demo.first
+    assert f"registered {demo.model} version 1" in done.stdout
+    # A short account: one line per phase with its figures, the full log in the state folder.
+    lines = done.stdout.splitlines()
+    assert len(lines) <= 15 and "DEBUG" not in done.stdout + done.stderr, done.stdout + done.stderr
+    raw_lines = [line for line in lines if line.startswith("raw_risk_factors ")]
+    assert len(raw_lines) == 4 and all("filings in" in line and "checks 3/3 passed" in line for line in raw_lines)
+    assert any(line.strip().startswith("curated:") and "records" in line for line in lines)
+    assert any(line.strip().startswith("training:") and "eval loss" in line for line in lines)
+    assert any(line.startswith("lineage:") and "@" in line for line in lines)
+    assert "STEP_SUCCESS" in demo.log_text
+
+
+def test_the_ui_serves_the_demo_instance_with_every_asset_materialized_and_every_check_passed(demo):
+    # As a person sees it: all four assets materialized (raw: every partition), each asset's checks passed.
+    assert demo.pages["assets"].count("Materialized •") == 3, demo.pages["assets"][:3000]
+    partitions = demo.pages["partitions"]
+    assert all(s in partitions for s in ("Materialized (4)", "Missing (0)", "Failed (0)")), partitions[:3000]
+    for key, count in CHECKS_PER_ASSET.items():
+        checks = demo.pages[key]
+        assert f"Checks ({count})" in checks and checks.count(" Succeeded ") == count, checks[:3000]
+        assert "Failed" not in checks and "Evaluation result Passed" in checks, checks[:3000]
+    served = demo.served
+    assert len(served["runsOrError"]["results"]) == 5
+    assert {r["status"] for r in served["runsOrError"]["results"]} == {"SUCCESS"}
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in served["assetNodes"]}
+    assert all(nodes[key]["assetMaterializations"] for key in
+               ("raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version"))
+    evaluated = {c["name"]: c["executionForLatestMaterialization"] for n in nodes.values()
+                 for c in n["assetChecksOrError"]["checks"]}
+    assert evaluated["adapter_beats_base_model"]["evaluation"]["success"] is True
+    assert evaluated["curated_token_budget"]["evaluation"]["success"] is True
+    # `governed-ft ui` serves through `dg dev`, which supersedes `dagster dev`: no supersession warning.
+    assert "Dagster UI: http://" in demo.ui_log
+    assert "superseded" not in demo.ui_log.lower(), demo.ui_log[-3000:]
+
+
+def test_the_curated_table_is_registered_and_read_through_the_catalog_within_the_token_budget(demo):
     from governed_ft_dagster.defs.resources import local_resources
-    from governed_ft_dagster.defs.resources.base_model import BaseModelResource
-    from governed_ft_dagster.stack.bootstrap import bootstrap
     from governed_ft_dagster.training.base_model import load_tokenizer
 
-    bootstrap(running_stack)
-    settings = running_stack.settings
-    resources = {**local_resources(settings), "edgar": edgar, "base_model": BaseModelResource(model_ref=str(tiny_base))}
-    catalog = resources["catalog"]
-    raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
-    assets = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version,
-              *all_checks(raw_risk_factors.partitions_def)]
-    downstream = dg.AssetSelection.assets(curated_training_table.key, finetuned_lora_model.key, uc_model_version.key)
+    curated_meta = latest_metadata(demo, "curated_training_table")
+    catalog = local_resources(demo.settings)["catalog"]
+    curated, version_read = catalog.read_table(Principal.TRAIN, CURATED_TABLE)
+    rows = curated.to_pylist()
+    assert version_read == curated_meta["delta_version"].value
+    assert curated_meta["rows_out"].value == len(rows) > 0
+    assert sum(s["records"] for s in curated_meta["splits"].value.values()) == len(rows)
+    companies = {split: {r["cik"] for r in rows if r["split"] == split} for split in ("train", "validation")}
+    assert companies["train"] and companies["validation"] and not companies["train"] & companies["validation"]
+    tokenizer = load_tokenizer(demo.settings.home / "models" / "tiny-ministral3")
+    assert all(r["n_tokens"] <= 1024 for r in rows)
+    for row in rows[:: max(1, len(rows) // 8)]:
+        assert len(tokenizer.apply_chat_template(row["messages"], tokenize=True)["input_ids"]) == row["n_tokens"]
 
-    def run_graph(instance):
-        for partition in ("2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"):
-            assert dg.materialize([raw_risk_factors], partition_key=partition, instance=instance,
-                                  resources=resources).success
-        result = dg.materialize(assets, selection=downstream, instance=instance, resources=resources,
-                                raise_on_error=False, run_config={"ops": {"finetuned_lora_model": {"config": TINY_RUN}}})
-        assert result.success, [e.event_specific_data.error.message for e in result.get_step_failure_events()]
-        return result
 
-    with dg.DagsterInstance.ephemeral() as instance:
-        first = run_graph(instance)
-        checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
-        assert checks and all(checks.values()), checks
-        curated_meta = first.asset_materializations_for_node("curated_training_table")[0].metadata
-        model_meta = first.asset_materializations_for_node("uc_model_version")[0].metadata
+def test_the_model_version_carries_its_sources_and_the_lineage_names_the_versions_read(demo):
+    from governed_ft_dagster.cli.lineage import read_lineage
+    from governed_ft_dagster.defs.resources import local_resources
+    from governed_ft_dagster.lineage.derive import upstream_chain
 
-        # The curated table is registered and readable through the catalog as the train principal.
-        curated, version_read = catalog.read_table(Principal.TRAIN, CURATED_TABLE)
-        rows = curated.to_pylist()
-        assert version_read == curated_meta["delta_version"].value
-        assert curated_meta["rows_out"].value == len(rows) > 0
-        assert sum(s["records"] for s in curated_meta["splits"].value.values()) == len(rows)
-        companies = {split: {r["cik"] for r in rows if r["split"] == split} for split in ("train", "validation")}
-        assert companies["train"] and companies["validation"] and not companies["train"] & companies["validation"]
-        tokenizer = load_tokenizer(tiny_base)
-        assert all(r["n_tokens"] <= 1024 for r in rows)
-        for row in rows[:: max(1, len(rows) // 8)]:
-            assert len(tokenizer.apply_chat_template(row["messages"], tokenize=True)["input_ids"]) == row["n_tokens"]
+    settings = demo.settings
+    curated_meta = latest_metadata(demo, "curated_training_table")
+    model_meta = latest_metadata(demo, "uc_model_version")
+    model, version = model_meta["model_name"].value, str(model_meta["model_version"].value)
+    assert (model, version) == (demo.model, "1")
+    catalog = local_resources(settings)["catalog"]
+    found = catalog.client(Principal.REGISTRAR)._request(  # type: ignore[attr-defined]
+        "GET", f"/api/2.1/unity-catalog/models/{model}/versions/{version}")
+    facts = dict(line.split("=", 1) for line in (found.get("comment") or "").splitlines() if "=" in line)
+    assert f"{settings.catalog_name}.{CURATED_TABLE}" in facts["governed_ft.source_tables"]
+    graph, _ = read_lineage(settings, model, version)
+    chain = upstream_chain(graph, model, version)
+    assert int(chain["curated_table"]["version_read"]) == curated_meta["delta_version"].value
+    assert int(chain["raw_table"]["version_read"]) == curated_meta["source_version"].value
+    assert chain["training_run"] and chain["preprocessing_run"]
+    # `governed-ft lineage` prints the same chain.
+    assert demo.lineage_json.returncode == 0, demo.lineage_json.stderr
+    printed = json.loads(demo.lineage_json.stdout)
+    assert printed["raw_table"]["full_name"] == f"{settings.catalog_name}.{RAW_TABLE}"
+    assert printed["curated_table"]["full_name"] == f"{settings.catalog_name}.{CURATED_TABLE}"
+    assert printed["training_run"] and printed["preprocessing_run"]
 
-        # The model version carries its sources, and the lineage chain names the Delta versions actually read.
-        model, version = model_meta["model_name"].value, str(model_meta["model_version"].value)
-        found = catalog.client(Principal.REGISTRAR)._request(  # type: ignore[attr-defined]
-            "GET", f"/api/2.1/unity-catalog/models/{model}/versions/{version}")
-        facts = dict(line.split("=", 1) for line in (found.get("comment") or "").splitlines() if "=" in line)
-        assert f"{settings.catalog_name}.{CURATED_TABLE}" in facts["governed_ft.source_tables"]
-        graph, _ = read_lineage(settings, model, version)
-        chain = upstream_chain(graph, model, version)
-        assert int(chain["curated_table"]["version_read"]) == curated_meta["delta_version"].value
-        assert int(chain["raw_table"]["version_read"]) == curated_meta["source_version"].value
-        assert chain["training_run"] and chain["preprocessing_run"]
-        events_before = read_events(openlineage_path(running_stack.home))
 
-        # Each materialization links to what a person opens next: the training run's loss curve, the registration.
-        import mlflow
+def test_the_training_and_registration_runs_are_linked_in_the_demo_mlflow_store(demo):
+    import mlflow
 
-        trained_meta = first.asset_materializations_for_node("finetuned_lora_model")[0].metadata
-        tracking = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-        for meta, run_id in ((trained_meta, trained_meta["mlflow_run_id"].value),
-                             (model_meta, model_meta["mlflow_run_id"].value)):
-            run = tracking.get_run(run_id)
-            assert meta["mlflow_run"].value == (f"{settings.mlflow_ui_url}/#/experiments/"
-                                                f"{run.info.experiment_id}/runs/{run_id}")
-        curve = tracking.get_metric_history(trained_meta["mlflow_run_id"].value, "train_loss")
-        assert len(curve) >= 2 and [m.step for m in curve] == sorted(m.step for m in curve)
-        assert tracking.get_run(trained_meta["mlflow_run_id"].value).data.params["source_delta_version"] == \
-            str(curated_meta["delta_version"].value)
-        artifacts = Path(settings.mlflow_artifact_location.removeprefix("file://"))
-        assert list(artifacts.rglob("training_summary.json"))  # the run's artifacts live in the state folder
+    settings = demo.settings
+    trained_meta = latest_metadata(demo, "finetuned_lora_model")
+    model_meta = latest_metadata(demo, "uc_model_version")
+    curated_meta = latest_metadata(demo, "curated_training_table")
+    tracking = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    for meta, run_id in ((trained_meta, trained_meta["mlflow_run_id"].value),
+                         (model_meta, model_meta["mlflow_run_id"].value)):
+        run = tracking.get_run(run_id)
+        assert meta["mlflow_run"].value == (f"{settings.mlflow_ui_url}/#/experiments/"
+                                            f"{run.info.experiment_id}/runs/{run_id}")
+    curve = tracking.get_metric_history(trained_meta["mlflow_run_id"].value, "train_loss")
+    assert len(curve) >= 2 and [m.step for m in curve] == sorted(m.step for m in curve)
+    assert tracking.get_run(trained_meta["mlflow_run_id"].value).data.params["source_delta_version"] == \
+        str(curated_meta["delta_version"].value)
+    artifacts = Path(settings.mlflow_artifact_location.removeprefix("file://"))
+    assert list(artifacts.rglob("training_summary.json"))  # the run's artifacts live in the state folder
 
-        again = run_graph(instance)
-        # Unchanged inputs: curated yields nothing, so Dagster skips training and registration; no event, no version.
-        assert not [key for key in ("curated_training_table", "finetuned_lora_model", "uc_model_version")
-                    if again.asset_materializations_for_node(key)]
-        skipped = {e.step_key for e in again.all_events if e.event_type_value == "STEP_SKIPPED"}
+
+def test_the_same_run_again_starts_no_job_and_creates_no_version_event_or_lineage(demo):
+    import dagster as dg
+
+    from governed_ft_dagster.lineage.facts import openlineage_path
+    from governed_ft_dagster.lineage.sinks import read_events
+
+    again = demo.again
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"registered {demo.model} version 1" in again.stdout  # unchanged inputs: no new version
+    assert again.stdout.count("no job started") == 2
+    with demo.instance() as instance:
+        latest_runs = instance.get_runs(limit=1)
+        skipped = {e.step_key for e in instance.all_logs(latest_runs[0].run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "STEP_SKIPPED"}
         assert {"finetuned_lora_model", "uc_model_version"} <= skipped
-        latest = instance.fetch_materializations(uc_model_version.key, limit=1).records[0]
-        assert str(latest.asset_materialization.metadata["model_version"].value) == version
-        assert read_events(openlineage_path(running_stack.home)) == events_before
+        for key in ("curated_training_table", "finetuned_lora_model", "uc_model_version"):
+            assert len(instance.fetch_materializations(dg.AssetKey(key), limit=5).records) == 1, key
+    assert read_events(openlineage_path(demo.stack.home)) == demo.events_before_rerun
+
+
+def test_no_principal_or_admin_token_leaves_the_token_files(demo):
+    for output in (demo.first.stdout + demo.first.stderr, demo.again.stdout + demo.again.stderr,
+                   demo.lineage_json.stdout, demo.ui_log, demo.log_text):
+        assert not [t for t in demo.tokens if t in output]
+    leaks = scan_state_folder(demo.stack.home, demo.tokens)
+    assert not leaks, leaks[:10]
+
+
+def latest_metadata(demo: Demo, key: str) -> dict:
+    """The metadata of the asset's materialization in the demo's first run (the re-run materializes nothing)."""
+    import dagster as dg
+
+    with demo.instance() as instance:
+        return dict(instance.fetch_materializations(dg.AssetKey(key), limit=1).records[0]
+                    .asset_materialization.metadata)

@@ -41,14 +41,6 @@ RELEASE_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
 pytestmark = pytest.mark.skipif(not (SHARED_SAMPLES / "filings").is_dir(), reason="the shared SEC samples are not present")
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from lxml import html
-
-    from governed_ft_dagster.training.base_model import build_tiny_base
-
-    texts = [html.fromstring(p.read_bytes()).text_content() for p in sorted((SHARED_SAMPLES / "filings").glob("*.htm*"))]
-    return build_tiny_base(texts, tmp_path_factory.mktemp("tiny-base") / "model")
 
 
 class EmrRuntime:
