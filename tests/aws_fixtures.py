@@ -185,6 +185,43 @@ def _documents(policies: list[Any]) -> list[dict[str, Any]]:
     return [IAMPolicy(p)._policy_json for p in policies]
 
 
+def _resource_tags(account: str, region: str, arn: str) -> dict[str, str]:
+    """The tags of the resource an ARN names, where a policy condition may ask for them (aws:ResourceTag/...)."""
+    found = re.fullmatch(r"arn:aws:emr-serverless:[^:]+:[^:]+:/applications/([^/]+)", arn)
+    if not found:
+        return {}
+    from moto.emrserverless.models import emrserverless_backends
+
+    application = emrserverless_backends[account][region].applications.get(found.group(1))
+    return dict(application.tags or {}) if application is not None else {}
+
+
+# Roles a call passes to a service: AWS checks iam:PassRole on each, with iam:PassedToService (documented for
+# StartJobRun and CreateTrainingJob); moto checks nothing of it.
+PASSED_ROLES = {"emr-serverless:StartJobRun": ("executionRoleArn", "emr-serverless.amazonaws.com"),
+                "sagemaker:CreateTrainingJob": ("RoleArn", "sagemaker.amazonaws.com")}
+# Tags a Create request carries are checked as the service's tagging action on the new resource (SageMaker's
+# "Provide permissions for tagging SageMaker AI resources").
+TAG_ON_CREATE = {"sagemaker:CreateTrainingJob": ("Tags", "sagemaker:AddTags")}
+
+
+def _checked_with(request: Any, action: str, target: str) -> list[tuple[str, str, dict[str, list[str]]]]:
+    """The further (action, resource, context) checks AWS makes for this call beyond its own action."""
+    if action not in PASSED_ROLES and action not in TAG_ON_CREATE:
+        return []
+    try:
+        params = json.loads(request._body or b"{}")
+    except ValueError:
+        return []
+    checks = []
+    if action in PASSED_ROLES and params.get(PASSED_ROLES[action][0]):
+        checks.append(("iam:PassRole", params[PASSED_ROLES[action][0]],
+                       {"iam:passedtoservice": [PASSED_ROLES[action][1]]}))
+    if action in TAG_ON_CREATE and params.get(TAG_ON_CREATE[action][0]):
+        checks.append((TAG_ON_CREATE[action][1], target, {}))
+    return checks
+
+
 def _request_context(request: Any) -> dict[str, list[str]]:
     query = parse_qs(urlsplit(request._path).query, keep_blank_values=True)
     context = {"aws:securetransport": ["true"]}  # the loopback endpoint stands for AWS's TLS endpoint
@@ -197,13 +234,23 @@ def _request_context(request: Any) -> dict[str, list[str]]:
 
 
 def _resource_arn(request: Any, account: str, resource: str) -> str:
-    """moto hands "*" for services other than S3 and STS: the secret's or log group's ARN, as AWS evaluates."""
-    if resource != "*" or request._service not in ("secretsmanager", "logs"):
+    """moto hands "*" for services other than S3 and STS: the secret's, log group's, EMR Serverless application's or
+    job run's, or training job's ARN, as AWS evaluates."""
+    if resource != "*" or request._service not in ("secretsmanager", "logs", "emr-serverless", "sagemaker"):
         return resource
+    if request._service == "emr-serverless":
+        found = re.match(r"/applications/([^/?]+)(?:/jobruns/([^/?]+))?", urlsplit(request._path).path)
+        if not found:
+            return resource  # ListApplications, CreateApplication: no resource of their own
+        arn = f"arn:aws:emr-serverless:{request._region}:{account}:/applications/{found.group(1)}"
+        return f"{arn}/jobruns/{found.group(2)}" if found.group(2) else arn
     try:
         params = json.loads(request._body or b"{}")
     except ValueError:
         return resource
+    if request._service == "sagemaker":
+        name = params.get("TrainingJobName")
+        return f"arn:aws:sagemaker:{request._region}:{account}:training-job/{name.lower()}" if name else resource
     if request._service == "secretsmanager" and params.get("SecretId"):
         from moto.secretsmanager.models import secretsmanager_backends
 
@@ -227,9 +274,12 @@ def _refuse(request: Any, action: str, resource: str) -> None:
     from moto.core.exceptions import AccessDeniedError, JsonRESTError
     from moto.s3.exceptions import S3AccessDeniedError
 
-    if request._service == "s3":
-        raise S3AccessDeniedError()  # never the bucket variant: moto then retries a DeleteObjects unauthenticated
     message = f"User: {request._access_key.arn} is not authorized to perform: {action} on resource: {resource}"
+    if request._service == "s3":
+        # Never the bucket variant: moto then retries a DeleteObjects unauthenticated. S3 names action and resource.
+        refused = S3AccessDeniedError()
+        refused.message = message
+        raise refused
     if request._service in ("secretsmanager", "logs"):
         raise JsonRESTError("AccessDeniedException", message)
     error = AccessDeniedError(user_arn=request._access_key.arn, action=action)
@@ -277,6 +327,8 @@ def _check_action_permitted(self: Any, resource: str) -> None:
         keys = re.findall(r"<Key>(.*?)</Key>", (self._body or b"").decode("utf-8", "replace"))
         resources = [f"{resource}/{k}" for k in keys]  # DeleteObjects: every key is checked
     for target in resources:
+        tags = _resource_tags(key.account_id, self._region, target)
+        context = {**_request_context(self), **{f"aws:resourcetag/{k.lower()}": [v] for k, v in tags.items()}}
         verdicts = [evaluate(identity, action, target, principals, context)]
         if self._service == "s3":
             bucket = s3_backends[key.account_id][partition].buckets.get(target.split(":::", 1)[1].split("/")[0])
@@ -285,6 +337,12 @@ def _check_action_permitted(self: Any, resource: str) -> None:
         if "deny" in verdicts or "allow" not in verdicts:
             _refuse(self, action, target)
         if session and evaluate(session, action, target, principals, context) != "allow":
+            _refuse(self, action, target)
+        for further, on, extra in _checked_with(self, action, target):
+            if evaluate(identity, further, on, principals, {**context, **extra}) != "allow":
+                _refuse(self, further, on)
+        if self._service == "s3" and action == "s3:GetObject" and not _may_learn_absence(
+                key.account_id, target, identity, session, principals, context):
             _refuse(self, action, target)
         if action == "sts:AssumeRole":
             account = target.split(":")[4]
@@ -298,6 +356,21 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     if assumed is not None and action == "s3:PutObject" and any(
             t.startswith(p) for t in resources for p in EXPIRE_AFTER_ONE_WRITE):
         assumed.expiration = utcnow()
+
+
+def _may_learn_absence(account: str, target: str, identity: list, session: list, principals: list[str],
+                       context: dict[str, list[str]]) -> bool:
+    """S3 answers a Get or Head of a missing key with 404 only to a caller that may list the bucket at that key,
+    and with 403 to everyone else (the GetObject and HeadObject API references)."""
+    from moto.s3.models import s3_backends
+
+    bucket_name, _, object_key = target.split(":::", 1)[1].partition("/")
+    bucket = s3_backends[account]["aws"].buckets.get(bucket_name)
+    if bucket is None or not object_key or object_key in bucket.keys:
+        return True
+    listing, arn = {**context, "s3:prefix": [object_key]}, f"arn:aws:s3:::{bucket_name}"
+    return evaluate(identity, "s3:ListBucket", arn, principals, listing) == "allow" and (
+        not session or evaluate(session, "s3:ListBucket", arn, principals, listing) == "allow")
 
 
 def _bucket_permission(self: Any, action: str, resource: str) -> Any:
