@@ -42,13 +42,14 @@ def build_cache_root() -> Path:
 
 
 def find_python(version: str) -> Optional[Path]:
-    """A CPython of this minor version: on PATH, or one of pyenv's builds."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return Path(found)
+    """A CPython of this minor version: one of pyenv's builds, or one on PATH (not a pyenv shim, which resolves by
+    whatever version file is in force)."""
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     builds = sorted(glob.glob(str(pyenv_root / "versions" / f"{version}.*" / "bin" / f"python{version}")))
-    return Path(builds[-1]) if builds else None
+    if builds:
+        return Path(builds[-1])
+    found = shutil.which(f"python{version}")
+    return Path(found) if found and "/shims/" not in found else None
 
 
 def container_python(cache_root: Path, log=print) -> Path:
