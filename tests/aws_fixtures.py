@@ -280,8 +280,10 @@ def _refuse(request: Any, action: str, resource: str) -> None:
         refused = S3AccessDeniedError()
         refused.message = message
         raise refused
-    if request._service in ("secretsmanager", "logs"):
-        raise JsonRESTError("AccessDeniedException", message)
+    if request._service in ("secretsmanager", "logs", "emr-serverless", "sagemaker"):
+        refused = JsonRESTError("AccessDeniedException", message)
+        refused.code = 403
+        raise refused
     error = AccessDeniedError(user_arn=request._access_key.arn, action=action)
     error.description = error.description.replace(action, f"{action} on resource: {resource}")
     raise error
@@ -404,13 +406,17 @@ def _check_signature(self: Any) -> None:
     moto rebuilds the canonical request with botocore's signer, which leaves out User-Agent (and Expect) even
     when the client signed them; the AWS SDK for Java v1 under S3A signs User-Agent, so moto refused every
     S3A request as SignatureDoesNotMatch. The key, date, scope, path, query, headers and payload hash are all
-    still checked against the caller's secret."""
+    still checked against the caller's secret; a GET, HEAD or DELETE without a body is hashed as the empty payload
+    it is (moto hands EMR Serverless' headers in its place)."""
     import hmac
 
     claimed = self._get_string_between("Signature=", ",", self._headers["Authorization"])
     moto_auth = self._create_auth(self._access_key.create_credentials())
     auth = _signing_exactly(type(moto_auth))(moto_auth.credentials, self._service, self._region)
     request = self._create_aws_request()
+    if not self._body and self._method in ("GET", "HEAD", "DELETE"):
+        # The payload is what was sent, nothing: moto hands EMR Serverless' headers as the request data.
+        request.data = b""
     expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     if not hmac.compare_digest(claimed, expected):
         REFUSALS.append((self._access_key.arn, "signature", self._path))
@@ -460,6 +466,8 @@ def enforcing(moto_url: str) -> Iterator[None]:
 STACK = "gft"
 ACCOUNT = "123456789012"  # moto's default account
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-{REGION}"
+CODE_BUCKET = f"{STACK}-code-{ACCOUNT}-{REGION}"
+ORCHESTRATOR_POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/{STACK}-orchestrator"
 ADMIN_APP, ADMIN_OAUTH = "workspace-admin-app", "workspace-admin-oauth-secret-9b2e"
 _WRITE_OPERATIONS = ("READ_WRITE", "PATH_READ_WRITE", "PATH_CREATE_TABLE")
 
@@ -500,6 +508,8 @@ class EnforcedWorld:
     unity_catalog: dict[str, str]
     application_ids: dict[str, str]
     narrow: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    # What EMR Serverless and SageMaker hand a job: a session of its role, by role name.
+    job_roles: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def boto(self, service: str, keys: dict[str, str] | None = None):
         return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url, **(keys or self.admin))
@@ -566,17 +576,11 @@ def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
     root = boto3.client("iam", region_name=REGION, endpoint_url=moto_url,
                         aws_access_key_id="testing", aws_secret_access_key="testing")
     users = {}
-    for user, policy in [
-        ("stack-admin", {"Effect": "Allow", "Action": "*", "Resource": "*"}),
-        # The orchestrator's own AWS identity: the principals' secrets, nothing in the governed bucket.
-        ("orchestrator", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-                          "Resource": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{STACK}/*"}),
-    ]:
+    for user in ("stack-admin", "orchestrator"):
         root.create_user(UserName=user)
-        root.put_user_policy(UserName=user, PolicyName="access", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [policy]}))
-        key = root.create_access_key(UserName=user)["AccessKey"]
-        users[user] = keys_of(key)
+        users[user] = keys_of(root.create_access_key(UserName=user)["AccessKey"])
+    root.put_user_policy(UserName="stack-admin", PolicyName="access", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
     admin = users["stack-admin"]
     for name, value in {**{k.upper(): v for k, v in admin.items()}, "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
@@ -600,11 +604,14 @@ def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
            "DATABRICKS_TOKEN": None, "DATABRICKS_CONFIG_PROFILE": None,
            "DATABRICKS_CONFIG_FILE": "/nonexistent/databrickscfg"}
     _cli(aws_group, ["apply", "--uc-external-id", fake.account_id], env)
+    # The orchestrator's own AWS identity holds exactly the policy `aws apply` generated for it.
+    root.attach_user_policy(UserName="orchestrator", PolicyArn=ORCHESTRATOR_POLICY_ARN)
     _cli(catalog_group, ["apply"], env)
     secrets = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto_url, **admin)
     ids = {p.value: json.loads(secrets.get_secret_value(SecretId=f"{STACK}/{p.value}")["SecretString"])["client_id"]
            for p in Principal}
     world = EnforcedWorld(moto_url, fake, admin, users["orchestrator"], unity_catalog, ids)
+    world.job_roles = {role: world.role_keys(role) for role in (f"{STACK}-emr-runtime", f"{STACK}-sagemaker-execution")}
     fake.vendor = world.vend
     for name, value in {k.upper(): v for k, v in world.orchestrator.items()}.items():
         monkeypatch.setenv(name, value)

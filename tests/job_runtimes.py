@@ -257,8 +257,10 @@ class SageMakerRuntime(JobService):
             self.client("s3").put_object(Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{name}/output/model.tar.gz",
                                          Body=model.getvalue())
         logs = self.client("logs")
-        if not logs.describe_log_groups(logGroupNamePrefix=SAGEMAKER_LOG_GROUP)["logGroups"]:
+        try:
             logs.create_log_group(logGroupName=SAGEMAKER_LOG_GROUP)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
         self.ship_logs(SAGEMAKER_LOG_GROUP, f"{name}/algo-1-{int(time.time())}", proc.stdout)
 
     def upload_tree(self, folder: Path, uri: str) -> None:

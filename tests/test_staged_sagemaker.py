@@ -29,7 +29,7 @@ from test_packing import tiny_base  # noqa: F401  (shared session fixture)
 from test_training_asset import TABLE, TINY_RUN, TRAIN_ID, write_curated_table
 
 REGION = "us-east-1"
-PEFT_VERSION = "0.21.2"
+DELTALAKE_VERSION = "1.6.6"
 CODE_BUCKET = "governed-ft-code"
 CODE_PREFIX = f"s3://{CODE_BUCKET}/code/"
 MODEL_ID = "governed-ft/tiny-ministral3"
@@ -190,20 +190,21 @@ def test_a_package_left_out_of_the_staged_environment_fails_the_job(world, sagem
     world.databricks.grant("table", TABLE, TRAIN_ID, "SELECT")
     _, code = stage(world, tiny_base, build_cache)
     [env] = [a for a in code["artifacts"] if a["kind"] == staging.KIND_SAGEMAKER_ENV]
-    # The same key, the environment without peft: the container does not have it, so the job cannot train.
+    # The same key, the environment without deltalake: the container does not have it, so the job cannot read.
     bucket, key = staging.split_s3_uri(env["uri"])
     whole = sagemaker.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     partial = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(whole), mode="r:gz") as source, tarfile.open(fileobj=partial, mode="w:gz") as target:
+    with tarfile.open(fileobj=io.BytesIO(whole), mode="r:gz") as source, \
+            tarfile.open(fileobj=partial, mode="w:gz", compresslevel=1) as target:
         for member in source:
-            if member.name.split("/")[0] not in ("peft", f"peft-{PEFT_VERSION}.dist-info"):
+            if member.name.split("/")[0] not in ("deltalake", f"deltalake-{DELTALAKE_VERSION}.dist-info"):
                 target.addfile(member, source.extractfile(member) if member.isfile() else None)
     sagemaker.client("s3").put_object(Bucket=bucket, Key=key, Body=partial.getvalue())
 
     result = materialize(world, tiny_base)
 
     assert not result.success and len(sagemaker.requests) == 1
-    assert "ModuleNotFoundError: No module named 'peft'" in sagemaker.outputs[0], sagemaker.outputs[0][-3000:]
+    assert "ModuleNotFoundError: No module named 'deltalake'" in sagemaker.outputs[0], sagemaker.outputs[0][-3000:]
     assert not world.boto("s3").list_objects_v2(Bucket=BUCKET, Prefix="ml/adapters/").get("KeyCount")
 
 
