@@ -148,7 +148,7 @@ def stage_source(spec: TrainingJobSpec, endpoint: str) -> str:
 
 def resource(moto_url: Optional[str], **overrides: Any) -> SageMakerTrainingResource:
     config: dict[str, Any] = dict(
-        region=REGION, role_arn=ROLE, image_uri=IMAGE, checkpoint_s3_uri=f"s3://{JOBS_BUCKET}/checkpoints",
+        region=REGION, role_arn=ROLE, image_uri=IMAGE, python_env="image", checkpoint_s3_uri=f"s3://{JOBS_BUCKET}/checkpoints",
         output_s3_uri=f"s3://{GOVERNED_BUCKET}/ml/training-output/", code_s3_prefix=f"s3://{JOBS_BUCKET}/code",
         endpoint_url=moto_url, poll_interval_s=0.2, tags={"project": "governed-ft"})
     return SageMakerTrainingResource(**{**config, **overrides})

@@ -309,8 +309,9 @@ def _code_prefix(params: dict[str, Any], offline: bool = False) -> tuple[str, st
         with aws_errors():
             import boto3
 
-            account_id = boto3.client("sts", region_name=params["region"], endpoint_url=params.get("endpoint_url"),
-                                      config=_quick()).get_caller_identity()["Account"]
+            account_id = boto3.session.Session().client(
+                "sts", region_name=params["region"], endpoint_url=params.get("endpoint_url"),
+                config=_quick()).get_caller_identity()["Account"]
     except ProvisionError as exc:
         if not offline:
             raise
@@ -328,8 +329,8 @@ def _quick() -> Any:
 def _s3(params: dict[str, Any]) -> Any:
     import boto3
 
-    return boto3.client("s3", region_name=params.get("region"), endpoint_url=params.get("endpoint_url"),
-                        config=_quick())
+    return boto3.session.Session().client("s3", region_name=params.get("region"),
+                                          endpoint_url=params.get("endpoint_url"), config=_quick())
 
 
 def _compare(prefix: Any, artifacts: list, dry_run: bool, unreachable: str) -> tuple[list[str], str]:
