@@ -26,6 +26,7 @@ from governed_ft_dagster.provision import staging, training_image
 from governed_ft_dagster.storage import extract_tar
 
 OPT_ML = "/opt/ml"
+MOTO_ACCOUNT = "123456789012"  # moto's default account, where the services' jobs live
 SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # What the EMR release itself ships and the staged request therefore leaves out: S3A and its SDK.
 RELEASE_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
@@ -256,12 +257,23 @@ class SageMakerRuntime(JobService):
             out_bucket, out_prefix = staging.split_s3_uri(request["OutputDataConfig"]["S3OutputPath"])
             self.client("s3").put_object(Bucket=out_bucket, Key=f"{out_prefix.rstrip('/')}/{name}/output/model.tar.gz",
                                          Body=model.getvalue())
+        if proc.returncode != 0:
+            failure = dirs["output"] / "failure"
+            self.ended_failed(name, failure.read_text() if failure.exists() else f"exit code {proc.returncode}")
         logs = self.client("logs")
         try:
             logs.create_log_group(logGroupName=SAGEMAKER_LOG_GROUP)
         except logs.exceptions.ResourceAlreadyExistsException:
             pass
         self.ship_logs(SAGEMAKER_LOG_GROUP, f"{name}/algo-1-{int(time.time())}", proc.stdout)
+
+    def ended_failed(self, name: str, reason: str) -> None:
+        """What DescribeTrainingJob then says, as SageMaker says it for an algorithm error (moto says Completed)."""
+        from moto.sagemaker.models import sagemaker_backends
+
+        job = sagemaker_backends[MOTO_ACCOUNT][self.region].training_jobs[name]
+        job.training_job_status, job.secondary_status = "Failed", "Failed"
+        job.failure_reason = f"AlgorithmError: {reason}"[:1024]
 
     def upload_tree(self, folder: Path, uri: str) -> None:
         bucket, prefix = staging.split_s3_uri(uri)
@@ -331,6 +343,15 @@ class EmrRuntime(JobService):
                   f"/jobs/{response['jobRunId']}/SPARK_DRIVER")
         for output, text in {"stdout": proc.stdout, "stderr": jvm}.items():
             self.ship_logs(cloudwatch["logGroupName"], f"{stream}/{output}", text)
+        if proc.returncode:
+            from moto.emrserverless.models import emrserverless_backends
+
+            runs = emrserverless_backends[MOTO_ACCOUNT][self.region].job_runs[response["applicationId"]]
+            [run] = [r for r in runs if r.id == response["jobRunId"]]
+            # As EMR Serverless reports a driver that exited non-zero (moto says SUCCESS whatever ran).
+            run.state = "FAILED"
+            run.state_details = (f"Job failed, please check complete logs in configured logging destination. "
+                                 f"ExitCode: {proc.returncode}.")
 
     def release_conf(self, job_dir: Path) -> Path:
         """spark-defaults of the 'release': its own jars on the class path (as EMR ships them), a loopback driver."""

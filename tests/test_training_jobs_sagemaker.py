@@ -48,7 +48,7 @@ REGION = "us-east-1"
 GOVERNED_BUCKET = "governed-lake"
 JOBS_BUCKET = "governed-ft-jobs"
 ROLE = "arn:aws:iam::123456789012:role/governed-ft-train-job"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-gpu-py311-cu124-ubuntu22.04-sagemaker"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/governed-ft-train:all-packages"  # python_env="image"
 PLANTED_SECRET = "planted-train-client-secret-7d41e0"
 LOG_LINK = ("https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
             "#logsV2:log-groups/log-group/$252Faws$252Fsagemaker$252FTrainingJobs")
