@@ -20,8 +20,11 @@ SCRIPTS_PACKAGE = "job_scripts"
 PY_FILES_SUFFIX = ".zip"
 PREPROCESS_SCRIPT = "preprocess_risk_factors.py"
 TRAIN_SCRIPT = "train_lora.py"
+# Every SageMaker training job of the graph is named with this prefix (the orchestrator's policy names it).
+TRAINING_JOB_PREFIX = "lora-risk-factors-"
 PROJECT_PACKAGES = ("governed_ft_dagster", SCRIPTS_PACKAGE)
-# The training image has the ML stack; the Pipes protocol package travels with the code, pure Python.
+# The ML stack comes from the staged training environment (or the image); the Pipes protocol package also travels
+# with the code, pure Python, so a job on an image that holds every package still reports.
 TRAINING_SOURCE_PACKAGES = ("governed_ft_dagster", "dagster_pipes")
 EXCLUDED_FROM_CODE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
                       ".governed_ft", "node_modules", ".ipynb_checkpoints"}

@@ -20,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if (REPO_ROOT / "governed_ft_dagster").is_dir() and str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from governed_ft_dagster.training.environment import activate  # noqa: E402
+
+activate()  # on SageMaker: the staged packages ahead of the container's, before any of them is imported
+
 from governed_ft_dagster.catalog import connect  # noqa: E402
 from governed_ft_dagster.catalog.base import CatalogClient, CatalogError, VendedCredentials  # noqa: E402
 from governed_ft_dagster.storage import S3Endpoint, is_local, local_path, storage_options  # noqa: E402

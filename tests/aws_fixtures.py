@@ -185,6 +185,43 @@ def _documents(policies: list[Any]) -> list[dict[str, Any]]:
     return [IAMPolicy(p)._policy_json for p in policies]
 
 
+def _resource_tags(account: str, region: str, arn: str) -> dict[str, str]:
+    """The tags of the resource an ARN names, where a policy condition may ask for them (aws:ResourceTag/...)."""
+    found = re.fullmatch(r"arn:aws:emr-serverless:[^:]+:[^:]+:/applications/([^/]+)", arn)
+    if not found:
+        return {}
+    from moto.emrserverless.models import emrserverless_backends
+
+    application = emrserverless_backends[account][region].applications.get(found.group(1))
+    return dict(application.tags or {}) if application is not None else {}
+
+
+# Roles a call passes to a service: AWS checks iam:PassRole on each, with iam:PassedToService (documented for
+# StartJobRun and CreateTrainingJob); moto checks nothing of it.
+PASSED_ROLES = {"emr-serverless:StartJobRun": ("executionRoleArn", "emr-serverless.amazonaws.com"),
+                "sagemaker:CreateTrainingJob": ("RoleArn", "sagemaker.amazonaws.com")}
+# Tags a Create request carries are checked as the service's tagging action on the new resource (SageMaker's
+# "Provide permissions for tagging SageMaker AI resources").
+TAG_ON_CREATE = {"sagemaker:CreateTrainingJob": ("Tags", "sagemaker:AddTags")}
+
+
+def _checked_with(request: Any, action: str, target: str) -> list[tuple[str, str, dict[str, list[str]]]]:
+    """The further (action, resource, context) checks AWS makes for this call beyond its own action."""
+    if action not in PASSED_ROLES and action not in TAG_ON_CREATE:
+        return []
+    try:
+        params = json.loads(request._body or b"{}")
+    except ValueError:
+        return []
+    checks = []
+    if action in PASSED_ROLES and params.get(PASSED_ROLES[action][0]):
+        checks.append(("iam:PassRole", params[PASSED_ROLES[action][0]],
+                       {"iam:passedtoservice": [PASSED_ROLES[action][1]]}))
+    if action in TAG_ON_CREATE and params.get(TAG_ON_CREATE[action][0]):
+        checks.append((TAG_ON_CREATE[action][1], target, {}))
+    return checks
+
+
 def _request_context(request: Any) -> dict[str, list[str]]:
     query = parse_qs(urlsplit(request._path).query, keep_blank_values=True)
     context = {"aws:securetransport": ["true"]}  # the loopback endpoint stands for AWS's TLS endpoint
@@ -197,13 +234,23 @@ def _request_context(request: Any) -> dict[str, list[str]]:
 
 
 def _resource_arn(request: Any, account: str, resource: str) -> str:
-    """moto hands "*" for services other than S3 and STS: the secret's or log group's ARN, as AWS evaluates."""
-    if resource != "*" or request._service not in ("secretsmanager", "logs"):
+    """moto hands "*" for services other than S3 and STS: the secret's, log group's, EMR Serverless application's or
+    job run's, or training job's ARN, as AWS evaluates."""
+    if resource != "*" or request._service not in ("secretsmanager", "logs", "emr-serverless", "sagemaker"):
         return resource
+    if request._service == "emr-serverless":
+        found = re.match(r"/applications/([^/?]+)(?:/jobruns/([^/?]+))?", urlsplit(request._path).path)
+        if not found:
+            return resource  # ListApplications, CreateApplication: no resource of their own
+        arn = f"arn:aws:emr-serverless:{request._region}:{account}:/applications/{found.group(1)}"
+        return f"{arn}/jobruns/{found.group(2)}" if found.group(2) else arn
     try:
         params = json.loads(request._body or b"{}")
     except ValueError:
         return resource
+    if request._service == "sagemaker":
+        name = params.get("TrainingJobName")
+        return f"arn:aws:sagemaker:{request._region}:{account}:training-job/{name.lower()}" if name else resource
     if request._service == "secretsmanager" and params.get("SecretId"):
         from moto.secretsmanager.models import secretsmanager_backends
 
@@ -227,11 +274,16 @@ def _refuse(request: Any, action: str, resource: str) -> None:
     from moto.core.exceptions import AccessDeniedError, JsonRESTError
     from moto.s3.exceptions import S3AccessDeniedError
 
-    if request._service == "s3":
-        raise S3AccessDeniedError()  # never the bucket variant: moto then retries a DeleteObjects unauthenticated
     message = f"User: {request._access_key.arn} is not authorized to perform: {action} on resource: {resource}"
-    if request._service in ("secretsmanager", "logs"):
-        raise JsonRESTError("AccessDeniedException", message)
+    if request._service == "s3":
+        # Never the bucket variant: moto then retries a DeleteObjects unauthenticated. S3 names action and resource.
+        refused = S3AccessDeniedError()
+        refused.message = message
+        raise refused
+    if request._service in ("secretsmanager", "logs", "emr-serverless", "sagemaker"):
+        refused = JsonRESTError("AccessDeniedException", message)
+        refused.code = 403
+        raise refused
     error = AccessDeniedError(user_arn=request._access_key.arn, action=action)
     error.description = error.description.replace(action, f"{action} on resource: {resource}")
     raise error
@@ -277,6 +329,8 @@ def _check_action_permitted(self: Any, resource: str) -> None:
         keys = re.findall(r"<Key>(.*?)</Key>", (self._body or b"").decode("utf-8", "replace"))
         resources = [f"{resource}/{k}" for k in keys]  # DeleteObjects: every key is checked
     for target in resources:
+        tags = _resource_tags(key.account_id, self._region, target)
+        context = {**_request_context(self), **{f"aws:resourcetag/{k.lower()}": [v] for k, v in tags.items()}}
         verdicts = [evaluate(identity, action, target, principals, context)]
         if self._service == "s3":
             bucket = s3_backends[key.account_id][partition].buckets.get(target.split(":::", 1)[1].split("/")[0])
@@ -285,6 +339,12 @@ def _check_action_permitted(self: Any, resource: str) -> None:
         if "deny" in verdicts or "allow" not in verdicts:
             _refuse(self, action, target)
         if session and evaluate(session, action, target, principals, context) != "allow":
+            _refuse(self, action, target)
+        for further, on, extra in _checked_with(self, action, target):
+            if evaluate(identity, further, on, principals, {**context, **extra}) != "allow":
+                _refuse(self, further, on)
+        if self._service == "s3" and action == "s3:GetObject" and not _may_learn_absence(
+                key.account_id, target, identity, session, principals, context):
             _refuse(self, action, target)
         if action == "sts:AssumeRole":
             account = target.split(":")[4]
@@ -298,6 +358,21 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     if assumed is not None and action == "s3:PutObject" and any(
             t.startswith(p) for t in resources for p in EXPIRE_AFTER_ONE_WRITE):
         assumed.expiration = utcnow()
+
+
+def _may_learn_absence(account: str, target: str, identity: list, session: list, principals: list[str],
+                       context: dict[str, list[str]]) -> bool:
+    """S3 answers a Get or Head of a missing key with 404 only to a caller that may list the bucket at that key,
+    and with 403 to everyone else (the GetObject and HeadObject API references)."""
+    from moto.s3.models import s3_backends
+
+    bucket_name, _, object_key = target.split(":::", 1)[1].partition("/")
+    bucket = s3_backends[account]["aws"].buckets.get(bucket_name)
+    if bucket is None or not object_key or object_key in bucket.keys:
+        return True
+    listing, arn = {**context, "s3:prefix": [object_key]}, f"arn:aws:s3:::{bucket_name}"
+    return evaluate(identity, "s3:ListBucket", arn, principals, listing) == "allow" and (
+        not session or evaluate(session, "s3:ListBucket", arn, principals, listing) == "allow")
 
 
 def _bucket_permission(self: Any, action: str, resource: str) -> Any:
@@ -331,13 +406,17 @@ def _check_signature(self: Any) -> None:
     moto rebuilds the canonical request with botocore's signer, which leaves out User-Agent (and Expect) even
     when the client signed them; the AWS SDK for Java v1 under S3A signs User-Agent, so moto refused every
     S3A request as SignatureDoesNotMatch. The key, date, scope, path, query, headers and payload hash are all
-    still checked against the caller's secret."""
+    still checked against the caller's secret; a GET, HEAD or DELETE without a body is hashed as the empty payload
+    it is (moto hands EMR Serverless' headers in its place)."""
     import hmac
 
     claimed = self._get_string_between("Signature=", ",", self._headers["Authorization"])
     moto_auth = self._create_auth(self._access_key.create_credentials())
     auth = _signing_exactly(type(moto_auth))(moto_auth.credentials, self._service, self._region)
     request = self._create_aws_request()
+    if not self._body and self._method in ("GET", "HEAD", "DELETE"):
+        # The payload is what was sent, nothing: moto hands EMR Serverless' headers as the request data.
+        request.data = b""
     expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     if not hmac.compare_digest(claimed, expected):
         REFUSALS.append((self._access_key.arn, "signature", self._path))
@@ -387,6 +466,8 @@ def enforcing(moto_url: str) -> Iterator[None]:
 STACK = "gft"
 ACCOUNT = "123456789012"  # moto's default account
 DATA_BUCKET = f"{STACK}-data-{ACCOUNT}-{REGION}"
+CODE_BUCKET = f"{STACK}-code-{ACCOUNT}-{REGION}"
+ORCHESTRATOR_POLICY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/{STACK}-orchestrator"
 ADMIN_APP, ADMIN_OAUTH = "workspace-admin-app", "workspace-admin-oauth-secret-9b2e"
 _WRITE_OPERATIONS = ("READ_WRITE", "PATH_READ_WRITE", "PATH_CREATE_TABLE")
 
@@ -427,6 +508,8 @@ class EnforcedWorld:
     unity_catalog: dict[str, str]
     application_ids: dict[str, str]
     narrow: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    # What EMR Serverless and SageMaker hand a job: a session of its role, by role name.
+    job_roles: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def boto(self, service: str, keys: dict[str, str] | None = None):
         return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url, **(keys or self.admin))
@@ -493,17 +576,11 @@ def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
     root = boto3.client("iam", region_name=REGION, endpoint_url=moto_url,
                         aws_access_key_id="testing", aws_secret_access_key="testing")
     users = {}
-    for user, policy in [
-        ("stack-admin", {"Effect": "Allow", "Action": "*", "Resource": "*"}),
-        # The orchestrator's own AWS identity: the principals' secrets, nothing in the governed bucket.
-        ("orchestrator", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-                          "Resource": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{STACK}/*"}),
-    ]:
+    for user in ("stack-admin", "orchestrator"):
         root.create_user(UserName=user)
-        root.put_user_policy(UserName=user, PolicyName="access", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [policy]}))
-        key = root.create_access_key(UserName=user)["AccessKey"]
-        users[user] = keys_of(key)
+        users[user] = keys_of(root.create_access_key(UserName=user)["AccessKey"])
+    root.put_user_policy(UserName="stack-admin", PolicyName="access", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
     admin = users["stack-admin"]
     for name, value in {**{k.upper(): v for k, v in admin.items()}, "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
@@ -527,11 +604,14 @@ def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
            "DATABRICKS_TOKEN": None, "DATABRICKS_CONFIG_PROFILE": None,
            "DATABRICKS_CONFIG_FILE": "/nonexistent/databrickscfg"}
     _cli(aws_group, ["apply", "--uc-external-id", fake.account_id], env)
+    # The orchestrator's own AWS identity holds exactly the policy `aws apply` generated for it.
+    root.attach_user_policy(UserName="orchestrator", PolicyArn=ORCHESTRATOR_POLICY_ARN)
     _cli(catalog_group, ["apply"], env)
     secrets = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto_url, **admin)
     ids = {p.value: json.loads(secrets.get_secret_value(SecretId=f"{STACK}/{p.value}")["SecretString"])["client_id"]
            for p in Principal}
     world = EnforcedWorld(moto_url, fake, admin, users["orchestrator"], unity_catalog, ids)
+    world.job_roles = {role: world.role_keys(role) for role in (f"{STACK}-emr-runtime", f"{STACK}-sagemaker-execution")}
     fake.vendor = world.vend
     for name, value in {k.upper(): v for k, v in world.orchestrator.items()}.items():
         monkeypatch.setenv(name, value)

@@ -248,3 +248,22 @@ def installed_wheel(tmp_path_factory) -> Path:
                    capture_output=True, timeout=600, env=own)
     shutil.rmtree(source)
     return venv / "bin"
+
+
+@pytest.fixture(scope="session")
+def build_cache() -> Path:
+    """Builds that outlive a session, by content: the training container's interpreter, the staged environments."""
+    from job_runtimes import build_cache_root
+
+    return build_cache_root()
+
+
+@pytest.fixture(scope="session")
+def container_python(build_cache) -> str:
+    """The training container's CPython and torch (from the package index) in a venv, and nothing else."""
+    from job_runtimes import container_python as build
+
+    try:
+        return str(build(build_cache))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

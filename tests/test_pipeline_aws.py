@@ -1,6 +1,9 @@
-"""The whole graph on the aws path with local Spark and local training, with the storage enforcing: moto with IAM on,
-the stack and catalog built by `governed-ft aws apply` and `catalog apply`, every byte read or written through
-credentials vended from moto's STS for its table or path. Raw to registered model version and lineage."""
+"""The whole graph on the aws path with the storage and IAM enforcing: moto with IAM on, the stack and catalog built by
+`governed-ft aws apply` and `catalog apply`, the jobs' code staged by `governed-ft aws stage`, every byte of governed
+data read or written through credentials vended from moto's STS for its table or path. The orchestrator runs as an
+identity holding exactly the policy `aws apply` generated for it, with the EMR Serverless and SageMaker resources as
+production configures them; each job then runs from its recorded request as its service runs it, with its role's
+credentials (tests/job_runtimes.py). Raw to registered model version and lineage."""
 
 import json
 import re
@@ -10,7 +13,8 @@ import dagster as dg
 import pytest
 
 import aws_fixtures
-from aws_fixtures import CATALOG, DATA_BUCKET, STACK, enforced_registry_world
+from aws_fixtures import ACCOUNT, CATALOG, CODE_BUCKET, DATA_BUCKET, REGION, STACK, _cli, enforced_registry_world
+from job_runtimes import EmrRuntime, SageMakerRuntime, hooked_session
 from governed_ft_dagster.defs.assets.curated import curated_training_table
 from governed_ft_dagster.defs.assets.model import uc_model_version
 from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
@@ -21,16 +25,19 @@ from governed_ft_dagster.defs.checks import all_checks
 from governed_ft_dagster.cli.lineage import graph_from_databricks
 from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.lineage.derive import upstream_chain
-from governed_ft_dagster.defs.resources.base_model import BaseModelResource
+from governed_ft_dagster.cli.provision import aws as aws_group
+from governed_ft_dagster.defs.resources import aws_resources
 from governed_ft_dagster.defs.resources.registry import DatabricksLineageResource, DatabricksRegistryResource
-from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource
-from governed_ft_dagster.defs.resources.training_jobs import LocalTrainingResource
+from governed_ft_dagster.settings import load_settings
 from test_training_asset import TINY_RUN
 
 raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 ASSETS = [raw_risk_factors, curated_training_table, finetuned_lora_model, uc_model_version,
           *all_checks(raw_risk_factors.partitions_def)]
 DOWNSTREAM = [curated_training_table.key, finetuned_lora_model.key, uc_model_version.key]
+REVISION = "7a3c9e1b5d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c"
+CODE_PREFIX = f"s3://{CODE_BUCKET}/code/"
+EMR_ROLE, SAGEMAKER_ROLE = f"{STACK}-emr-runtime", f"{STACK}-sagemaker-execution"
 
 
 @pytest.fixture
@@ -47,6 +54,7 @@ def planted_secrets(aws) -> set[str]:
     planted |= {c[k] for c in aws.databricks.vended for k in ("secret_access_key", "session_token") if c.get(k)}
     planted |= {keys["aws_secret_access_key"] for keys in (aws.admin, aws.orchestrator, aws.unity_catalog)}
     planted |= {aws.unity_catalog["aws_session_token"]}
+    planted |= {keys[k] for keys in aws.job_roles.values() for k in ("aws_secret_access_key", "aws_session_token")}
     return {secret for secret in planted if secret}
 
 
@@ -70,7 +78,9 @@ def assert_no_secret_leaked(aws, instance, folders, registry, lineage_service) -
             haystacks[f"s3://{DATA_BUCKET}/{item['Key']}"] = body.decode("latin-1")
     for folder in folders:
         for path in Path(folder).rglob("*"):
-            if path.is_file() and path.stat().st_size < 50_000_000:
+            relative = path.relative_to(folder)  # code, environments and channels fetched from the code bucket: skip
+            staged = "/input/data/" in f"/{relative.as_posix()}" or {"s3", "environment"} & set(relative.parts)
+            if path.is_file() and path.stat().st_size < 50_000_000 and not staged:
                 haystacks[str(path)] = path.read_bytes().decode("latin-1")
     leaks = [(where, secret[:12]) for where, text in haystacks.items() for secret in planted if secret in text]
     assert len(planted) > 2 * len(Principal) and len(haystacks) > 50
@@ -100,12 +110,50 @@ def run_pipeline(instance, resources):
     return result
 
 
-def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_storage_enforcing(world, edgar, spark_home, tiny_base, tmp_path):
+def stage_jobs(aws, tiny_base: Path, spark_home: Path, build_cache: Path) -> None:
+    """`governed-ft aws stage-model` and `aws stage`, as the stack's operator runs them."""
+    env = {**{k.upper(): v for k, v in aws.admin.items()}, "AWS_SESSION_TOKEN": None,
+           "GOVERNED_FT_AWS_ENDPOINT_URL": aws.moto_url, "AWS_REGION": REGION, "GOVERNED_FT_STACK": STACK,
+           "GOVERNED_FT_HOME": str(spark_home)}
+    _cli(aws_group, ["stage-model", "--revision", REVISION, "--from-dir", str(tiny_base), "--json"], env)
+    _cli(aws_group, ["stage", "--tokenizer-dir", str(tiny_base), "--model-revision", REVISION,
+                     "--cache-dir", str(build_cache), "--json"], env)
+
+
+def production_jobs(aws, monkeypatch, tiny_base: Path) -> dict:
+    """The EMR Serverless and SageMaker resources of the aws deployment, from the variables an operator sets after
+    `aws apply` (every AWS client of the process reaches moto through AWS_ENDPOINT_URL); only their polls are
+    shortened."""
+    env = {"GOVERNED_FT_DEPLOYMENT": "aws", "GOVERNED_FT_STACK": STACK, "AWS_REGION": REGION,
+           "AWS_ENDPOINT_URL": aws.moto_url, "DATABRICKS_HOST": aws.databricks.url,
+           "GOVERNED_FT_STORAGE_ROOT": f"s3://{DATA_BUCKET}", "GOVERNED_FT_CODE_PREFIX": CODE_PREFIX,
+           "GOVERNED_FT_EMR_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/{EMR_ROLE}",
+           "GOVERNED_FT_EMR_LOG_GROUP": f"/aws/emr-serverless/{STACK}",
+           "GOVERNED_FT_SAGEMAKER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/{SAGEMAKER_ROLE}",
+           "GOVERNED_FT_CHECKPOINT_URI": f"s3://{CODE_BUCKET}/scratch/train/checkpoints",
+           "GOVERNED_FT_TRAINING_OUTPUT_URI": f"s3://{CODE_BUCKET}/scratch/train/output/",
+           "GOVERNED_FT_MODEL_REVISION": REVISION, "GOVERNED_FT_TOKENIZER_DIR": str(tiny_base)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    production = aws_resources(load_settings(env))
+    return {"spark": production["spark"].model_copy(update={"poll_interval_s": 0.2}),
+            "training": production["training"].model_copy(update={"poll_interval_s": 0.2}),
+            "base_model": production["base_model"]}
+
+
+def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_storage_enforcing(
+        world, edgar, spark_home, tiny_base, tmp_path, monkeypatch, build_cache, container_python):
+    import dagster._core.pipes.utils as pipes_utils
+
     aws, registry, lineage_service = world
+    monkeypatch.setattr(pipes_utils, "WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 0)
+    stage_jobs(aws, tiny_base, spark_home, build_cache)
+    emr = EmrRuntime(aws.moto_url, tmp_path / "emr", spark_home, keys=aws.job_roles[EMR_ROLE])
+    sagemaker = SageMakerRuntime(aws.moto_url, tmp_path / "sagemaker", container_python,
+                                 keys=aws.job_roles[SAGEMAKER_ROLE])
+    hooked_session(monkeypatch, emr, sagemaker)
     resources = {
-        "catalog": aws.catalog_resource(), "edgar": edgar, "spark": LocalSparkResource(home=str(spark_home)),
-        "training": LocalTrainingResource(work_dir=str(tmp_path / "work"), num_gpus=0),
-        "base_model": BaseModelResource(model_ref=str(tiny_base)),
+        "catalog": aws.catalog_resource(), "edgar": edgar, **production_jobs(aws, monkeypatch, tiny_base),
         "registry": DatabricksRegistryResource(host=aws.databricks.url, region="us-east-1",
                                                secret_id=f"{STACK}/registrar",
                                                aws_endpoint_url=aws.moto_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -117,13 +165,21 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_stor
     with dg.DagsterInstance.ephemeral() as instance:
         first = run_pipeline(instance, resources)
         refused = refusals_since(refusals_before)
-        assert refused == [], refused  # every request signed, in scope and unexpired
+        assert refused == [], refused  # every request signed, in scope and unexpired, every call allowed
+        # Started by the resources as the orchestrator, run by the services as the job roles.
+        assert len(emr.requests) == len(sagemaker.requests) == 1
+        assert emr.requests[0]["executionRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{EMR_ROLE}"
+        assert sagemaker.requests[0]["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{SAGEMAKER_ROLE}"
+        assert sagemaker.requests[0]["AlgorithmSpecification"]["TrainingImage"] == (
+            "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.9.0-gpu-py312")
         model = first.asset_materializations_for_node("uc_model_version")[0].metadata
         curated = first.asset_materializations_for_node("curated_training_table")[0].metadata
         training = first.asset_materializations_for_node("finetuned_lora_model")[0].metadata
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert all(checks.values()), checks
         assert_no_secret_leaked(aws, instance, [tmp_path, spark_home], registry, lineage_service)
+        assert curated["job_run_kind"].value == "EMRServerlessJobRun"
+        assert training["job_run_kind"].value == "SageMakerTrainingJob"
         full_name, version = f"{CATALOG}.{MODEL_NAME}", str(model["model_version"].value)
         assert model["created"].value is True
         assert model["catalog_ui"].value == f"{aws.databricks.url}/explore/data/models/{CATALOG}/ml/{MODEL_NAME.split('.')[-1]}/version/{version}"

@@ -142,6 +142,11 @@ def test_offline_plan_prints_every_resource_and_policy_without_calling_aws(tmp_p
     printed = json.dumps(report)
     for document in policies.all_documents(cfg).values():
         assert json.dumps(document, sort_keys=True)[1:-1] in json.dumps(json.loads(printed), sort_keys=True)
+    orchestrator = report["orchestrator_policy"]
+    assert orchestrator["name"] == f"{STACK}-orchestrator"
+    assert orchestrator["arn"] == f"arn:aws:iam::{policies.ACCOUNT_PLACEHOLDER}:policy/{STACK}-orchestrator"
+    assert orchestrator["document"] == policies.orchestrator_policy(cfg)
+    assert kinds.count("iam-policy") == 1
     application = next(r for r in report["resources"] if r["kind"] == "emr-serverless-application")
     assert application["spec"]["releaseLabel"] == EMR_RELEASE_LABEL
     assert application["spec"]["autoStopConfiguration"]["enabled"] is True
@@ -188,6 +193,12 @@ def test_applied_state_matches_the_generated_policies(account: str) -> None:
     for name in ("ingest", "preprocess", "train", "registrar"):
         assert json.loads(sm.get_secret_value(SecretId=f"{STACK}/{name}")["SecretString"]) == {
             "client_id": "", "client_secret": ""}
+    arn = f"arn:aws:iam::{ACCOUNT}:policy/{STACK}-orchestrator"
+    managed = iam.get_policy(PolicyArn=arn)["Policy"]
+    version = iam.get_policy_version(PolicyArn=arn, VersionId=managed["DefaultVersionId"])["PolicyVersion"]
+    assert policies.normalise(version["Document"]) == policies.normalise(policies.orchestrator_policy(cfg))
+    assert {t["Key"]: t["Value"] for t in iam.list_policy_tags(PolicyArn=arn)["Tags"]} == {
+        MANAGED_TAG: "true", STACK_TAG: STACK}
     emr = client(account, "emr-serverless")
     [app] = emr.list_applications()["applications"]
     detail = emr.get_application(applicationId=app["id"])["application"]
@@ -234,6 +245,9 @@ def test_apply_never_overwrites_nor_prints_an_existing_secret(account: str) -> N
 
 def test_destroy_leaves_no_resource_tagged_managed(account: str) -> None:
     run_json(account, "apply")
+    iam = client(account, "iam")
+    iam.create_user(UserName="dagster-deployment")  # the identity the deployment runs as, holding the policy
+    iam.attach_user_policy(UserName="dagster-deployment", PolicyArn=f"arn:aws:iam::{ACCOUNT}:policy/{STACK}-orchestrator")
     s3 = client(account, "s3")
     s3.delete_bucket_policy(Bucket=DATA_BUCKET)  # moto applies Deny statements to everyone; AWS would not
     s3.put_object(Bucket=DATA_BUCKET, Key="raw/risk_factors/x.json", Body=b"{}")
@@ -246,8 +260,11 @@ def test_destroy_leaves_no_resource_tagged_managed(account: str) -> None:
     assert managed_leftovers(account) == []
     assert kept["resources"][0]["kind"] == "emr-serverless-application"
     order = [r["kind"] for r in kept["resources"]]
-    assert order == sorted(order, key=["emr-serverless-application", "iam-role", "log-group", "secret",
+    assert order == sorted(order, key=["emr-serverless-application", "iam-role", "iam-policy", "log-group", "secret",
                                        "s3-bucket"].index)
+    [policy] = [r for r in kept["resources"] if r["kind"] == "iam-policy"]
+    assert policy["name"] == f"{STACK}-orchestrator" and policy["details"] == ["detached from user dagster-deployment"]
+    assert not iam.list_attached_user_policies(UserName="dagster-deployment")["AttachedPolicies"]
 
 
 def test_destroy_with_a_recovery_window_then_apply_restores_the_secrets(account: str) -> None:

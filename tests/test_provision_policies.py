@@ -222,11 +222,11 @@ def test_bucket_policies_only_deny() -> None:
 
 def test_every_document_is_covered_and_no_job_document_allows_the_data_bucket() -> None:
     documents = policies.all_documents(CFG)
-    assert len(documents) == 2 * 3 + 2
+    assert len(documents) == 2 * 3 + 1 + 2
     job_names = {CFG.emr_role_name, CFG.sagemaker_role_name}
     for name, document in documents.items():
-        kind, owner, _ = name.split("/", 2)
-        if kind == "iam-role" and owner in job_names:
+        kind, owner = name.split("/")[:2]
+        if (kind == "iam-role" and owner in job_names) or kind == "iam-policy":
             for arn in governed_arns(CFG):
                 for action in S3_DATA_ACTIONS:
                     assert not allows(document, action, arn), (name, action, arn)
@@ -235,3 +235,50 @@ def test_every_document_is_covered_and_no_job_document_allows_the_data_bucket() 
 def test_stack_names_are_validated() -> None:
     with pytest.raises(ProvisionError, match="stack name"):
         StackConfig(name="Bad_Name")
+
+
+def test_the_orchestrator_policy_is_exactly_the_calls_its_resources_make() -> None:
+    emr = "arn:aws:emr-serverless:eu-west-1:111122223333:/applications"
+    secrets = [f"arn:aws:secretsmanager:eu-west-1:111122223333:secret:gft/{p}-??????"
+               for p in ("ingest", "preprocess", "train", "registrar")]
+    logs = "arn:aws:logs:eu-west-1:111122223333:log-group:"
+    code = "arn:aws:s3:::gft-code-111122223333-eu-west-1"
+    assert policies.orchestrator_policy(CFG) == {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadPrincipalSecrets", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": secrets},
+        {"Sid": "FindPreprocessApplication", "Effect": "Allow", "Action": ["emr-serverless:ListApplications"],
+         "Resource": ["*"]},
+        {"Sid": "RunPreprocessJobs", "Effect": "Allow",
+         "Action": ["emr-serverless:GetApplication", "emr-serverless:StartJobRun"], "Resource": [f"{emr}/*"],
+         "Condition": {"StringEquals": {"aws:ResourceTag/governed-ft:stack": "gft"}}},
+        {"Sid": "WatchPreprocessJobRuns", "Effect": "Allow",
+         "Action": ["emr-serverless:CancelJobRun", "emr-serverless:GetJobRun"], "Resource": [f"{emr}/*/jobruns/*"]},
+        {"Sid": "PassPreprocessRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": ["arn:aws:iam::111122223333:role/gft-emr-runtime"],
+         "Condition": {"StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}}},
+        {"Sid": "RunTrainingJobs", "Effect": "Allow",
+         "Action": ["sagemaker:AddTags", "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob"],
+         "Resource": ["arn:aws:sagemaker:eu-west-1:111122223333:training-job/lora-risk-factors-*"]},
+        {"Sid": "PassTrainingRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": ["arn:aws:iam::111122223333:role/gft-sagemaker-execution"],
+         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+        {"Sid": "ReadJobLogs", "Effect": "Allow", "Action": ["logs:DescribeLogStreams", "logs:GetLogEvents"],
+         "Resource": [f"{logs}/aws/emr-serverless/gft", f"{logs}/aws/emr-serverless/gft:*",
+                      f"{logs}/aws/sagemaker/TrainingJobs", f"{logs}/aws/sagemaker/TrainingJobs:*"]},
+        {"Sid": "CheckStagedCode", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{code}/code/*"]},
+        {"Sid": "ListStagedCode", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [code],
+         "Condition": {"StringLike": {"s3:prefix": ["code/*"]}}},
+        {"Sid": "SpillPipesContext", "Effect": "Allow", "Action": ["s3:DeleteObject", "s3:PutObject"],
+         "Resource": [f"{code}/code/pipes/*"]},
+    ]}
+
+
+def test_the_orchestrator_may_pass_only_the_two_job_roles_and_each_only_to_its_service() -> None:
+    document = policies.orchestrator_policy(CFG)
+    passing = [s for s in document["Statement"] if any(action_matches(a, "iam:PassRole") for a in as_list(s["Action"]))]
+    assert {(r, s["Condition"]["StringEquals"]["iam:PassedToService"]) for s in passing for r in s["Resource"]} == {
+        ("arn:aws:iam::111122223333:role/gft-emr-runtime", "emr-serverless.amazonaws.com"),
+        ("arn:aws:iam::111122223333:role/gft-sagemaker-execution", "sagemaker.amazonaws.com")}
+    assert not allows(document, "iam:PassRole", "arn:aws:iam::111122223333:role/gft-uc-storage")
+    assert not [s for s in document["Statement"] if any("*" in a for a in as_list(s["Action"]))]

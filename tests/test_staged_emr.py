@@ -4,20 +4,16 @@ resource, then run by spark-submit from exactly the staged bytes and request, re
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import tarfile
-import time
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
 from click.testing import CliRunner
 
 from aws_fixtures import BUCKET, CATALOG, secret_value, start_world
 from conftest import SHARED_SAMPLES, free_port
+from job_runtimes import EmrRuntime, hooked_session
 from governed_ft_dagster.defs.assets.curated import curated_training_table
 from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
 from governed_ft_dagster.defs.partitions import raw_partitions
@@ -26,8 +22,7 @@ from governed_ft_dagster.cli import main
 from governed_ft_dagster.job_code import PY_FILES_SUFFIX, project_wheel
 from governed_ft_dagster.provision import staging
 from governed_ft_dagster.defs.resources.base_model import BaseModelResource
-from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, spark_submit_path
-from governed_ft_dagster.stack import jars
+from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource
 
 raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 REGION = "us-east-1"
@@ -36,99 +31,9 @@ CODE_PREFIX = f"s3://{CODE_BUCKET}/code/"
 LOG_GROUP = "/governed-ft/emr-serverless"
 ROLE = "arn:aws:iam::123456789012:role/governed-ft-preprocess-job"
 PARTITIONS = ("2024|10-K", "2023|10-K")
-# What the EMR release itself ships and the staged request therefore leaves out: S3A and its SDK.
-RELEASE_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
 pytestmark = pytest.mark.skipif(not (SHARED_SAMPLES / "filings").is_dir(), reason="the shared SEC samples are not present")
 
 
-
-
-class EmrRuntime:
-    """What EMR Serverless does after StartJobRun, run here: fetch what the request names, unpack, spark-submit."""
-
-    def __init__(self, session: boto3.Session, moto_url: str, spark_home: Path, work: Path):
-        self.session, self.moto_url, self.work = session, moto_url, work
-        self.release_jars = [p for p in jars.classpath(spark_home, "spark") if p.name.startswith(RELEASE_JARS)]
-        self.requests: list[dict] = []
-        self.outputs: list[str] = []
-
-    def client(self, service: str):
-        return self.session.client(service, endpoint_url=self.moto_url)
-
-    def record(self, **kwargs) -> None:
-        self.requests.append(json.loads(kwargs["params"]["body"]))
-
-    def fetch(self, uri: str, job_dir: Path) -> Path:
-        bucket, key = staging.split_s3_uri(uri)
-        local = job_dir / "s3" / bucket / key
-        local.parent.mkdir(parents=True, exist_ok=True)
-        self.client("s3").download_file(bucket, key, str(local))
-        return local
-
-    def run(self, **kwargs) -> None:
-        request, response = self.requests[-1], kwargs["parsed"]
-        job_dir = self.work / response["jobRunId"]
-        job_dir.mkdir(parents=True)
-        submit = request["jobDriver"]["sparkSubmit"]
-        tokens = submit["sparkSubmitParameters"].split()
-        conf = dict(tokens[i + 1].split("=", 1) for i, t in enumerate(tokens) if t == "--conf")
-        for item in conf.get("spark.archives", "").split(","):
-            uri, _, alias = item.partition("#")
-            (job_dir / alias).mkdir()
-            with tarfile.open(self.fetch(uri, job_dir)) as archive:
-                archive.extractall(job_dir / alias, filter="fully_trusted")
-        local = {}
-
-        def to_local(match: re.Match) -> str:
-            uri = match.group(0)
-            if uri not in local:
-                local[uri] = str(self.fetch(uri, job_dir))
-            return local[uri]
-
-        s3_uri = re.compile(r"s3://[^,#\s]+")
-        command = [str(spark_submit_path()), "--master", "local[2]",
-                   *[s3_uri.sub(to_local, t) for t in tokens], s3_uri.sub(to_local, submit["entryPoint"]),
-                   *submit["entryPointArguments"]]
-        driver_env = {k.removeprefix("spark.emr-serverless.driverEnv."): v for k, v in conf.items()
-                      if k.startswith("spark.emr-serverless.driverEnv.")}
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "JAVA_HOME", "HOME", "LANG", "TMPDIR")
-               or k.startswith("AWS_")}
-        env.update(SPARK_HOME=str(spark_submit_path().parents[1]), SPARK_CONF_DIR=str(self.release_conf(job_dir)),
-                   SPARK_LOCAL_IP="127.0.0.1", **driver_env)
-        # Like Spark's PythonRunner on EMR: the Python driver's stderr is merged into the driver's stdout.
-        proc = subprocess.run(command, cwd=job_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=900)
-        self.outputs.append(proc.stdout)
-        (job_dir / "driver-output.log").write_text(proc.stdout)
-        jvm = f"User application exited with {proc.returncode}" if proc.returncode else "Successfully stopped"
-        self.ship_logs(request, response, {"stdout": proc.stdout, "stderr": jvm})
-
-    def release_conf(self, job_dir: Path) -> Path:
-        """spark-defaults of the 'release': its own jars on the class path (as EMR ships them), a loopback driver."""
-        conf_dir = job_dir / "release-conf"
-        conf_dir.mkdir()
-        (conf_dir / "spark-defaults.conf").write_text(
-            f"spark.driver.extraClassPath {':'.join(str(p) for p in self.release_jars)}\n"
-            f"spark.executor.extraClassPath {':'.join(str(p) for p in self.release_jars)}\nspark.ui.enabled false\n"
-            "spark.driver.host 127.0.0.1\nspark.driver.bindAddress 127.0.0.1\nspark.sql.shuffle.partitions 4\n")
-        (conf_dir / "log4j2.properties").write_text(
-            "rootLogger.level = warn\nrootLogger.appenderRef.stderr.ref = console\nappender.console.type = Console\n"
-            "appender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
-            "appender.console.layout.type = PatternLayout\nappender.console.layout.pattern = %p %c{1}: %m%n%ex\n")
-        return conf_dir
-
-    def ship_logs(self, request: dict, response: dict, outputs: dict[str, str]) -> None:
-        cloudwatch = request["configurationOverrides"]["monitoringConfiguration"]["cloudWatchLoggingConfiguration"]
-        stream = (f"{cloudwatch['logStreamNamePrefix']}/applications/{response['applicationId']}"
-                  f"/jobs/{response['jobRunId']}/SPARK_DRIVER")
-        logs = self.client("logs")
-        for name, text in outputs.items():
-            logs.create_log_stream(logGroupName=cloudwatch["logGroupName"], logStreamName=f"{stream}/{name}")
-            lines = [line for line in text.splitlines() if line.strip()]
-            for start in range(0, len(lines), 500):
-                now = int(time.time() * 1000)
-                logs.put_log_events(logGroupName=cloudwatch["logGroupName"], logStreamName=f"{stream}/{name}",
-                                    logEvents=[{"timestamp": now, "message": line} for line in lines[start:start + 500]])
 
 
 @pytest.fixture
@@ -141,12 +46,8 @@ def world(monkeypatch):
 
 @pytest.fixture
 def emr(world, monkeypatch, spark_home, tmp_path) -> EmrRuntime:
-    session = boto3.Session(region_name=REGION)
-    # The resource calls boto3.client(), which uses the default session: its handlers see every request.
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
-    runtime = EmrRuntime(session, world.moto_url, spark_home, tmp_path / "emr")
-    session.events.register("before-call.emr-serverless.StartJobRun", runtime.record)
-    session.events.register("after-call.emr-serverless.StartJobRun", runtime.run)
+    runtime = EmrRuntime(world.moto_url, tmp_path / "emr", spark_home)
+    hooked_session(monkeypatch, runtime)
     runtime.client("s3").create_bucket(Bucket=CODE_BUCKET)
     runtime.client("logs").create_log_group(logGroupName=LOG_GROUP)
     return runtime
@@ -154,7 +55,7 @@ def emr(world, monkeypatch, spark_home, tmp_path) -> EmrRuntime:
 
 def stage(world, tiny_base: Path, spark_home: Path, monkeypatch) -> dict:
     monkeypatch.setenv("GOVERNED_FT_HOME", str(spark_home))
-    result = CliRunner().invoke(main, ["aws", "stage", "--region", REGION, "--code-prefix", CODE_PREFIX,
+    result = CliRunner().invoke(main, ["aws", "stage", "--only", "emr", "--region", REGION, "--code-prefix", CODE_PREFIX,
                                        "--tokenizer-dir", str(tiny_base), "--endpoint-url", world.moto_url, "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -179,7 +80,7 @@ def test_the_real_job_runs_from_the_staged_bytes_and_reports_through_cloudwatch(
     staged = stage(world, tiny_base, spark_home, monkeypatch)
     kinds = {a["kind"] for a in staged["artifacts"]}
     assert kinds == {staging.KIND_WHEEL, staging.KIND_SCRIPT, staging.KIND_ENV, staging.KIND_TOKENIZER,
-                     staging.KIND_SOURCE, staging.KIND_JAR}
+                     staging.KIND_JAR}
     assert all(a["action"] == "uploaded" and a["uri"].startswith(CODE_PREFIX) and len(a["sha256"]) == 64
                for a in staged["artifacts"])
     again = stage(world, tiny_base, spark_home, monkeypatch)

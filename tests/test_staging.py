@@ -46,18 +46,18 @@ def run_stage(moto_url: str, tokenizer: Path, *extra: str) -> dict:
 
 
 def test_dry_run_lists_every_artifact_and_the_exact_job_parameters_and_uploads_nothing(moto_url, spark_home, tmp_path,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, build_cache):
     monkeypatch.setenv("GOVERNED_FT_HOME", str(spark_home))
     tokenizer = tmp_path / "tokenizer"
     tokenizer.mkdir()
     (tokenizer / "tokenizer.json").write_text('{"model": {}}')
 
-    plan = run_stage(moto_url, tokenizer, "--dry-run")
+    plan = run_stage(moto_url, tokenizer, "--dry-run", "--cache-dir", str(build_cache))
 
     assert plan["dry_run"] is True
     assert {a["kind"]: a["action"] for a in plan["artifacts"]} == {
         kind: "upload" for kind in (staging.KIND_WHEEL, staging.KIND_SCRIPT, staging.KIND_ENV, staging.KIND_TOKENIZER,
-                                    staging.KIND_SOURCE, staging.KIND_JAR)}
+                                    staging.KIND_SOURCE, staging.KIND_SAGEMAKER_ENV, staging.KIND_JAR)}
     for artifact in plan["artifacts"]:
         assert re.fullmatch(r"[0-9a-f]{64}", artifact["sha256"])
         key = artifact.get("content_key") or artifact["sha256"]
@@ -66,13 +66,19 @@ def test_dry_run_lists_every_artifact_and_the_exact_job_parameters_and_uploads_n
     assert "<Key>" not in listed
     emr = plan["job_parameters"]["emr_serverless_start_job_run"]
     referenced = re.findall(r"s3://[^,#\s]+", emr["sparkSubmitParameters"] + " " + emr["entryPoint"])
-    assert sorted(referenced) == sorted(a["uri"] for a in plan["artifacts"] if a["kind"] != staging.KIND_SOURCE)
+    assert sorted(referenced) == sorted(a["uri"] for a in plan["artifacts"]
+                                        if a["kind"] not in (staging.KIND_SOURCE, staging.KIND_SAGEMAKER_ENV))
     assert "--packages" not in emr["sparkSubmitParameters"]
     assert not re.search(r"(?i)secret|password|\.token=|index-url|huggingface", emr["sparkSubmitParameters"])
     sagemaker = plan["job_parameters"]["sagemaker_create_training_job"]
     [source] = [a for a in plan["artifacts"] if a["kind"] == staging.KIND_SOURCE]
     assert json.loads(sagemaker["HyperParameters"]["sagemaker_submit_directory"]) == source["uri"]
     assert json.loads(sagemaker["HyperParameters"]["sagemaker_program"]) == f"job_scripts/{TRAIN_SCRIPT}"
+    [env] = [a for a in plan["artifacts"] if a["kind"] == staging.KIND_SAGEMAKER_ENV]
+    assert sagemaker["InputDataConfig"] == [{
+        "ChannelName": "environment", "InputMode": "File", "CompressionType": "None",
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": env["uri"].removesuffix("environment.tar.gz"),
+                                        "S3DataDistributionType": "FullyReplicated"}}}]
 
 
 def test_the_packed_environment_links_the_pinned_interpreter_and_holds_no_pyspark(tmp_path):
@@ -85,6 +91,26 @@ def test_the_packed_environment_links_the_pinned_interpreter_and_holds_no_pyspar
     assert not any(n.startswith("lib/python3.11/site-packages/pyspark/") for n in names)
     pins = [line for line in staging.requirements_text().splitlines() if line and not line.startswith("#")]
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+\-]*", line) for line in pins)
+
+
+def test_the_training_environment_is_the_lock_for_the_containers_python_without_its_torch(build_cache):
+    archive = staging.build_sagemaker_env(build_cache)
+    with tarfile.open(archive) as packed:
+        names = packed.getnames()
+    tops = {name.split("/")[0] for name in names}
+    assert {"transformers", "peft", "accelerate", "tokenizers", "deltalake", "pyarrow", "databricks", "dagster_pipes",
+            "jinja2", "boto3"} <= tops
+    # The container's: torch, its CUDA libraries and its compiler stack.
+    assert not tops & {"torch", "triton", "nvidia", "sympy", "functorch", "torchgen"}
+    # Built for CPython 3.12 on glibc <= 2.35 (Ubuntu 22.04): every compiled module says so.
+    compiled = [n for n in names if n.endswith(".so")]
+    assert any(".cpython-312-x86_64-linux-gnu.so" in n for n in compiled)
+    assert not any(re.search(r"cpython-3(?!12)\d+-", n) for n in compiled)
+    assert staging.build_sagemaker_env(build_cache) == archive  # once per recipe
+    pins = [line for line in staging.requirements_text(staging.SAGEMAKER_REQUIREMENTS_FILE).splitlines()
+            if line and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+\-]*", line) for line in pins)
+    assert not [p for p in pins if p.lower().startswith(("torch==", "nvidia-", "triton=="))]
 
 
 def test_the_project_wheel_is_byte_for_byte_reproducible(tmp_path):
@@ -128,15 +154,16 @@ def test_stage_model_copies_a_local_folder_once_with_its_identity_and_a_marker_o
     assert moved.exit_code == 1 and "a branch moves" in moved.output
 
 
-def test_staging_only_the_training_job_needs_no_tokenizer_and_names_the_staged_model(moto_url, tmp_path):
+def test_staging_only_the_training_job_needs_no_tokenizer_and_names_the_staged_model(moto_url, tmp_path, build_cache):
     base = ["aws", "stage", "--region", "us-east-1", "--code-prefix", CODE_PREFIX, "--endpoint-url", moto_url,
-            "--only", "sagemaker", "--model-id", "org/tiny", "--json"]
+            "--only", "sagemaker", "--model-id", "org/tiny", "--json", "--cache-dir", str(build_cache)]
     revision = "0123456789abcdef0123456789abcdef01234567"
     missing = CliRunner().invoke(main, [*base, "--model-revision", revision])
     assert missing.exit_code == 1
     assert f"org/tiny@{revision} is not staged" in missing.output and "governed-ft aws stage-model" in missing.output
 
     plan = json.loads(CliRunner().invoke(main, [*base, "--dry-run"], catch_exceptions=False).stdout)
-    assert [a["kind"] for a in plan["artifacts"]] == [staging.KIND_SOURCE]
+    assert [a["kind"] for a in plan["artifacts"]] == [staging.KIND_SOURCE, staging.KIND_SAGEMAKER_ENV]
     assert list(plan["job_parameters"]) == ["sagemaker_create_training_job"]
-    assert plan["job_parameters"]["sagemaker_create_training_job"]["InputDataConfig"] == []
+    assert [c["ChannelName"] for c in plan["job_parameters"]["sagemaker_create_training_job"]["InputDataConfig"]] == [
+        "environment"]

@@ -48,7 +48,7 @@ REGION = "us-east-1"
 GOVERNED_BUCKET = "governed-lake"
 JOBS_BUCKET = "governed-ft-jobs"
 ROLE = "arn:aws:iam::123456789012:role/governed-ft-train-job"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-gpu-py311-cu124-ubuntu22.04-sagemaker"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/governed-ft-train:all-packages"  # python_env="image"
 PLANTED_SECRET = "planted-train-client-secret-7d41e0"
 LOG_LINK = ("https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1"
             "#logsV2:log-groups/log-group/$252Faws$252Fsagemaker$252FTrainingJobs")
@@ -148,7 +148,7 @@ def stage_source(spec: TrainingJobSpec, endpoint: str) -> str:
 
 def resource(moto_url: Optional[str], **overrides: Any) -> SageMakerTrainingResource:
     config: dict[str, Any] = dict(
-        region=REGION, role_arn=ROLE, image_uri=IMAGE, checkpoint_s3_uri=f"s3://{JOBS_BUCKET}/checkpoints",
+        region=REGION, role_arn=ROLE, image_uri=IMAGE, python_env="image", checkpoint_s3_uri=f"s3://{JOBS_BUCKET}/checkpoints",
         output_s3_uri=f"s3://{GOVERNED_BUCKET}/ml/training-output/", code_s3_prefix=f"s3://{JOBS_BUCKET}/code",
         endpoint_url=moto_url, poll_interval_s=0.2, tags={"project": "governed-ft"})
     return SageMakerTrainingResource(**{**config, **overrides})

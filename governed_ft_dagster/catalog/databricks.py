@@ -547,9 +547,10 @@ def secret_from_aws(secret_id: str, region: str, endpoint_url: str | None = None
                 "or point secret_id at the existing one"
             ) from None
         if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException"):
+            said = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
             raise CatalogError(
-                f"reading secret '{secret_id}' in {region} was refused ({code}); "
-                "grant secretsmanager:GetSecretValue on it to the job's AWS role"
+                f"reading secret '{secret_id}' in {region} was refused ({code}{': ' + said if said else ''}); "
+                "grant secretsmanager:GetSecretValue on it to this AWS identity"
             ) from None
         raise CatalogError(
             f"reading secret '{secret_id}' from AWS Secrets Manager in {region} failed ({code})"

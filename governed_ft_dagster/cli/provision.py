@@ -129,6 +129,9 @@ def _documents(kind: str, name: str, spec: dict[str, Any]) -> list[tuple[str, di
             (f"{name} inline policy {policy}", document) for policy, document in spec["inline_policies"].items()]
     if kind == "s3-bucket-policy":
         return [(f"{name} bucket policy", spec["policy"])]
+    if kind == "iam-policy":
+        return [(f"{name} managed policy ({spec['arn']}; attach it to the Dagster deployment's identity)",
+                 spec["document"])]
     return []
 
 
@@ -156,7 +159,12 @@ def aws_plan(against_account: bool, account_id: str, as_json: bool, **params: An
     else:
         report = offline_plan(_config(params, account_id or None))
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        out = report.as_dict()
+        [policy] = [c for c in report.changes if c.kind == "iam-policy"]
+        out["orchestrator_policy"] = {"name": policy.name, "arn": (policy.spec or {}).get("arn"),
+                                      "attach_to": "the IAM role or user the Dagster deployment runs as",
+                                      "document": (policy.spec or {}).get("document")}
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
     else:
         _print_report(report, done=False, with_documents=not against_account)
 
@@ -283,25 +291,68 @@ def catalog_destroy(force: bool, yes: bool, as_json: bool, **params: Any) -> Non
     _print_catalog(_catalog_provisioner(params).destroy(force=force), as_json, done=True)
 
 
-def _code_prefix(params: dict[str, Any]) -> str:
-    """The code prefix given, or s3://<code bucket>/code/ of the stack (the account from STS)."""
+def _code_prefix(params: dict[str, Any], offline: bool = False) -> tuple[str, str]:
+    """The code prefix given, or s3://<code bucket>/code/ of the stack (the account from STS), and why the bucket
+    cannot be consulted ("" when it can). Offline (a dry run), a failure to reach AWS leaves the account a
+    placeholder instead of ending the command."""
+    from governed_ft_dagster.provision.aws import aws_errors, check_region
     from governed_ft_dagster.provision.policies import CODE_PREFIX
 
+    if not params.get("region"):
+        raise ProvisionError("no AWS region given; pass --region or set AWS_REGION")
+    check_region(params["region"])
     if params.get("code_prefix"):
-        return params["code_prefix"]
-    account_id = None
-    if not params.get("code_bucket"):
-        import boto3
+        return params["code_prefix"], ""
+    if params.get("code_bucket"):
+        return f"s3://{_config(params).code_bucket}/{CODE_PREFIX}", ""
+    try:
+        with aws_errors():
+            import boto3
 
-        account_id = boto3.client("sts", region_name=params.get("region"),
-                                  endpoint_url=params.get("endpoint_url")).get_caller_identity()["Account"]
-    return f"s3://{_config(params, account_id).code_bucket}/{CODE_PREFIX}"
+            account_id = boto3.session.Session().client(
+                "sts", region_name=params["region"], endpoint_url=params.get("endpoint_url"),
+                config=_quick()).get_caller_identity()["Account"]
+    except ProvisionError as exc:
+        if not offline:
+            raise
+        return f"s3://{_config(params).code_bucket}/{CODE_PREFIX}", str(exc)
+    return f"s3://{_config(params, account_id).code_bucket}/{CODE_PREFIX}", ""
+
+
+def _quick() -> Any:
+    """Fail in seconds, not minutes, where the endpoint does not answer."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
 
 
 def _s3(params: dict[str, Any]) -> Any:
     import boto3
 
-    return boto3.client("s3", region_name=params.get("region"), endpoint_url=params.get("endpoint_url"))
+    return boto3.session.Session().client("s3", region_name=params.get("region"),
+                                          endpoint_url=params.get("endpoint_url"), config=_quick())
+
+
+def _compare(prefix: Any, artifacts: list, dry_run: bool, unreachable: str) -> tuple[list[str], str]:
+    """What each artifact needs ('present', 'upload', 'uploaded', or 'not-compared' when a dry run cannot reach the
+    bucket), and why the bucket could not be consulted."""
+    from governed_ft_dagster.provision.aws import aws_errors
+    from governed_ft_dagster.provision.staging import BucketUnreachable, CodeAccessDenied
+
+    actions: list[str] = []
+    for artifact in artifacts:
+        if unreachable:
+            actions.append("not-compared")
+            continue
+        try:
+            with aws_errors():
+                actions.append(prefix.upload(artifact, dry_run))
+        except (BucketUnreachable, CodeAccessDenied, ProvisionError) as exc:
+            if not dry_run:
+                raise ProvisionError(str(exc)) from None
+            unreachable = str(exc)
+            actions.append("not-compared")
+    return actions, unreachable
 
 
 def _jar_files(names: tuple[str, ...]) -> dict[str, "Path"]:
@@ -318,6 +369,17 @@ def _jar_files(names: tuple[str, ...]) -> dict[str, "Path"]:
         if hits:
             found[name] = hits[0]
     return found
+
+
+def _staged(prefix: Any, uri: str) -> bool:
+    from governed_ft_dagster.provision.aws import aws_errors
+    from governed_ft_dagster.provision.staging import BucketUnreachable, CodeAccessDenied
+
+    try:
+        with aws_errors():
+            return prefix.exists(uri)
+    except (BucketUnreachable, CodeAccessDenied) as exc:
+        raise ProvisionError(str(exc)) from None
 
 
 def staging_jobs() -> tuple[str, ...]:
@@ -360,7 +422,7 @@ def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_r
     from governed_ft_dagster.defs.resources.spark_jobs import DELTA_CONF
     from governed_ft_dagster.stack import versions
 
-    code_prefix = _code_prefix(params)
+    code_prefix, unreachable = _code_prefix(params, offline=dry_run)
     prefix = staging.CodePrefix(_s3(params), code_prefix)
     log = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     try:
@@ -369,13 +431,13 @@ def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_r
                                      jar_files=_jar_files(versions.EMR_JARS),
                                      cache_dir=Path(cache_dir).expanduser(), log=log,
                                      jobs=[only] if only else staging.JOBS)
-            actions = [prefix.upload(artifact, dry_run) for artifact in artifacts]
+            actions, unreachable = _compare(prefix, artifacts, dry_run, unreachable)
     except (staging.NotStaged, RuntimeError, ValueError, OSError) as exc:
         raise ProvisionError(str(exc)) from None
     model = None
-    if model_revision:
+    if model_revision and not unreachable:
         uri = staging.model_uri(code_prefix, model_id, model_revision)
-        if not prefix.exists(staging.model_complete_uri(uri)):
+        if not _staged(prefix, staging.model_complete_uri(uri)):
             raise ProvisionError(f"the base model {model_id}@{model_revision} is not staged at {uri}; run "
                                  f"`governed-ft aws stage-model --model-id {model_id} --revision {model_revision}` "
                                  f"on a machine that reaches the hub")
@@ -384,7 +446,8 @@ def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_r
                                         entry_program=f"{SCRIPTS_PACKAGE}/{TRAIN_SCRIPT}")
     if as_json:
         click.echo(json.dumps({
-            "code_prefix": code_prefix, "dry_run": dry_run,
+            "code_prefix": code_prefix, "dry_run": dry_run, "compared_with_bucket": not unreachable,
+            **({"not_compared_because": unreachable} if unreachable else {}),
             "artifacts": [{**a.as_dict(), "action": action} for a, action in zip(artifacts, actions)]
             + ([{**model.as_dict(), "action": "present"}] if model else []),
             "job_parameters": parameters,
@@ -394,6 +457,9 @@ def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_r
         click.echo(f"  {action:<9} {artifact.kind:<17} {artifact.uri}  sha256:{artifact.sha256[:16]}")
     if model:
         click.echo(f"  {'present':<9} {model.kind:<17} {model.uri}")
+    if unreachable:
+        click.echo(f"summary: {len(artifacts)} built and hashed; not compared with the bucket because {unreachable}")
+        return
     moved = sum(action in ("upload", "uploaded") for action in actions)
     click.echo(f"summary: {moved} {'to upload' if dry_run else 'uploaded'}, "
                f"{actions.count('present')} already staged under {code_prefix}")
@@ -423,14 +489,19 @@ def aws_stage_model(model_id: str, revision: str, from_dir: str, dry_run: bool, 
 
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
         raise ProvisionError(f"--revision must be a hub commit (40 hex digits), not {revision!r}: a branch moves")
-    code_prefix = _code_prefix(params)
+    code_prefix, unreachable = _code_prefix(params, offline=dry_run)
     prefix = staging.CodePrefix(_s3(params), code_prefix)
     with tempfile.TemporaryDirectory(prefix="governed-ft-model-") as tmp:
         folder = Path(from_dir) if from_dir else None
         if folder is None:
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(model_id, revision=revision, local_dir=str(Path(tmp) / "download")))
+            try:
+                folder = Path(snapshot_download(model_id, revision=revision, local_dir=str(Path(tmp) / "download")))
+            except Exception as exc:  # the hub client raises many types; the sentence names the fix either way
+                raise ProvisionError(f"could not download {model_id}@{revision} from the model hub "
+                                     f"({type(exc).__name__}); run this where the hub is reachable (with a token "
+                                     "for gated models) or pass --from-dir") from None
         if not folder.is_dir():
             raise ProvisionError(f"--from-dir {folder} is not a folder")
         files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts
@@ -445,9 +516,10 @@ def aws_stage_model(model_id: str, revision: str, from_dir: str, dry_run: bool, 
         # The job reads which model and revision it trains from here, so the request needs no hub id.
         (clean / STAGED_MARKER).write_text(json.dumps({"id": model_id, "revision": revision}, sort_keys=True))
         artifact = staging.model_artifact(code_prefix, clean, model_id, revision)
-        action = prefix.upload(artifact, dry_run)
+        [action], unreachable = _compare(prefix, [artifact], dry_run, unreachable)
     if as_json:
         click.echo(json.dumps({**artifact.as_dict(), "action": action,
+                               **({"not_compared_because": unreachable} if unreachable else {}),
                                "channel": staging.model_channel(artifact.uri)}, indent=2))
     else:
         click.echo(f"  {action:<9} {artifact.kind:<17} {artifact.uri}  sha256:{artifact.sha256[:16]}")

@@ -63,6 +63,7 @@ _S3_ACTIONS = {
     "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
 }
 _SERVICE_PREFIX = {"tagging": "tag"}
+_WRONG_REGION = frozenset({"PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"})
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,54 @@ class Report:
             "changed": self.changed,
             "resources": [c.as_dict(with_spec) for c in self.changes],
         }
+
+
+def _denied_from_message(exc: ClientError) -> str:
+    message = " ".join(str(exc.response.get("Error", {}).get("Message", "") or "").split())
+    found = re.search(r"(\S+) is not authorized to perform: (\S+) on resource: (\S+)", message)
+    if found:
+        return (f"AWS denied {found.group(2)} on {found.group(3)} to {found.group(1)}; grant that action to the "
+                "caller or run as a principal that has it")
+    return f"AWS denied {exc.operation_name} to the caller; grant it that action or run as a principal that has it"
+
+
+@contextmanager
+def aws_errors(describe_denied: Callable[[ClientError], str] = _denied_from_message) -> Iterator[None]:
+    """Turn botocore failures (no credentials, no endpoint, a wrong region, a refusal) into one sentence naming the
+    cause and the fix."""
+    try:
+        yield
+    except ProvisionError:
+        raise
+    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError):
+        raise ProvisionError(
+            "no AWS credentials found; set AWS_PROFILE (after `aws configure` or `aws sso login`) or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then retry"
+        ) from None
+    except NoRegionError:
+        raise ProvisionError("no AWS region given; pass --region or set AWS_REGION") from None
+    except EndpointConnectionError as exc:
+        raise ProvisionError(
+            f"AWS endpoint {exc.kwargs.get('endpoint_url', '')} is unreachable; check --region and network access"
+        ) from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in _ACCESS_DENIED:
+            raise ProvisionError(describe_denied(exc)) from None
+        if code in _BAD_CREDENTIALS:
+            raise ProvisionError(
+                f"AWS rejected the credentials ({code}); refresh them (for example `aws sso login`) and retry"
+            ) from None
+        if code in _WRONG_REGION:
+            raise ProvisionError(
+                f"AWS answered {code} to {exc.operation_name}: the resource lives in another region than "
+                f"{exc.response.get('ResponseMetadata', {}).get('HTTPHeaders', {}).get('x-amz-bucket-region') or 'the one given'}"
+                "; pass its region with --region or AWS_REGION"
+            ) from None
+        raise ProvisionError(f"AWS {exc.operation_name} failed: {code}: {error.get('Message', '')}") from None
+    except BotoCoreError as exc:
+        raise ProvisionError(f"AWS request failed ({type(exc).__name__}: {exc})") from None
 
 
 # ---- desired state -------------------------------------------------------------------------------------------
@@ -173,6 +222,13 @@ def desired_state(cfg: StackConfig) -> list[Resource]:
             "inline_policies": {cfg.permissions_policy_name: role.permissions},
             "tags": tags,
         }))
+    resources.append(Resource("iam-policy", cfg.orchestrator_policy_name, {
+        "description": f"governed-ft {cfg.name}: the orchestrator's own permissions; attach it to the identity the "
+                       "Dagster deployment runs as",
+        "arn": cfg.orchestrator_policy_arn,
+        "document": pol.orchestrator_policy(cfg),
+        "tags": tags,
+    }))
     resources += [
         Resource("s3-bucket-policy", cfg.data_bucket, {"policy": pol.data_bucket_policy(cfg)}),
         Resource("s3-bucket-policy", cfg.code_bucket, {"policy": pol.code_bucket_policy(cfg)}),
@@ -299,6 +355,8 @@ class AwsProvisioner:
             for role in self._tagged_roles():
                 details = self._delete_role(role)
                 report.changes.append(Change("iam-role", role, "delete", details))
+            for name, arn in self._tagged_policies():
+                report.changes.append(Change("iam-policy", name, "delete", self._delete_policy(arn)))
             for group in self._tagged_log_groups():
                 self.client("logs").delete_log_group(logGroupName=group)
                 report.changes.append(Change("log-group", group, "delete"))
@@ -350,41 +408,14 @@ class AwsProvisioner:
                                                   "applicationId", "name") if k in params), "")
         return action, resource
 
-    @contextmanager
-    def _aws_errors(self) -> Iterator[None]:
+    def _aws_errors(self):
         """Turn botocore failures into one sentence naming the cause and the fix."""
-        try:
-            yield
-        except ProvisionError:
-            raise
-        except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError):
-            raise ProvisionError(
-                "no AWS credentials found; set AWS_PROFILE (after `aws configure` or `aws sso login`) or "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then retry"
-            ) from None
-        except NoRegionError:
-            raise ProvisionError("no AWS region given; pass --region or set AWS_REGION") from None
-        except EndpointConnectionError as exc:
-            raise ProvisionError(
-                f"AWS endpoint {exc.kwargs.get('endpoint_url', '')} is unreachable; check --region and network access"
-            ) from None
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            if code in _ACCESS_DENIED:
-                action, resource = self._denied_action(exc)
-                on = f" on {resource}" if resource else ""
-                raise ProvisionError(
-                    f"AWS denied {action}{on} to {self.caller_arn}; grant that action to the caller "
-                    "or run as a principal that has it"
-                ) from None
-            if code in _BAD_CREDENTIALS:
-                raise ProvisionError(
-                    f"AWS rejected the credentials ({code}); refresh them (for example `aws sso login`) and retry"
-                ) from None
-            raise ProvisionError(f"AWS {exc.operation_name} failed: {code}: {error.get('Message', '')}") from None
-        except BotoCoreError as exc:
-            raise ProvisionError(f"AWS request failed ({type(exc).__name__}: {exc})") from None
+        return aws_errors(self._denied_sentence)
+
+    def _denied_sentence(self, exc: ClientError) -> str:
+        action, resource = self._denied_action(exc)
+        on = f" on {resource}" if resource else ""
+        return f"AWS denied {action}{on} to {self.caller_arn}; grant that action to the caller or run as a principal that has it"
 
     # ---- observe ---------------------------------------------------------------------------------------------
 
@@ -395,6 +426,7 @@ class AwsProvisioner:
             "secret": self._observe_secret,
             "log-group": self._observe_log_group,
             "iam-role": self._observe_role,
+            "iam-policy": self._observe_policy,
             "emr-serverless-application": self._observe_application,
         }[resource.kind](resource)
 
@@ -518,6 +550,25 @@ class AwsProvisioner:
                                       "inline_policies": {k: _document(v) for k, v in inline.items()},
                                       "attached_policies": attached})
 
+    def _observe_policy(self, resource: Resource) -> _Observed:
+        iam = self.client("iam")
+        policy = _optional(lambda: iam.get_policy(PolicyArn=self._policy_arn(resource))["Policy"], "NoSuchEntity")
+        if policy is None:
+            return _Observed(False)
+        tags = {t["Key"]: t["Value"] for t in _pages(iam, "list_policy_tags", "Tags", PolicyArn=policy["Arn"])}
+        if not self._ours(tags):
+            raise ProvisionError(
+                f"IAM policy {resource.name} already exists in account {self.cfg.account_id} but is not tagged "
+                f"{STACK_TAG}={self.cfg.name}, so this stack did not create it; choose another --stack name "
+                "or remove that policy"
+            )
+        version = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])
+        return _Observed(True, True, {"tags": tags, "arn": policy["Arn"],
+                                      "document": _document(version["PolicyVersion"]["Document"])})
+
+    def _policy_arn(self, resource: Resource) -> str:
+        return f"arn:{self.cfg.partition}:iam::{self.cfg.account_id}:policy/{resource.name}"
+
     def _live_applications(self) -> list[dict[str, Any]]:
         return list(_pages(self.client("emr-serverless"), "list_applications", "applications", states=_LIVE_EMR_STATES))
 
@@ -582,6 +633,9 @@ class AwsProvisioner:
                     out.append(f"inline policy {name}")
             out += [f"remove inline policy {n}" for n in state["inline_policies"] if n not in spec["inline_policies"]]
             out += [f"detach managed policy {arn}" for arn in state["attached_policies"]]
+        elif resource.kind == "iam-policy":
+            if _canonical(pol.normalise(state["document"])) != _canonical(pol.normalise(spec["document"])):
+                out.append("policy document")
         elif resource.kind == "emr-serverless-application":
             for key in ("releaseLabel", "maximumCapacity", "autoStartConfiguration", "autoStopConfiguration",
                         "networkConfiguration"):
@@ -598,6 +652,7 @@ class AwsProvisioner:
             "secret": self._create_secret,
             "log-group": self._create_log_group,
             "iam-role": self._create_role,
+            "iam-policy": self._create_policy,
             "emr-serverless-application": self._create_application,
         }[resource.kind](resource)
 
@@ -608,6 +663,7 @@ class AwsProvisioner:
             "secret": self._update_secret,
             "log-group": self._update_log_group,
             "iam-role": self._update_role,
+            "iam-policy": self._update_policy,
             "emr-serverless-application": self._update_application,
         }[resource.kind](resource, observed)
 
@@ -706,6 +762,27 @@ class AwsProvisioner:
             iam.detach_role_policy(RoleName=resource.name, PolicyArn=arn)
         iam.tag_role(RoleName=resource.name, Tags=_tag_list(spec["tags"]))
 
+    def _create_policy(self, resource: Resource) -> None:
+        self.client("iam").create_policy(PolicyName=resource.name, PolicyDocument=json.dumps(resource.spec["document"]),
+                                         Description=resource.spec["description"],
+                                         Tags=_tag_list(resource.spec["tags"]))
+
+    def _update_policy(self, resource: Resource, observed: _Observed) -> None:
+        """A new default version; the older ones go (IAM keeps at most five)."""
+        iam, arn = self.client("iam"), observed.state["arn"]
+        if _canonical(pol.normalise(observed.state["document"])) != _canonical(pol.normalise(resource.spec["document"])):
+            self._delete_policy_versions(arn)
+            iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(resource.spec["document"]),
+                                      SetAsDefault=True)
+            self._delete_policy_versions(arn)
+        iam.tag_policy(PolicyArn=arn, Tags=_tag_list(resource.spec["tags"]))
+
+    def _delete_policy_versions(self, arn: str) -> None:
+        iam = self.client("iam")
+        for version in list(_pages(iam, "list_policy_versions", "Versions", PolicyArn=arn)):
+            if not version["IsDefaultVersion"]:
+                iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
+
     def _application_settings(self, spec: dict[str, Any]) -> dict[str, Any]:
         keys = ("releaseLabel", "maximumCapacity", "autoStartConfiguration", "autoStopConfiguration",
                 "networkConfiguration")
@@ -779,6 +856,30 @@ class AwsProvisioner:
         for profile in list(_pages(iam, "list_instance_profiles_for_role", "InstanceProfiles", RoleName=role)):
             iam.remove_role_from_instance_profile(InstanceProfileName=profile["InstanceProfileName"], RoleName=role)
         iam.delete_role(RoleName=role)
+        return details
+
+    def _tagged_policies(self) -> list[tuple[str, str]]:
+        iam, out = self.client("iam"), []
+        for policy in _pages(iam, "list_policies", "Policies", Scope="Local"):
+            if policy["PolicyName"].startswith(f"{self.cfg.name}-"):
+                tags = {t["Key"]: t["Value"] for t in _pages(iam, "list_policy_tags", "Tags", PolicyArn=policy["Arn"])}
+                if self._ours(tags):
+                    out.append((policy["PolicyName"], policy["Arn"]))
+        return out
+
+    def _delete_policy(self, arn: str) -> list[str]:
+        """Detach it from every user, group and role first (IAM refuses to delete an attached policy)."""
+        iam, details = self.client("iam"), []
+        entities = iam.list_entities_for_policy(PolicyArn=arn)
+        for kind, key, detach in (("user", "PolicyUsers", iam.detach_user_policy),
+                                  ("group", "PolicyGroups", iam.detach_group_policy),
+                                  ("role", "PolicyRoles", iam.detach_role_policy)):
+            for entity in entities.get(key, []):
+                name = entity[f"{kind.capitalize()}Name"]
+                detach(**{f"{kind.capitalize()}Name": name, "PolicyArn": arn})
+                details.append(f"detached from {kind} {name}")
+        self._delete_policy_versions(arn)
+        iam.delete_policy(PolicyArn=arn)
         return details
 
     def _tagged_arns(self, marker: str) -> list[str]:
@@ -897,4 +998,5 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-__all__ = ["AwsProvisioner", "Change", "Report", "Resource", "check_region", "desired_state", "offline_plan"]
+__all__ = ["AwsProvisioner", "Change", "Report", "Resource", "aws_errors", "check_region", "desired_state",
+           "offline_plan"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import SCHEMAS
+from governed_ft_dagster.job_code import TRAINING_JOB_PREFIX
 from governed_ft_dagster.provision import ProvisionError
 from governed_ft_dagster.settings import DEFAULT_STACK, STACK_NAME
 
@@ -24,6 +25,9 @@ SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MANAGED_TAG = "governed-ft:managed"
 STACK_TAG = "governed-ft:stack"
 PERMISSIONS_POLICY_SUFFIX = "permissions"
+ORCHESTRATOR_POLICY_SUFFIX = "orchestrator"
+# Where the SageMaker resource writes a Pipes context too large for a job's Environment (under the code prefix).
+PIPES_SPILL_PREFIX = f"{CODE_PREFIX}pipes/"
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,15 @@ class StackConfig:
     @property
     def permissions_policy_name(self) -> str:
         return f"{self.name}-{PERMISSIONS_POLICY_SUFFIX}"
+
+    @property
+    def orchestrator_policy_name(self) -> str:
+        """The customer-managed policy to attach to whatever identity the Dagster deployment runs as."""
+        return f"{self.name}-{ORCHESTRATOR_POLICY_SUFFIX}"
+
+    @property
+    def orchestrator_policy_arn(self) -> str:
+        return f"arn:{self.partition}:iam::{self.account_id}:policy/{self.orchestrator_policy_name}"
 
     def role_arn(self, role_name: str) -> str:
         return f"arn:{self.partition}:iam::{self.account_id}:role/{role_name}"
@@ -266,6 +279,42 @@ def storage_role(cfg: StackConfig) -> RoleDocuments:
     )
 
 
+def orchestrator_policy(cfg: StackConfig) -> dict[str, Any]:
+    """What the Dagster deployment's own identity may do: start, watch and stop the two jobs as their roles, read
+    their logs for Pipes, check the staged code, spill a large Pipes context, and read the principals' secrets
+    (the raw ingest, the preflight checks and the registration act as those principals). Nothing in the governed
+    bucket: the data moves only with credentials the catalog vends."""
+    emr = f"arn:{cfg.partition}:emr-serverless:{cfg.region}:{cfg.account_id}:/applications"
+    code_objects = cfg.bucket_arn(cfg.code_bucket, f"{CODE_PREFIX}*")
+    return _document(
+        _allow("ReadPrincipalSecrets", ["secretsmanager:GetSecretValue"],
+               [cfg.secret_arn_pattern(principal) for principal in Principal]),
+        # ListApplications has no resource type: only "*" works; the resource then finds its application by name.
+        _allow("FindPreprocessApplication", ["emr-serverless:ListApplications"], ["*"]),
+        _allow("RunPreprocessJobs", ["emr-serverless:GetApplication", "emr-serverless:StartJobRun"], [f"{emr}/*"],
+               {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": cfg.name}}),
+        _allow("WatchPreprocessJobRuns", ["emr-serverless:CancelJobRun", "emr-serverless:GetJobRun"],
+               [f"{emr}/*/jobruns/*"]),
+        _allow("PassPreprocessRole", ["iam:PassRole"], [cfg.role_arn(cfg.emr_role_name)],
+               {"StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}}),
+        # AddTags: SageMaker checks it for the tags a Create request carries (the Pipes run tags).
+        _allow("RunTrainingJobs", ["sagemaker:AddTags", "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+                                   "sagemaker:StopTrainingJob"],
+               [f"arn:{cfg.partition}:sagemaker:{cfg.region}:{cfg.account_id}:training-job/{TRAINING_JOB_PREFIX}*"]),
+        _allow("PassTrainingRole", ["iam:PassRole"], [cfg.role_arn(cfg.sagemaker_role_name)],
+               {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+        _allow("ReadJobLogs", ["logs:DescribeLogStreams", "logs:GetLogEvents"],
+               [arn for group in (cfg.emr_log_group, SAGEMAKER_LOG_GROUP)
+                for arn in (cfg.log_group_arn(group), f"{cfg.log_group_arn(group)}:*")]),
+        _allow("CheckStagedCode", ["s3:GetObject"], [code_objects]),
+        # With ListBucket a missing staged file answers 404 ("not staged, run aws stage"), without it 403.
+        _allow("ListStagedCode", ["s3:ListBucket"], [cfg.bucket_arn(cfg.code_bucket)],
+               {"StringLike": {"s3:prefix": [f"{CODE_PREFIX}*"]}}),
+        _allow("SpillPipesContext", ["s3:DeleteObject", "s3:PutObject"],
+               [cfg.bucket_arn(cfg.code_bucket, f"{PIPES_SPILL_PREFIX}*")]),
+    )
+
+
 def roles(cfg: StackConfig) -> tuple[RoleDocuments, ...]:
     """Every role of the stack, the storage role first (the job roles' bucket deny names them)."""
     return (storage_role(cfg), emr_runtime_role(cfg), sagemaker_execution_role(cfg))
@@ -307,6 +356,7 @@ def all_documents(cfg: StackConfig) -> dict[str, dict[str, Any]]:
     for role in roles(cfg):
         out[f"iam-role/{role.name}/trust"] = role.trust
         out[f"iam-role/{role.name}/{cfg.permissions_policy_name}"] = role.permissions
+    out[f"iam-policy/{cfg.orchestrator_policy_name}"] = orchestrator_policy(cfg)
     out[f"s3-bucket/{cfg.data_bucket}/policy"] = data_bucket_policy(cfg)
     out[f"s3-bucket/{cfg.code_bucket}/policy"] = code_bucket_policy(cfg)
     return out

@@ -13,7 +13,7 @@ from pydantic import Field
 from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal, Privilege, VendedCredentials
 from governed_ft_dagster.governance import CURATED_TABLE
-from governed_ft_dagster.job_code import training_source_dir
+from governed_ft_dagster.job_code import TRAINING_JOB_PREFIX, training_source_dir
 from governed_ft_dagster.defs.resources.base_model import BaseModelResource
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
 from governed_ft_dagster.defs.resources.training_jobs import TrainingJobResource, TrainingJobSpec
@@ -62,7 +62,7 @@ def hyperparameters_sha256(hyperparameters: dict[str, Any]) -> str:
 
 def training_job_name(source_version: int, hyperparameters_hash: str) -> str:
     """One name per curated version and hyperparameters: a rerun reuses the job folder and its checkpoints."""
-    return f"lora-risk-factors-v{source_version}-{hyperparameters_hash[:12]}"
+    return f"{TRAINING_JOB_PREFIX}v{source_version}-{hyperparameters_hash[:12]}"
 
 
 @dg.asset(

@@ -69,7 +69,6 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "spark": EmrServerlessResource(
             region=region,
             application_name=names.emr_application_name,
-            create_application_if_missing=True,
             execution_role_arn=dg.EnvVar("GOVERNED_FT_EMR_ROLE_ARN"),
             code_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
             log_group=dg.EnvVar("GOVERNED_FT_EMR_LOG_GROUP"),
@@ -77,7 +76,6 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "training": SageMakerTrainingResource(
             region=region,
             role_arn=dg.EnvVar("GOVERNED_FT_SAGEMAKER_ROLE_ARN"),
-            image_uri=dg.EnvVar("GOVERNED_FT_TRAINING_IMAGE"),
             checkpoint_s3_uri=dg.EnvVar("GOVERNED_FT_CHECKPOINT_URI"),
             output_s3_uri=dg.EnvVar("GOVERNED_FT_TRAINING_OUTPUT_URI"),
             code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),

@@ -208,8 +208,8 @@ class EmrServerlessResource(SparkJobResource):
                     return app["id"]
         if not self.create_application_if_missing:
             raise dg.Failure(description=(
-                f"no EMR Serverless application named {self.application_name} in {self.region}; create it, set "
-                f"application_id, or set create_application_if_missing=true"))
+                f"no EMR Serverless application named {self.application_name} in {self.region}; create it with "
+                f"`governed-ft aws apply`, set application_id, or set create_application_if_missing=true"))
         created = emr.create_application(name=self.application_name, releaseLabel=self.release_label, type="SPARK",
                                          tags={"governed-ft": "true"})
         self._application = created["applicationId"]

@@ -279,7 +279,12 @@ class SageMakerTrainingResource(TrainingJobResource):
 
     region: str = Field(description="AWS region of the training job.")
     role_arn: str = Field(description="Execution role of the training job.")
-    image_uri: str = Field(description="Training image (a SageMaker PyTorch/Hugging Face image with the toolkit).")
+    image_uri: Optional[str] = Field(default=None, description=(
+        "Training image; by default the AWS PyTorch training container the staged environment is built for, looked "
+        "up for the region and instance type."))
+    python_env: str = Field(default="staged", description=(
+        "'staged': the training environment of the installed recipe under code_s3_prefix, mounted as the "
+        "`environment` channel; an s3:// folder of one; or 'image' for an image that holds every package."))
     instance_type: str = "ml.g5.16xlarge"
     instance_count: int = 1
     volume_size_gb: int = 100
@@ -320,15 +325,19 @@ class SageMakerTrainingResource(TrainingJobResource):
 
         from governed_ft_dagster.provision.staging import NotStaged
 
+        from governed_ft_dagster.provision import ProvisionError
+
         sagemaker, s3, logs = self.boto_client("sagemaker"), self.boto_client("s3"), self.boto_client("logs")
         try:
             code_uri = self.staged_source(s3, spec)
             model_uri = self.staged_model(s3, spec)
-        except NotStaged as exc:
+            environment_uri = self.staged_environment(s3)
+            image = self.training_image()
+        except (NotStaged, ProvisionError) as exc:
             raise dg.Failure(description=f"SageMaker training job {spec.job_name} cannot start: {exc}",
                              allow_retries=False) from None
         job_name = self.free_job_name(sagemaker, spec.job_name)
-        params = self.create_training_job_params(spec, job_name, code_uri, model_uri)
+        params = self.create_training_job_params(spec, job_name, code_uri, model_uri, environment_uri, image)
         forward = (lambda host, line: context.log.info(f"[{job_name} {host}] {line}")) if self.stream_logs else None
         client = PipesSageMakerClient(
             client=sagemaker,
@@ -347,7 +356,7 @@ class SageMakerTrainingResource(TrainingJobResource):
             "job_arn": response.get("TrainingJobArn", ""),
             "job_name": job_name,
             "region": self.region,
-            "image": self.image_uri,
+            "image": image,
             "instance_type": self.instance_type,
             "instance_count": str(self.instance_count),
             "billable_seconds": str(response.get("BillableTimeInSeconds", "")),
@@ -377,6 +386,23 @@ class SageMakerTrainingResource(TrainingJobResource):
 
         uri = source_uri(self.code_s3_prefix, source_tarball(spec.source_dir))
         return CodePrefix(s3, self.code_s3_prefix).require(uri, f"the SageMaker source_dir of {spec.entry_point()}")
+
+    def training_image(self) -> str:
+        """The configured image, or the AWS PyTorch training container the staged environment is built for."""
+        from governed_ft_dagster.provision.training_image import image_uri
+
+        return self.image_uri or image_uri(self.region, self.instance_type)
+
+    def staged_environment(self, s3: Any) -> Optional[str]:
+        """The staged training environment's object URI (None with python_env='image'); NotStaged when missing."""
+        from governed_ft_dagster.provision.staging import SAGEMAKER_ENV_NAME, CodePrefix, sagemaker_env_uri
+
+        if self.python_env == "image":
+            return None
+        prefix = CodePrefix(s3, self.code_s3_prefix)
+        if self.python_env == "staged":
+            return prefix.require(sagemaker_env_uri(self.code_s3_prefix), "the SageMaker training environment")
+        return prefix.require(f"{self.python_env.rstrip('/')}/{SAGEMAKER_ENV_NAME}", "the SageMaker training environment")
 
     def staged_model(self, s3: Any, spec: TrainingJobSpec) -> Optional[str]:
         """The staged base model prefix when the job names base_model (it must be this resource's); else None."""
@@ -413,13 +439,14 @@ class SageMakerTrainingResource(TrainingJobResource):
         raise RuntimeError(f"no free SageMaker job name left for {base}")
 
     def create_training_job_params(self, spec: TrainingJobSpec, job_name: str, code_uri: str,
-                                   model_uri: Optional[str] = None) -> dict[str, Any]:
+                                   model_uri: Optional[str] = None, environment_uri: Optional[str] = None,
+                                   image: Optional[str] = None) -> dict[str, Any]:
         """The CreateTrainingJob request, before the Pipes client adds its bootstrap environment and run tags.
 
         With a staged base model, base_model leaves the hyperparameters (the job reads the `model` channel) and
         base_model_revision names the staged revision.
         """
-        from governed_ft_dagster.provision.staging import model_channel
+        from governed_ft_dagster.provision.staging import environment_channel, model_channel
 
         if bool(self.subnets) != bool(self.security_group_ids):
             raise ValueError("set both subnets and security_group_ids for a VPC job, or neither")
@@ -444,7 +471,7 @@ class SageMakerTrainingResource(TrainingJobResource):
         params: dict[str, Any] = {
             "TrainingJobName": job_name,
             "RoleArn": self.role_arn,
-            "AlgorithmSpecification": {"TrainingImage": self.image_uri, "TrainingInputMode": "File"},
+            "AlgorithmSpecification": {"TrainingImage": image or self.training_image(), "TrainingInputMode": "File"},
             "HyperParameters": hyperparameters,
             "Environment": dict(spec.env),
             "OutputDataConfig": {"S3OutputPath": self.output_s3_uri},
@@ -456,8 +483,10 @@ class SageMakerTrainingResource(TrainingJobResource):
                                  "LocalPath": SAGEMAKER_CHECKPOINT_DIR},
             "Tags": [{"Key": key, "Value": value} for key, value in self.tags.items()],
         }
-        if model_uri:
-            params["InputDataConfig"] = [model_channel(model_uri)]
+        channels = ([model_channel(model_uri)] if model_uri else []) + (
+            [environment_channel(environment_uri)] if environment_uri else [])
+        if channels:
+            params["InputDataConfig"] = channels
         if self.subnets:
             params["VpcConfig"] = {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
         return params
