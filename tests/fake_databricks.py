@@ -109,7 +109,8 @@ def error_info(reason: str, metadata: dict[str, str]) -> list[dict[str, Any]]:
     """The `details` Unity Catalog attaches to a refusal: a google.rpc ErrorInfo and a RequestInfo.
 
     Shape as Databricks answered a missing EXTERNAL USE SCHEMA (quoted in
-    https://github.com/Azure/spark-cdm-connector/issues/149) and as the SDK parses it (databricks/sdk/errors/details.py).
+    https://github.com/Azure/spark-cdm-connector/issues/149) and as the SDK parses it
+    (databricks/sdk/errors/details.py).
     """
     return [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
@@ -729,15 +730,17 @@ def _create_table(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, 
     full_name = f"{catalog}.{schema}.{body['name']}"
     fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
     fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA", "CREATE_TABLE")
-    # Creating external tables from an engine outside Databricks takes EXTERNAL USE SCHEMA ("reading from managed
-    # tables or creating, reading, and writing to external tables", https://docs.databricks.com/aws/en/external-access/
-    # admin) and CREATE EXTERNAL TABLE on the external location that covers the path ("Work with external tables").
+    # "To create an external delta table, the caller must have the EXTERNAL_USE_SCHEMA privilege on the parent schema
+    # and the EXTERNAL_USE_LOCATION privilege on the external location ... Standard UC permissions needed to create
+    # tables still apply: ... CREATE_EXTERNAL_TABLE on external location." (SDK docstring of TablesAPI.create,
+    # databricks/sdk/service/catalog.py)
     fake.require(request.principal, "schema", f"{catalog}.{schema}", "EXTERNAL_USE_SCHEMA")
     url = body["storage_location"].rstrip("/")
     location = fake.location_of(url)
     if location is None:
         raise no_external_location(url)
-    fake.require(request.principal, "external_location", location["name"], "CREATE_EXTERNAL_TABLE")
+    fake.require(request.principal, "external_location", location["name"], "CREATE_EXTERNAL_TABLE",
+                 "EXTERNAL_USE_LOCATION")
     overlap = fake.overlapping(url, "CreateTable")
     if overlap is not None:
         raise overlap

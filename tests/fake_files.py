@@ -3,7 +3,10 @@
 Paths and shapes follow databricks-sdk 0.162 (`databricks/sdk/service/files.py`, `mixins/files.py`): a file is put
 in one request (`PUT /api/2.0/fs/files{path}?overwrite=`), read with `GET` (or `HEAD` for its metadata), a directory
 is probed with `HEAD /api/2.0/fs/directories{path}` and listed with `GET`, and `POST /api/2.0/fs/create-download-url`
-answers a presigned S3 URL, the first of the SDK's default download endpoints.
+answers a presigned URL, the first of the SDK's default download endpoints. The workspace signs that URL itself
+(HMAC, expiry) and serves it from the S3 object without a bearer token, as a presigned S3 URL is served; moto is not
+asked to check query-string signatures, which it cannot while it enforces IAM. An expired URL gets S3's answer
+(403 AccessDenied "Request has expired"), which the SDK recognises and replaces.
 
 A mount maps a workspace path prefix to an S3 prefix and authorizes each access; `resolve(principal, rest, write)`
 returns the S3 URL of `rest` under the mount or raises the ApiError the workspace answers.
@@ -12,11 +15,15 @@ returns the S3 URL of `rest` under the mount or raises the ApiError the workspac
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import posixpath
 import re
+import secrets
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 from typing import Any, Callable
+from urllib.parse import quote
 
 from fake_databricks import ApiError, FakeDatabricks, Raw, RecordedRequest
 
@@ -33,6 +40,7 @@ class FilesApi:
     make_s3: Callable[[], Any]
     mounts: list[tuple[str, Resolver]] = field(default_factory=list)
     _s3: Any = field(default=None, repr=False)
+    _key: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
 
     def s3(self) -> Any:
         """One S3 client, made on first use (boto3 clients are thread-safe)."""
@@ -62,6 +70,7 @@ class FilesApi:
         fake.add_route("HEAD", rf"{FS}/directories(?P<path>/.+)", self._directory_exists)
         fake.add_route("GET", rf"{FS}/directories(?P<path>/.+)", self._list)
         fake.add_route("POST", rf"{FS}/create-download-url", self._download_url)
+        fake.add_route("GET", r"/presigned/(?P<bucket>[^/]+)/(?P<key>.+)", self._presigned, authenticated=False)
         return self
 
     def _put(self, fake: FakeDatabricks, request: RecordedRequest, path: str) -> tuple[int, Any]:
@@ -114,9 +123,29 @@ class FilesApi:
         bucket, key = self.locate(request.principal, path, write=False)
         if self._head(bucket, key) is None:
             raise ApiError(404, "NOT_FOUND", f"The file {path} does not exist.")
-        url = self.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                               ExpiresIn=PRESIGNED_TTL_S)
+        expires = int(self.fake.now()) + PRESIGNED_TTL_S
+        url = (f"{self.fake.url}/presigned/{bucket}/{quote(key)}?expires={expires}"
+               f"&signature={self._sign(bucket, key, expires)}")
         return 200, {"url": url, "headers": []}
+
+    def _sign(self, bucket: str, key: str, expires: int) -> str:
+        return hmac.new(self._key, f"{bucket}/{key}/{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def _presigned(self, fake: FakeDatabricks, request: RecordedRequest, bucket: str,
+                   key: str) -> tuple[int, Any, dict[str, str]]:
+        expires = int((request.query.get("expires") or ["0"])[0])
+        signature = (request.query.get("signature") or [""])[0]
+        if not hmac.compare_digest(signature, self._sign(bucket, key, expires)):
+            return 403, _s3_error("SignatureDoesNotMatch", "The request signature we calculated does not match the "
+                                                           "signature you provided."), {}
+        if fake.now() > expires:
+            return 403, _s3_error("AccessDenied", "Request has expired"), {}
+        data = self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
+        if wanted is None:
+            return 200, Raw(data), {}
+        start, end = int(wanted[1]), int(wanted[2]) if wanted[2] else len(data) - 1
+        return 206, Raw(data[start:end + 1]), {"Content-Range": f"bytes {start}-{end}/{len(data)}"}
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
@@ -127,6 +156,12 @@ class FilesApi:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+
+def _s3_error(code: str, message: str) -> Raw:
+    """S3's XML error body (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html)."""
+    return Raw(f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message>"
+               "</Error>".encode(), "application/xml")
 
 
 __all__ = ["FS", "FilesApi"]

@@ -47,7 +47,8 @@ def fake() -> Iterator[FakeDatabricks]:
         server.add_table(CURATED, CURATED_LOCATION, COLUMNS)
         server.add_external_location("lake_raw", "s3://lake/raw")
         server.add_external_location("lake_curated", "s3://lake/curated")
-        server.grant("external_location", "lake_curated", "app-preprocess", "CREATE_EXTERNAL_TABLE")
+        server.grant("external_location", "lake_curated", "app-preprocess", "CREATE_EXTERNAL_TABLE",
+                     "EXTERNAL_USE_LOCATION")
         server.grant("schema", "main.raw", "app-ingest", "USE_SCHEMA", "SELECT", "MODIFY", "CREATE_TABLE",
                      "EXTERNAL_USE_SCHEMA")
         server.grant("schema", "main.raw", "app-preprocess", "USE_SCHEMA", "SELECT", "EXTERNAL_USE_SCHEMA")

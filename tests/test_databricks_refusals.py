@@ -129,12 +129,16 @@ def test_owning_an_external_location_or_all_privileges_on_it_does_not_confer_ext
 # ---- CREATE TABLE -------------------------------------------------------------------------------------------
 
 
-def test_creating_a_table_checks_external_use_schema(fake):
-    fake.revoke("schema", "main.curated", "app-owner", "EXTERNAL_USE_SCHEMA")
+@pytest.mark.parametrize("securable_type, name, privilege, securable", [
+    ("schema", "main.curated", "EXTERNAL_USE_SCHEMA", "schema main.curated"),
+    ("external_location", "lake_curated", "EXTERNAL_USE_LOCATION", "external_location lake_curated"),
+])
+def test_creating_a_table_checks_external_use_schema_and_location(fake, securable_type, name, privilege, securable):
+    fake.revoke(securable_type, name, "app-owner", privilege)
     with pytest.raises(CatalogPermissionError) as refused:
         client(fake, "owner").register_external_table("curated.features", "s3://lake/curated/features", COLUMNS)
     one_sentence(str(refused.value))
-    assert (refused.value.securable, refused.value.privileges) == ("schema main.curated", ("EXTERNAL USE SCHEMA",))
+    assert (refused.value.securable, refused.value.privileges) == (securable, (privilege.replace("_", " "),))
     assert "needed for registering table main.curated.features at s3://lake/curated/features" in str(refused.value)
     assert "main.curated.features" not in fake.tables
 
@@ -268,8 +272,8 @@ def test_a_relationship_to_a_table_or_model_version_that_does_not_exist_is_refus
         DatabricksLineageSink(workspace(fake, "registrar")).push(graph(refused_edge))
     message = str(refused.value)
     one_sentence(message)
-    assert message.startswith(f"Unity Catalog refused the lineage relationship {refused_edge.key} ({said}): the table or model "
-                              "version it names is not registered there; register it")
+    assert message.startswith(f"Unity Catalog refused the lineage relationship {refused_edge.key} ({said}): the "
+                              "table or model version it names is not registered there; register it")
     assert service.relationships == []
 
 

@@ -75,8 +75,9 @@ QUOTED = [
         "PERMISSION_DENIED", None, Refusal("external_access_off"), id="external-access-disabled"),
     # https://github.com/databricks/terraform-provider-databricks/issues/5398
     pytest.param(
-        "Privilege USE CONNECTION is not applicable to this entity [sqlserver_finance:CONNECTION/CONNECTION_SQLSERVER]. "
-        "If this seems unexpected, please check the privilege version of the metastore in use [1.0].", None, None,
+        "Privilege USE CONNECTION is not applicable to this entity "
+        "[sqlserver_finance:CONNECTION/CONNECTION_SQLSERVER]. If this seems unexpected, please check the privilege "
+        "version of the metastore in use [1.0].", None, None,
         Refusal("not_applicable", "USE CONNECTION", securable="sqlserver_finance:CONNECTION/CONNECTION_SQLSERVER"),
         id="not-applicable"),
     # Databricks knowledge-base article "INVALID_PARAMETER_VALUE.LOCATION_OVERLAP: overlaps with managed storage

@@ -99,7 +99,9 @@ def assert_tracked_through_the_workspace(fake, registered, server) -> None:
     assert registered.source == f"dbfs:/databricks/mlflow-tracking/{experiment}/logged_models/{model_id}/artifacts"
     uploads = [r.path for r in fake.calls("/api/2.0/fs/files/") if r.method == "PUT"]
     root = f"/api/2.0/fs/files/WorkspaceInternal/Mlflow/Artifacts/{experiment}/LoggedModels/{model_id}/artifacts"
-    assert f"{root}/MLmodel" in uploads and all(p.startswith(root) or "/Models/" in p for p in uploads)
+    assert f"{root}/MLmodel" in uploads and all(p.startswith(root) for p in uploads)
+    assert not [r for r in fake.calls("/api/2.0/fs/files/") if r.method == "GET"]  # downloads: presigned URLs only
+    assert {r.path.split("/")[-1] for r in fake.calls("/presigned/")} >= {"MLmodel", "python_model.pkl"}
     stored = mlflow.MlflowClient(tracking_uri=server.url).get_run(registered.run_id)
     assert stored.info.experiment_id == experiment and stored.info.status == "FINISHED"
     assert stored.info.artifact_uri == f"dbfs:/databricks/mlflow-tracking/{experiment}/{registered.run_id}/artifacts"

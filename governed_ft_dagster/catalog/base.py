@@ -45,7 +45,7 @@ class Privilege(str, Enum):
     def explicit_only(self) -> bool:
         """Databricks confers it only by an explicit grant: never through ownership or ALL PRIVILEGES
         (https://docs.databricks.com/aws/en/external-access/admin)."""
-        return self in (Privilege.EXTERNAL_USE_SCHEMA, Privilege.EXTERNAL_USE_LOCATION)
+        return self.value in _EXPLICIT_ONLY
 
     @classmethod
     def parse(cls, text: str) -> "Privilege":
@@ -149,6 +149,9 @@ _SQL_SECURABLE = {"catalog": "CATALOG", "schema": "SCHEMA", "table": "TABLE", "r
                   "external_metadata": "EXTERNAL METADATA", "model": "FUNCTION"}
 
 
+_EXPLICIT_ONLY = (Privilege.EXTERNAL_USE_SCHEMA.value, Privilege.EXTERNAL_USE_LOCATION.value)
+
+
 def grant_statement(privileges: str, securable: str, grantee: str) -> str:
     """The GRANT statement for privileges on a securable named `<type> <name>`, e.g. `schema main.raw`."""
     kind, _, name = securable.partition(" ")
@@ -169,7 +172,7 @@ class CatalogPermissionError(CatalogError):
         self.privileges = (privilege,) if isinstance(privilege, str) else tuple(privilege)
         missing = ", ".join(self.privileges)
         purpose = f" (needed for {needed_for})" if needed_for and needed_for != securable else ""
-        explicit = [p for p in self.privileges if p.replace("_", " ") in ("EXTERNAL USE SCHEMA", "EXTERNAL USE LOCATION")]
+        explicit = [p for p in self.privileges if p.replace("_", " ") in _EXPLICIT_ONLY]
         note = f" explicitly (ownership and ALL PRIVILEGES never include {' or '.join(explicit)})" if explicit else ""
         message = (
             f"principal '{principal}' lacks {missing} on {securable}{purpose}; "

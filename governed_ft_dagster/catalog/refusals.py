@@ -13,7 +13,8 @@ Cause = Literal["privilege", "token_expired", "external_access_off", "no_externa
                 "not_applicable", "unknown"]
 
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
-_EXTERNAL_ACCESS_REASONS = ("EXTERNAL_ACCESS_DISABLED_ON_METASTORE", "UNITY_CATALOG_EXTERNAL_GENERATE_TABLE_CREDENTIALS_DENIED",
+_EXTERNAL_ACCESS_REASONS = ("EXTERNAL_ACCESS_DISABLED_ON_METASTORE",
+                            "UNITY_CATALOG_EXTERNAL_GENERATE_TABLE_CREDENTIALS_DENIED",
                             "UNITY_CATALOG_EXTERNAL_GENERATE_PATH_CREDENTIALS_DENIED")
 _DOES_NOT_HAVE = re.compile(r"does not have (?P<privilege>[A-Z][A-Z_ ]*?[A-Z]) on (?P<kind>[A-Z][A-Za-z ]*?)"
                             r"(?:\s+[\"'`](?P<name>[^\"'`]+)[\"'`]|\s*[.]|\s*$)")
