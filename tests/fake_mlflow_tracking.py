@@ -18,6 +18,7 @@ answers ENDPOINT_NOT_FOUND (and lands in `fake.unserved`), so a new call fails a
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import signal
@@ -112,7 +113,7 @@ class FakeMlflowTracking:
                                     timeout=60)
         text = _LOGGED_MODEL_URI.sub(r"\1/logged_models/\2/artifacts", response.text)
         try:
-            return response.status_code, _json(text)
+            return response.status_code, json.loads(text)
         except ValueError:
             return response.status_code, Raw(text.encode(), response.headers.get("content-type", "text/plain"))
 
@@ -166,12 +167,6 @@ def install(fake: FakeDatabricks, server_url: str, files: FilesApi) -> FakeMlflo
     fake.add_route("GET", r"/ml/experiments/(?P<experiment>[^/]+)/runs/(?P<run>[^/]+)", tracking.run_page,
                    authenticated=False)
     return tracking
-
-
-def _json(text: str) -> Any:
-    import json
-
-    return json.loads(text)
 
 
 __all__ = ["ARTIFACT_ROOT", "FakeMlflowTracking", "MlflowServer", "WORKSPACE_ROOT_BUCKET", "install"]

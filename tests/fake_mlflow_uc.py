@@ -16,7 +16,7 @@ a moto URL they come from moto's STS and finalize checks that the model's MLmode
 `is-databricks-sdk-models-artifact-repository-enabled` answers `sdk_models_repo`: False makes MLflow upload a
 version's files with those credentials straight to S3; True makes it use the Files API under
 `/Models/<catalog>/<schema>/<model>/<version>` (`mlflow/store/artifact/databricks_sdk_models_artifact_repo.py`),
-which `files` (a FilesApi) serves from the same storage location, with the same ownership and status rules.
+which a FilesApi serves through `model_files`: the same storage location, ownership and status rules.
 """
 
 from __future__ import annotations
@@ -100,17 +100,11 @@ class FakeMlflowUc:
 
 def install(
     fake: FakeDatabricks, *, storage_root: str = "s3://governed-lake/ml/models", moto_url: str | None = None,
-    region: str = "us-east-1", files: Any = None, sdk_models_repo: bool = False,
+    region: str = "us-east-1",
 ) -> FakeMlflowUc:
-    """Serve the MLflow Unity Catalog registry routes from fake; returns the registry's state.
-
-    With sdk_models_repo, MLflow moves version files through the Files API, which `files` must serve."""
-    registry = FakeMlflowUc(fake, storage_root, moto_url, region, versions=fake.model_versions,
-                            sdk_models_repo=sdk_models_repo)
-    if files is not None:
-        files.mount("/Models/", registry.model_files)
-    elif sdk_models_repo:
-        raise ValueError("the SDK models repository needs the Files API: pass files")
+    """Serve the MLflow Unity Catalog registry routes from fake; returns the registry's state, whose model versions
+    are the workspace's (`fake.model_versions`). Mount `model_files` on a FilesApi before setting sdk_models_repo."""
+    registry = FakeMlflowUc(fake, storage_root, moto_url, region, versions=fake.model_versions)
 
     def bind(handler: Any) -> Any:
         return lambda f, request, **groups: handler(registry, request, **groups)
