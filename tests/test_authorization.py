@@ -8,6 +8,7 @@ path it is the open-source catalog server.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +33,7 @@ from governed_ft_dagster.defs.resources.catalog import CatalogResource
 COLUMNS = [ColumnInfo("accession_number", "STRING", "string", 0, False)]
 MLFLOW_UC = "/api/2.0/mlflow/unity-catalog"
 Probe = Callable[[Principal, Action], None]
+_RUNS = itertools.count(1)
 # The aws matrix as provisioned: "ok" where the principal may, "no" where the catalog must refuse it.
 PROVISIONED = """
                                                       ingest  preprocess  train  registrar
@@ -113,10 +115,10 @@ def report(cells: list[Cell]) -> str:
 # ---- the aws path: the Databricks stand-in as the project's provisioning leaves it ----------------------------
 
 
-def table_probe(catalog: CatalogResource, principal: Principal, action: Action) -> bool:
+def table_probe(catalog: CatalogResource, principal: Principal, action: Action, tag: str) -> bool:
     """Vend or create-table as the principal; False when the action is not one of those."""
     client, full = catalog.client(principal), catalog.table_name(action.target)
-    op, tag = action.operation, f"authz_probe_{principal.value}"
+    op = action.operation
     if op in (Operation.VEND_READ, Operation.VEND_READ_WRITE):
         client.temporary_table_credentials(full, "READ" if op == Operation.VEND_READ else "READ_WRITE")
     elif op == Operation.CREATE_TABLE:
@@ -127,12 +129,16 @@ def table_probe(catalog: CatalogResource, principal: Principal, action: Action) 
 
 
 def databricks_probe(catalog: CatalogResource) -> Probe:
+    """Each matrix run names what it creates apart (tables, lineage), so runs in one workspace do not meet."""
+    run_number = next(_RUNS)
+
     def run(principal: Principal, action: Action) -> None:
-        if table_probe(catalog, principal, action):
+        tag = f"authz_probe_{principal.value}_{run_number}"
+        if table_probe(catalog, principal, action, tag):
             return
         client = catalog.client(principal)
         full = catalog.table_name(action.target) if action.target else ""
-        op, tag = action.operation, f"authz_probe_{principal.value}"
+        op = action.operation
         if op == Operation.CREATE_MODEL_VERSION:  # the first call of MLflow's databricks-uc registry
             client._ws().api_client.do("POST", f"{MLFLOW_UC}/model-versions/create",
                                        body={"name": full, "source": catalog.location(f"ml/adapters/{tag}")})
@@ -157,10 +163,11 @@ def governed_objects(catalog: CatalogResource) -> None:
     catalog.client(Principal.REGISTRAR).create_registered_model(catalog.table_name(MODEL_NAME))
 
 
-@pytest.fixture
-def provisioned(monkeypatch):
-    """The workspace and AWS as `governed-ft aws apply` and `catalog apply` leave them, the governed objects created."""
-    with enforced_registry_world(monkeypatch) as (aws, _, _):
+@pytest.fixture(scope="module")
+def provisioned():
+    """The workspace and AWS as `governed-ft aws apply` and `catalog apply` leave them, the governed objects created;
+    once for the module, each test putting back what it changes."""
+    with pytest.MonkeyPatch.context() as monkeypatch, enforced_registry_world(monkeypatch) as (aws, _, _):
         catalog = aws.catalog_resource()
         governed_objects(catalog)
         yield aws, catalog
@@ -195,8 +202,12 @@ def test_one_missing_grant_and_one_extra_grant_show_up_as_exactly_their_cells(pr
     train, preprocess = aws.application_ids["train"], aws.application_ids["preprocess"]
     aws.databricks.revoke("table", catalog.table_name(CURATED_TABLE), train, "SELECT")
     aws.databricks.grant("table", catalog.table_name(RAW_TABLE), preprocess, "MODIFY")
-    check_matrix(catalog, expected_cells(PROVISIONED, **{
-        f"train|vend READ {CURATED_TABLE}": "no", f"preprocess|vend READ_WRITE {RAW_TABLE}": "ok"}))
+    try:
+        check_matrix(catalog, expected_cells(PROVISIONED, **{
+            f"train|vend READ {CURATED_TABLE}": "no", f"preprocess|vend READ_WRITE {RAW_TABLE}": "ok"}))
+    finally:
+        aws.databricks.grant("table", catalog.table_name(CURATED_TABLE), train, "SELECT")
+        aws.databricks.revoke("table", catalog.table_name(RAW_TABLE), preprocess, "MODIFY")
 
 
 def test_external_use_schema_missing_while_select_is_present_refuses_only_that_vend(provisioned):
@@ -204,7 +215,10 @@ def test_external_use_schema_missing_while_select_is_present_refuses_only_that_v
     train = aws.application_ids["train"]
     aws.databricks.revoke("schema", catalog.table_name("curated"), train, "EXTERNAL_USE_SCHEMA")
     assert aws.databricks.holds(train, "table", catalog.table_name(CURATED_TABLE), "SELECT")
-    cells = check_matrix(catalog, expected_cells(PROVISIONED, **{f"train|vend READ {CURATED_TABLE}": "no"}))
+    try:
+        cells = check_matrix(catalog, expected_cells(PROVISIONED, **{f"train|vend READ {CURATED_TABLE}": "no"}))
+    finally:
+        aws.databricks.grant("schema", catalog.table_name("curated"), train, "EXTERNAL_USE_SCHEMA")
     (refused,) = [c for c in cells if (c.principal, str(c.action)) == (Principal.TRAIN, f"vend READ {CURATED_TABLE}")]
     assert refused.message.startswith(
         f"principal 'train' lacks EXTERNAL USE SCHEMA on schema {catalog.catalog}.curated")
@@ -213,21 +227,27 @@ def test_external_use_schema_missing_while_select_is_present_refuses_only_that_v
 def test_a_path_no_external_location_covers_is_refused(provisioned):
     aws, catalog = provisioned
     ml = next(name for name, loc in aws.databricks.external_locations.items() if loc["url"].endswith("/ml"))
-    del aws.databricks.external_locations[ml]  # the ml/ prefix is no longer an external location
-    cells = check_matrix(catalog, expected_cells(PROVISIONED, **{"train|write model artifact": "no"}))
+    kept = aws.databricks.external_locations.pop(ml)  # the ml/ prefix is no longer an external location
+    try:
+        cells = check_matrix(catalog, expected_cells(PROVISIONED, **{"train|write model artifact": "no"}))
+    finally:
+        aws.databricks.external_locations[ml] = kept
     (refused,) = [c for c in cells if (c.principal, str(c.action)) == (Principal.TRAIN, "write model artifact")]
     assert refused.message.startswith(f"no external location of the metastore at {aws.databricks.url} covers "
-                                      f"{catalog.location('ml/adapters/authz_probe_train')}")
+                                      f"{catalog.location('ml/adapters/authz_probe_train_')}")
 
 
 def test_external_data_access_switched_off_refuses_every_vend(provisioned):
     aws, catalog = provisioned
-    aws.databricks.external_access_enabled = False
     vends = [f"vend READ {RAW_TABLE}", f"vend READ_WRITE {RAW_TABLE}", f"vend READ {CURATED_TABLE}",
              f"vend READ_WRITE {CURATED_TABLE}", "write model artifact"]
     granted = expected_cells(PROVISIONED)
-    cells = check_matrix(catalog, expected_cells(PROVISIONED, **{f"{p.value}|{a}": "no" for p in Principal
-                                                                 for a in vends}))
+    aws.databricks.external_access_enabled = False
+    try:
+        cells = check_matrix(catalog, expected_cells(PROVISIONED, **{f"{p.value}|{a}": "no" for p in Principal
+                                                                     for a in vends}))
+    finally:
+        aws.databricks.external_access_enabled = True
     switched = [c for c in cells if str(c.action) in vends and granted[(c.principal, str(c.action))] == "ok"]
     assert len(switched) == 7 and all("has external data access turned off" in c.message for c in switched)
 
@@ -239,9 +259,9 @@ LOCAL_ACTIONS = tuple(a for a in pipeline_actions() if a.operation != Operation.
 
 def oss_probe(catalog: CatalogResource) -> Probe:
     def run(principal: Principal, action: Action) -> None:
-        if table_probe(catalog, principal, action):
-            return
         tag = f"authz_probe_{principal.value}"
+        if table_probe(catalog, principal, action, tag):
+            return
         if action.operation == Operation.WRITE_ARTIFACT:
             catalog.client(principal).temporary_path_credentials(catalog.location(f"ml/adapters/{tag}"),
                                                                  "PATH_READ_WRITE")

@@ -12,7 +12,6 @@ from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionErro
 Cause = Literal["privilege", "token_expired", "external_access_off", "no_external_location", "location_overlap",
                 "not_applicable", "unknown"]
 
-_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _EXTERNAL_ACCESS_REASONS = ("EXTERNAL_ACCESS_DISABLED_ON_METASTORE",
                             "UNITY_CATALOG_EXTERNAL_GENERATE_TABLE_CREDENTIALS_DENIED",
                             "UNITY_CATALOG_EXTERNAL_GENERATE_PATH_CREDENTIALS_DENIED")
@@ -46,8 +45,8 @@ class Refusal:
         return f"{self.securable_type} {self.securable}".strip()
 
 
-def read_refusal(message: str, error_code: Any = None, details: Sequence[Mapping[str, Any]] | None = None,
-                 reason_phrase: str = "") -> Refusal:
+def read_refusal(message: str, error_code: Any = None,
+                 details: Sequence[Mapping[str, Any]] | None = None) -> Refusal:
     """The refusal a Databricks error answer describes; cause "unknown" when nothing in it is recognised."""
     message = (message or "").strip()
     infos = [d for d in details or () if isinstance(d, Mapping) and str(d.get("@type", d.get("type", ""))).endswith(
@@ -55,7 +54,7 @@ def read_refusal(message: str, error_code: Any = None, details: Sequence[Mapping
     reasons = {str(d.get("reason") or "") for d in infos}
     if reasons & set(_EXTERNAL_ACCESS_REASONS) or _EXTERNAL_ACCESS.search(message):
         return Refusal("external_access_off", detail=message)
-    if _EXPIRED.search(f"{reason_phrase} {message}"):
+    if _EXPIRED.search(message):
         return Refusal("token_expired", detail=message)
     for info in infos:
         meta = info.get("metadata") or {}
