@@ -21,7 +21,6 @@ import html
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import requests
 
 from fake_databricks import ApiError, FakeDatabricks, Raw, RecordedRequest
 from fake_files import FilesApi
+from governed_ft_dagster.processes import end_group, with_default_signals
 
 MLFLOW = "/api/2.0/mlflow"
 ARTIFACT_ROOT = "dbfs:/databricks/mlflow-tracking"
@@ -62,12 +62,13 @@ class MlflowServer:
     def start(self, timeout_s: float = 180) -> "MlflowServer":
         self.root.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "DATABRICKS_"))}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runner: tracking is all the tests ask of it
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                    "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                    "--default-artifact-root", ARTIFACT_ROOT, "--no-serve-artifacts", "--workers", "1"]
-        log = open(self.root / "server.log", "wb")
-        self._process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        with open(self.root / "server.log", "wb") as log:
+            self._process = subprocess.Popen(with_default_signals(command), cwd=self.root, env=env, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -83,17 +84,9 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server did not answer on {self.url} within {timeout_s:g} s")
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        try:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self._process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._process = None
+        if self._process is not None:
+            end_group(self._process)
+            self._process = None
 
 
 @dataclass
