@@ -263,4 +263,5 @@ class CatalogClient(abc.ABC):
                 by_securable[key] = self.effective_privileges(securable_type, full_name, principal)
             held = by_securable[key]
             if privilege not in held and (Privilege.ALL_PRIVILEGES not in held or privilege.explicit_only):
-                raise CatalogPermissionError(display or principal, f"{securable_type} {full_name}", privilege.value)
+                raise CatalogPermissionError(display or principal, f"{securable_type} {full_name}", privilege.value,
+                                             grantee=principal)
