@@ -11,6 +11,7 @@ BENCHMARKS = (
     ("preprocessing cost curve", ["bench_preprocess.py"]),
     ("training tokens/s and padding share", ["bench_training.py", "--repeats", "2"]),
     ("whole graph on the aws path against the stand-ins", ["bench_graph_standins.py"]),
+    ("registration through tracking URI databricks against the stand-ins", ["bench_registration_tracking.py"]),
     ("end to end: stopped stack to registered model version", ["bench_end_to_end.py"]),
 )
 

@@ -30,6 +30,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionError, CatalogUnavailableError
+from governed_ft_dagster.catalog.refusals import read_refusal, refusal_error
 from governed_ft_dagster.lineage.derive import redact
 
 TAG_ARTIFACT_SHA256 = "governed_ft.artifact_sha256"
@@ -52,7 +53,6 @@ SIGNATURE = ModelSignature(
 )
 _REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "safetensors", "tokenizers", "pandas")
 _DATABRICKS_AUTH_ENV = ("DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_USERNAME", "DATABRICKS_PASSWORD")
-_DENIED = re.compile(r"does not have (?P<privilege>[A-Z][A-Z _]+?) on (?P<kind>[A-Za-z ]+?) '(?P<name>[^']+)'")
 
 Step = Literal["read", "create_model", "create_version"]
 
@@ -474,15 +474,18 @@ def _translated(registry_uri: str, model: str, principal: str, step: Step) -> It
         yield
     except RestException as exc:
         detail = str(exc.json.get("message") or exc.message).split(" Config: ")[0]
+        refusal = read_refusal(detail, exc.error_code, exc.json.get("details"))
+        if refusal.cause == "privilege":
+            raise CatalogPermissionError(principal, refusal.target, refusal.privilege,
+                                         f"registering model {model}: {detail}") from None
+        if refusal.cause != "unknown":
+            url, _ = _registry_endpoint(registry_uri)
+            raise refusal_error(refusal, principal=principal, grantee=principal, operation=f"registering model {model}",
+                                host=url or registry_uri) from None
         if exc.error_code != "PERMISSION_DENIED":
             raise CatalogError(f"the model registry {registry_uri} failed on model {model}: {detail}") from None
-        denied = _DENIED.search(detail)
-        if step == "create_version" and denied is None:
+        if step == "create_version":
             raise ModelOwnershipError(principal, model, detail) from None
-        if denied is not None:
-            securable = f"{denied['kind'].lower()} {denied['name']}"
-            raise CatalogPermissionError(principal, securable, denied["privilege"].replace("_", " "),
-                                         f"registering model {model}: {detail}") from None
         schema = model.rsplit(".", 1)[0]
         privileges = ("USE SCHEMA", "CREATE MODEL") if step == "create_model" else ("USE SCHEMA",)
         raise CatalogPermissionError(principal, f"schema {schema}", privileges,

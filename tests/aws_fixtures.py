@@ -79,13 +79,28 @@ def start_world(monkeypatch, moto_port: int) -> tuple[AwsWorld, ThreadedMotoServ
     return world, server
 
 
-def start_registry_world(monkeypatch, moto_port: int):
-    """start_world plus the MLflow Unity Catalog registry and the lineage APIs; also returns their states."""
+def install_mlflow(fake: FakeDatabricks, registry: Any, tracking_url: str | None, sdk_models_repo: bool) -> None:
+    """The workspace's Files API, the registry's upload path and, given a tracking server URL, MLflow tracking."""
+    from fake_files import FilesApi
+    from fake_mlflow_tracking import install as install_tracking
+
+    files = FilesApi(fake, lambda: registry.boto("s3")).install()
+    files.mount("/Models/", registry.model_files)
+    registry.sdk_models_repo = sdk_models_repo
+    if tracking_url is not None:
+        install_tracking(fake, tracking_url, files)
+
+
+def start_registry_world(monkeypatch, moto_port: int, tracking_url: str | None = None, sdk_models_repo: bool = False):
+    """start_world plus the MLflow Unity Catalog registry and the lineage APIs; also returns their states.
+
+    Given the URL of an MLflow server, the workspace also serves MLflow tracking (tracking URI `databricks`)."""
     from fake_lineage import FakeLineageService
     from fake_mlflow_uc import install
 
     world, server = start_world(monkeypatch, moto_port)
     registry = install(world.databricks, storage_root=f"s3://{BUCKET}/ml/models", moto_url=world.moto_url)
+    install_mlflow(world.databricks, registry, tracking_url, sdk_models_repo)
     service = FakeLineageService(page_size=50)
     service.install(world.databricks)
     world.databricks.add_route("GET", r"/api/2\.1/unity-catalog/models/(?P<full_name>[^/]+)/versions",
@@ -620,8 +635,10 @@ def build_enforced_world(moto_url: str, monkeypatch) -> EnforcedWorld:
 
 
 @contextmanager
-def enforced_registry_world(monkeypatch) -> Iterator[tuple[EnforcedWorld, Any, Any]]:
-    """The enforcing world plus the MLflow Unity Catalog registry and lineage APIs, IAM on for the whole block."""
+def enforced_registry_world(monkeypatch, tracking_url: str | None = None,
+                            sdk_models_repo: bool = False) -> Iterator[tuple[EnforcedWorld, Any, Any]]:
+    """The enforcing world plus the MLflow Unity Catalog registry and lineage APIs, IAM on for the whole block;
+    given the URL of an MLflow server, MLflow tracking too."""
     from conftest import free_port
     from fake_lineage import FakeLineageService
     from fake_mlflow_uc import install
@@ -632,6 +649,7 @@ def enforced_registry_world(monkeypatch) -> Iterator[tuple[EnforcedWorld, Any, A
     world = build_enforced_world(url, monkeypatch)
     registry = install(world.databricks, storage_root=f"s3://{DATA_BUCKET}/ml/models", moto_url=url)
     registry.admin_keys = world.admin
+    install_mlflow(world.databricks, registry, tracking_url, sdk_models_repo)
     service = FakeLineageService(page_size=50)
     service.install(world.databricks)
     world.databricks.add_route("GET", r"/api/2\.1/unity-catalog/models/(?P<full_name>[^/]+)/versions",

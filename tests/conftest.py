@@ -106,6 +106,16 @@ def _mlflow_outside_the_repository(tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow-default') / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (`mlflow server`, sqlite store) that fake workspaces forward tracking to."""
+    from fake_mlflow_tracking import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), free_port()).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def stack_env(tmp_path, monkeypatch) -> dict[str, str]:
     """Environment for a local stack under a temporary state folder."""

@@ -12,9 +12,15 @@ Usage::
 Routes live in a table (`FakeDatabricks.routes`); add one with `fake.add_route("GET", r"/api/2.0/x/(?P<id>[^/]+)", fn)`
 where `fn(fake, request, **groups)` returns `(status, json_body)` or raises `ApiError`.
 Grants are kept per (securable type, full name) and per principal, in the SDK's underscore spelling; privileges
-granted on a catalog or schema are inherited by what it contains, and owners and admins hold every privilege.
+granted on a catalog or schema are inherited by what it contains, grants to the `account users` group count for
+every principal, and owners and admins hold every privilege except those Databricks only ever grants explicitly.
 Provisioning routes (admins only): storage credentials, external locations, catalogs, schemas, table and model
 listings, SCIM service principals and their OAuth secrets (a new secret becomes the client's login secret).
+
+The rules and the refusals follow Databricks' documentation and the SDK's error mapping (databricks-sdk 0.162,
+`databricks/sdk/errors/`), each with its source next to it; none is taken from the pipeline's own error parsing.
+OAuth tokens end `token_ttl_s` after they are issued by the workspace's clock, which `advance(seconds)` moves on.
+Requests that match no route are answered ENDPOINT_NOT_FOUND and listed in `unserved`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,37 @@ Handler = Callable[..., "tuple[int, Any]"]
 
 _PARENT_TYPES = ("catalog", "schema")
 _CRASHED = -1
+ACCOUNT_USERS = "account users"
+# "This privilege must always be granted explicitly ... ALL PRIVILEGES does not include the EXTERNAL USE SCHEMA
+# privilege, and schema owners do not have this privilege by default."
+# (https://docs.databricks.com/aws/en/external-access/admin); GRANT: "ALL PRIVILEGES does not include the EXTERNAL
+# USE SCHEMA, EXTERNAL USE LOCATION, or MANAGE privileges" (https://docs.databricks.com/aws/en/sql/language-manual/
+# security-grant). Owners may still manage grants; nobody holds EXTERNAL USE by ownership or admin rights.
+EXPLICIT_ONLY = frozenset({"EXTERNAL_USE_SCHEMA", "EXTERNAL_USE_LOCATION"})
+NOT_IN_ALL_PRIVILEGES = EXPLICIT_ONLY | {"MANAGE"}
+# Which privileges apply to which securable, after "Unity Catalog privileges reference"
+# (https://docs.databricks.com/aws/en/data-governance/unity-catalog/manage-privileges/privileges): a catalog or schema
+# also takes the privileges of the objects it contains, which they inherit.
+_CONTAINED = ("EXECUTE", "MODIFY", "READ_VOLUME", "REFRESH", "SELECT", "WRITE_VOLUME")
+APPLICABLE: dict[str, frozenset[str]] = {
+    "metastore": frozenset({"CREATE_CATALOG", "CREATE_CLEAN_ROOM", "CREATE_CONNECTION", "CREATE_EXTERNAL_LOCATION",
+                            "CREATE_EXTERNAL_METADATA", "CREATE_PROVIDER", "CREATE_RECIPIENT", "CREATE_SHARE",
+                            "CREATE_SERVICE_CREDENTIAL", "CREATE_STORAGE_CREDENTIAL", "MANAGE_ALLOWLIST",
+                            "SET_SHARE_PERMISSION", "USE_MARKETPLACE_ASSETS", "USE_PROVIDER", "USE_RECIPIENT",
+                            "USE_SHARE"}),
+    "catalog": frozenset({"ALL_PRIVILEGES", "APPLY_TAG", "BROWSE", "CREATE_SCHEMA", "USE_CATALOG", "CREATE_FUNCTION",
+                          "CREATE_TABLE", "CREATE_MATERIALIZED_VIEW", "CREATE_MODEL", "CREATE_VOLUME",
+                          "EXTERNAL_USE_SCHEMA", "MANAGE", "USE_SCHEMA", *_CONTAINED}),
+    "schema": frozenset({"ALL_PRIVILEGES", "APPLY_TAG", "CREATE_FUNCTION", "CREATE_TABLE", "CREATE_MODEL",
+                         "CREATE_VOLUME", "CREATE_MATERIALIZED_VIEW", "MANAGE", "EXTERNAL_USE_SCHEMA", "USE_SCHEMA",
+                         *_CONTAINED}),
+    "table": frozenset({"ALL_PRIVILEGES", "APPLY_TAG", "MANAGE", "MODIFY", "SELECT"}),
+    "function": frozenset({"ALL_PRIVILEGES", "APPLY_TAG", "EXECUTE", "MANAGE"}),
+    "external_location": frozenset({"ALL_PRIVILEGES", "BROWSE", "CREATE_EXTERNAL_TABLE", "CREATE_EXTERNAL_VOLUME",
+                                    "CREATE_MANAGED_STORAGE", "EXTERNAL_USE_LOCATION", "MANAGE", "READ_FILES",
+                                    "WRITE_FILES"}),
+    "external_metadata": frozenset({"ALL_PRIVILEGES", "BROWSE", "MANAGE", "MODIFY"}),
+}
 _DISPLAY_TYPE = {
     "catalog": "Catalog",
     "schema": "Schema",
@@ -50,13 +87,44 @@ _DISPLAY_TYPE = {
 
 
 class ApiError(Exception):
-    """An error answer in the Databricks JSON shape."""
+    """An error answer in the Databricks JSON shape, with google.rpc details and response headers when given."""
 
-    def __init__(self, status: int, error_code: str, message: str):
+    def __init__(self, status: int, error_code: str | int, message: str, *,
+                 details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error_code": self.error_code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def error_info(reason: str, metadata: dict[str, str]) -> list[dict[str, Any]]:
+    """The `details` Unity Catalog attaches to a refusal: a google.rpc ErrorInfo and a RequestInfo.
+
+    Shape as Databricks answered a missing EXTERNAL USE SCHEMA (quoted in
+    https://github.com/Azure/spark-cdm-connector/issues/149) and as the SDK parses it
+    (databricks/sdk/errors/details.py).
+    """
+    return [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+         "domain": "unity-catalog.databricks.com", "metadata": metadata},
+        {"@type": "type.googleapis.com/google.rpc.RequestInfo", "request_id": str(uuid.uuid4()), "serving_data": ""},
+    ]
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A response body sent as is (file contents), with its content type."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -107,6 +175,10 @@ class FakeDatabricks:
         self.clients: dict[str, str] = {}
         self.admins: set[str] = set()
         self.tokens: dict[str, str] = {}
+        self.token_expiry: dict[str, float] = {}
+        self.clock_offset_s = 0.0
+        self.unserved: list[str] = []
+        self.model_versions: dict[str, dict[str, dict[str, Any]]] = {}
         self.tables: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.external_locations: dict[str, dict[str, Any]] = {}
@@ -177,6 +249,17 @@ class FakeDatabricks:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    # ---- clock ------------------------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The workspace's clock, in seconds since the epoch."""
+        return time.time() + self.clock_offset_s
+
+    def advance(self, seconds: float) -> None:
+        """Move the workspace's clock on, as if that much time had passed (tokens issued before may end)."""
+        with self._lock:
+            self.clock_offset_s += seconds
+
     # ---- state set-up -----------------------------------------------------------------------------------------
 
     def add_service_principal(self, client_id: str, client_secret: str, *, admin: bool = False) -> None:
@@ -227,10 +310,13 @@ class FakeDatabricks:
             self.external_locations[name] = {"name": name, "url": url.rstrip("/"), "owner": owner}
 
     def grant(self, securable_type: str, full_name: str, principal: str, *privileges: str) -> None:
-        """Grant privileges (either spelling) directly, bypassing permission checks."""
+        """Grant privileges (either spelling) directly, bypassing permission checks but not applicability."""
+        kind = _norm_type(securable_type)
+        wanted = [_norm_priv(p) for p in privileges]
+        for privilege in wanted:
+            require_applicable(kind, full_name, privilege)
         with self._lock:
-            held = self.grants.setdefault((_norm_type(securable_type), full_name), {}).setdefault(principal, set())
-            held.update(_norm_priv(p) for p in privileges)
+            self.grants.setdefault((kind, full_name), {}).setdefault(principal, set()).update(wanted)
 
     def revoke(self, securable_type: str, full_name: str, principal: str, *privileges: str) -> None:
         """Revoke privileges directly."""
@@ -277,7 +363,8 @@ class FakeDatabricks:
         out: list[dict[str, Any]] = []
         with self._lock:
             for kind, name in _lineage(securable_type, full_name):
-                for privilege in sorted(self.grants.get((kind, name), {}).get(principal, set())):
+                grants = self.grants.get((kind, name), {})
+                for privilege in sorted(grants.get(principal, set()) | grants.get(ACCOUNT_USERS, set())):
                     entry: dict[str, Any] = {"privilege": privilege}
                     if (kind, name) != (securable_type, full_name):
                         entry["inherited_from_type"] = kind.upper()
@@ -286,46 +373,83 @@ class FakeDatabricks:
         return out
 
     def holds(self, principal: str, securable_type: str, full_name: str, privilege: str) -> bool:
-        """Whether principal holds privilege on the securable (admin, owner, direct, inherited or ALL_PRIVILEGES)."""
-        securable_type = _norm_type(securable_type)
+        """Whether principal holds privilege on the securable: granted (directly, inherited or to account users),
+        else by admin rights, ownership or ALL PRIVILEGES, which never confer EXTERNAL USE SCHEMA or LOCATION."""
+        securable_type, privilege = _norm_type(securable_type), _norm_priv(privilege)
+        held = {e["privilege"] for e in self.effective(securable_type, full_name, principal)}
+        if privilege in held:
+            return True
+        if privilege in EXPLICIT_ONLY:
+            return False
         if principal in self.admins or self._owner(securable_type, full_name) == principal:
             return True
-        held = {e["privilege"] for e in self.effective(securable_type, full_name, principal)}
-        return privilege in held or "ALL_PRIVILEGES" in held
+        return "ALL_PRIVILEGES" in held and privilege not in NOT_IN_ALL_PRIVILEGES
 
-    def require(self, principal: str, securable_type: str, full_name: str, *privileges: str) -> None:
+    def require(self, principal: str | None, securable_type: str, full_name: str, *privileges: str) -> None:
         """Raise the 403 the service gives for the first privilege the principal lacks."""
         for privilege in privileges:
-            if not self.holds(principal, securable_type, full_name, privilege):
-                kind = _DISPLAY_TYPE.get(_norm_type(securable_type), securable_type)
-                raise ApiError(
-                    403,
-                    "PERMISSION_DENIED",
-                    f"User does not have {privilege.replace('_', ' ')} on {kind} '{full_name}'.",
-                )
+            if not self.holds(principal or "", securable_type, full_name, privilege):
+                raise permission_denied(securable_type, full_name, privilege)
 
-    def require_table_path(self, principal: str, full_name: str, *privileges: str) -> None:
+    def require_table_path(self, principal: str | None, full_name: str, *privileges: str) -> None:
         """USE CATALOG and USE SCHEMA on the parents, then privileges on the table itself."""
         catalog, schema, _ = _split3(full_name)
         self.require(principal, "catalog", catalog, "USE_CATALOG")
         self.require(principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA")
         self.require(principal, "table", full_name, *privileges)
 
-    def require_external_use(self, principal: str, table_full_name: str) -> None:
+    def require_external_use(self, principal: str | None, table_full_name: str) -> None:
         """Credential vending to an engine outside the workspace needs EXTERNAL USE SCHEMA on the table's schema."""
         catalog, schema, _ = _split3(table_full_name)
         self.require(principal, "schema", f"{catalog}.{schema}", "EXTERNAL_USE_SCHEMA")
+
+    def require_external_access(self) -> None:
+        """Refuse vending when the metastore's external data access is off.
+
+        The switch: "The metastore must have external_access_enabled flag set to true (default false)" (SDK
+        docstrings of generate_temporary_table_credentials and _path_credentials, databricks/sdk/service/catalog.py).
+        The answer: 403 PERMISSION_DENIED with reason EXTERNAL_ACCESS_DISABLED_ON_METASTORE and a message that begins
+        "External Data Access from non Databricks Compute environment is disabled for metastore", as quoted in
+        Health Samurai's Aidbox Databricks-destination troubleshooting docs; the message's tail is ours.
+        """
+        if not self.external_access_enabled:
+            raise ApiError(403, "PERMISSION_DENIED",
+                           "External Data Access from non Databricks Compute environment is disabled for metastore "
+                           f"'{self.metastore_id}'.",
+                           details=error_info("EXTERNAL_ACCESS_DISABLED_ON_METASTORE",
+                                              {"metastoreId": self.metastore_id}))
+
+    def overlapping(self, url: str, caller: str) -> ApiError | None:
+        """The refusal for a new table path that overlaps another table or a catalog's managed storage, if any.
+
+        Wording as Databricks gives it: "[ErrorClass=INVALID_PARAMETER_VALUE.LOCATION_OVERLAP] Input path url '...'
+        overlaps with other external tables or volumes within 'CreateTable' call. Conflicting tables/volumes: c.s.t."
+        and "... overlaps with managed storage within 'CheckPathAccess' call." (Databricks knowledge-base article
+        "INVALID_PARAMETER_VALUE.LOCATION_OVERLAP: overlaps with managed storage error", and users' reports of it)."""
+        with self._lock:
+            tables = [t["full_name"] for t in self.tables.values()
+                      if _under(url, t["storage_location"]) or _under(t["storage_location"], url)]
+            managed = [c["storage_root"] for c in self.catalogs.values() if c.get("storage_root") and (
+                _under(url, c["storage_root"]) or _under(c["storage_root"], url))]
+        if tables:
+            return ApiError(400, "INVALID_PARAMETER_VALUE",
+                            f"Input path url '{url}' overlaps with other external tables or volumes within "
+                            f"'{caller}' call. Conflicting tables/volumes: {', '.join(sorted(tables))}.",
+                            details=error_info("LOCATION_OVERLAP", {"url": url}))
+        if managed:
+            return ApiError(400, "INVALID_PARAMETER_VALUE",
+                            f"Input path url '{url}' overlaps with managed storage within '{caller}' call.",
+                            details=error_info("LOCATION_OVERLAP", {"url": url}))
+        return None
 
     def location_of(self, url: str) -> dict[str, Any] | None:
         """The external location whose URL covers url, if any."""
         return next((loc for loc in self.external_locations.values() if _under(url, loc["url"])), None)
 
     def _owner(self, securable_type: str, full_name: str) -> str | None:
-        if securable_type == "table":
-            return self.tables.get(full_name, {}).get("owner")
-        if securable_type == "function":
-            return self.models.get(full_name, {}).get("owner")
-        return None
+        store = {"table": self.tables, "function": self.models, "catalog": self.catalogs, "schema": self.schemas,
+                 "external_location": self.external_locations}.get(securable_type, {})
+        return store.get(full_name, {}).get("owner")
 
     # ---- credentials ------------------------------------------------------------------------------------------
 
@@ -355,12 +479,13 @@ class FakeDatabricks:
 
     # ---- dispatch ---------------------------------------------------------------------------------------------
 
-    def _dispatch(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> tuple[int, Any]:
+    def _dispatch(self, method: str, raw_path: str, headers: dict[str, str],
+                  raw_body: bytes) -> tuple[int, Any, dict[str, str]]:
         split = urlsplit(raw_path)
         path = unquote(split.path)
         query = parse_qs(split.query, keep_blank_values=True)
         body = _parse_body(headers.get("content-type", ""), raw_body)
-        principal = self._bearer_principal(headers.get("authorization", ""))
+        principal, expired = self._bearer_principal(headers.get("authorization", ""))
         request = RecordedRequest(method, path, query, headers, body, raw_body, principal)
         with self._lock:
             self.requests.append(request)
@@ -368,42 +493,58 @@ class FakeDatabricks:
                 crashed, self._crash = self._crash[2], None
                 threading.Thread(target=self.stop, name="fake-databricks-crash", daemon=True).start()
                 crashed.set()
-                return _CRASHED, None
+                return _CRASHED, None, {}
             for injected in self._injected:
                 if injected.times > 0 and injected.method == method and injected.pattern.fullmatch(path):
                     injected.times -= 1
-                    return injected.status, injected.body
+                    return injected.status, injected.body, {}
         allowed = False
         for route in self.routes:
             match = route.pattern.fullmatch(path)
             if match is None:
                 continue
-            if route.method != method:
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
                 allowed = True
                 continue
+            if route.authenticated and expired:
+                # An OAuth token past its end, as a workspace answered it (request log quoted in
+                # https://github.com/databricks/databricks-sdk-go/issues/1061): HTTP 403, the reason phrase in a
+                # header and a numeric error_code, which the Python SDK maps by status to PermissionDenied.
+                return 403, {"error_code": 403, "message": "JWT has expired"}, {
+                    "X-Databricks-Reason-Phrase": "JWT has expired"}
             if route.authenticated and principal is None:
                 message = "Credential was not sent or was of an unsupported type for this API."
-                return 401, {"error_code": "UNAUTHENTICATED", "message": message}
+                return 401, {"error_code": "UNAUTHENTICATED", "message": message}, {}
             try:
-                return route.handler(self, request, **match.groupdict())
+                answer = route.handler(self, request, **match.groupdict())
             except ApiError as exc:
-                return exc.status, {"error_code": exc.error_code, "message": exc.message}
+                return exc.status, exc.body(), exc.headers
+            return answer if len(answer) == 3 else (*answer, {})
         if allowed:
-            return 405, {"error_code": "BAD_REQUEST", "message": f"Method {method} is not allowed for {path}."}
-        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
+            return 405, {"error_code": "BAD_REQUEST", "message": f"Method {method} is not allowed for {path}."}, {}
+        with self._lock:
+            self.unserved.append(f"{method} {path}")
+        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}, {}
 
-    def _bearer_principal(self, authorization: str) -> str | None:
+    def _bearer_principal(self, authorization: str) -> tuple[str | None, bool]:
+        """The token's principal, and whether the token has ended by the workspace's clock."""
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer":
-            return None
+            return None, False
+        token = token.strip()
         with self._lock:
-            return self.tokens.get(token.strip())
+            principal = self.tokens.get(token)
+            ends = self.token_expiry.get(token)
+        if principal is None:
+            return None, False
+        return principal, ends is not None and self.now() >= ends
 
     # ---- default routes ---------------------------------------------------------------------------------------
 
     def _install_default_routes(self) -> None:
         uc = "/api/2.1/unity-catalog"
         for method, pattern, handler, authenticated in [
+            ("GET", r"/", _front_page, False),
             ("GET", r"/\.well-known/databricks-config", _host_metadata, False),
             ("GET", r"/oidc/\.well-known/oauth-authorization-server", _oidc_discovery, False),
             ("GET", r"/oidc/\.well-known/openid-configuration", _oidc_discovery, False),
@@ -475,24 +616,36 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, body = self.owner._dispatch(self.command, self.path, headers, raw_body)
+        status, body, extra = self.owner._dispatch(self.command, self.path, headers, raw_body)
         if status == _CRASHED:
             self.close_connection = True
             return
-        payload = b"" if body is None else json.dumps(body).encode()
+        if isinstance(body, Raw):
+            payload, content_type = body.data, body.content_type
+        else:
+            payload, content_type = (b"" if body is None else json.dumps(body).encode()), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        # Every workspace API answer names the workspace; MLflow reads it to link a model version to its run.
+        self.send_header("X-Databricks-Org-Id", self.owner.workspace_id)
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _handle
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 # ---- handlers ------------------------------------------------------------------------------------------------
+
+
+def _front_page(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    return 200, Raw(b"<html><head><title>Databricks - Sign In</title></head><body></body></html>", "text/html")
 
 
 def _host_metadata(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
@@ -535,6 +688,7 @@ def _token(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
         token = f"fake-oauth-{secrets.token_urlsafe(24)}"
         fake.tokens[token] = client_id  # type: ignore[assignment]
+        fake.token_expiry[token] = fake.now() + fake.token_ttl_s
     return 200, {
         "access_token": token,
         "token_type": "Bearer",
@@ -576,9 +730,20 @@ def _create_table(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, 
     full_name = f"{catalog}.{schema}.{body['name']}"
     fake.require(request.principal, "catalog", catalog, "USE_CATALOG")
     fake.require(request.principal, "schema", f"{catalog}.{schema}", "USE_SCHEMA", "CREATE_TABLE")
-    location = fake.location_of(body["storage_location"].rstrip("/"))
-    if location is not None:
-        fake.require(request.principal, "external_location", location["name"], "CREATE_EXTERNAL_TABLE")
+    # "To create an external delta table, the caller must have the EXTERNAL_USE_SCHEMA privilege on the parent schema
+    # and the EXTERNAL_USE_LOCATION privilege on the external location ... Standard UC permissions needed to create
+    # tables still apply: ... CREATE_EXTERNAL_TABLE on external location." (SDK docstring of TablesAPI.create,
+    # databricks/sdk/service/catalog.py)
+    fake.require(request.principal, "schema", f"{catalog}.{schema}", "EXTERNAL_USE_SCHEMA")
+    url = body["storage_location"].rstrip("/")
+    location = fake.location_of(url)
+    if location is None:
+        raise no_external_location(url)
+    fake.require(request.principal, "external_location", location["name"], "CREATE_EXTERNAL_TABLE",
+                 "EXTERNAL_USE_LOCATION")
+    overlap = fake.overlapping(url, "CreateTable")
+    if overlap is not None:
+        raise overlap
     with fake._lock:
         if full_name in fake.tables:
             raise ApiError(409, "TABLE_ALREADY_EXISTS", f"Table '{full_name}' already exists.")
@@ -600,6 +765,7 @@ def _table_credentials(fake: FakeDatabricks, request: RecordedRequest) -> tuple[
     table = next((t for t in fake.tables.values() if t["table_id"] == body.get("table_id")), None)
     if table is None:
         raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table with id '{body.get('table_id')}' does not exist.")
+    fake.require_external_access()
     needed = ("SELECT",) if operation == "READ" else ("SELECT", "MODIFY")
     fake.require_table_path(request.principal, table["full_name"], *needed)
     fake.require_external_use(request.principal, table["full_name"])
@@ -615,20 +781,24 @@ _TABLE_PATH_PRIVILEGES = {"PATH_READ": ("SELECT",), "PATH_READ_WRITE": ("SELECT"
 
 
 def _path_credentials(fake: FakeDatabricks, request: RecordedRequest) -> tuple[int, Any]:
+    """"The caller must have the EXTERNAL_USE_LOCATION privilege on the external location ... For requests on
+    existing external tables, the caller must also have the EXTERNAL_USE_SCHEMA privilege on the parent schema"
+    (SDK docstring of generate_temporary_path_credentials, databricks/sdk/service/catalog.py)."""
     body = request.body or {}
     url, operation = str(body.get("url") or "").rstrip("/"), body.get("operation")
     if not url or operation not in _PATH_PRIVILEGE:
         raise ApiError(400, "INVALID_PARAMETER_VALUE", "url and a valid operation are required.")
+    location = fake.location_of(url)
+    if location is None:
+        raise no_external_location(url)
+    fake.require_external_access()
     table = next((t for t in fake.tables.values() if _under(url, t["storage_location"])), None)
     if table is not None and operation in _TABLE_PATH_PRIVILEGES:
         fake.require_table_path(request.principal, table["full_name"], *_TABLE_PATH_PRIVILEGES[operation])
         fake.require_external_use(request.principal, table["full_name"])
     else:
-        location = fake.location_of(url)
-        if location is None:
-            raise ApiError(404, "EXTERNAL_LOCATION_DOES_NOT_EXIST", f"No external location covers '{url}'.")
-        fake.require(request.principal, "external_location", location["name"], _PATH_PRIVILEGE[operation],
-                     "EXTERNAL_USE_LOCATION")
+        fake.require(request.principal, "external_location", location["name"], _PATH_PRIVILEGE[operation])
+    fake.require(request.principal, "external_location", location["name"], "EXTERNAL_USE_LOCATION")
     if body.get("dry_run"):
         return 200, {}
     return 200, fake._credential_response(url, operation, request.principal or "")
@@ -669,6 +839,9 @@ def _update_permissions(
         for change in changes:
             if not change.get("principal"):
                 raise ApiError(400, "INVALID_PARAMETER_VALUE", "Each change needs a principal.")
+            for privilege in change.get("add") or ():
+                require_applicable(securable_type, full_name, _norm_priv(privilege))
+        for change in changes:
             fake.grant(securable_type, full_name, change["principal"], *(change.get("add") or ()))
             fake.revoke(securable_type, full_name, change["principal"], *(change.get("remove") or ()))
         if (request.body or {}).get("omit_permissions_in_response"):
@@ -1046,6 +1219,46 @@ def _create_sp_secret(fake: FakeDatabricks, request: RecordedRequest, sp_id: str
 def _list_sp_secrets(fake: FakeDatabricks, request: RecordedRequest, sp_id: str) -> tuple[int, Any]:
     _get_service_principal(fake, request, sp_id)
     return 200, {"secrets": list(fake.sp_secrets.get(sp_id, []))}
+
+
+# ---- refusals ------------------------------------------------------------------------------------------------
+
+
+def permission_denied(securable_type: str, full_name: str, privilege: str) -> ApiError:
+    """403 for a missing privilege, as Unity Catalog answered a missing EXTERNAL USE SCHEMA (quoted in
+    https://github.com/Azure/spark-cdm-connector/issues/149):
+    {"error_code":"PERMISSION_DENIED","message":"User does not have EXTERNAL USE SCHEMA on Schema 'icebase.telemetry'.",
+     "details":[{ErrorInfo reason PERMISSION_DENIED, metadata principalName, msg, resourceType, resourceName}, ...]}"""
+    kind = _DISPLAY_TYPE.get(_norm_type(securable_type), securable_type)
+    spelled = _norm_priv(privilege).replace("_", " ")
+    return ApiError(403, "PERMISSION_DENIED", f"User does not have {spelled} on {kind} '{full_name}'.",
+                    details=error_info("PERMISSION_DENIED", {"principalName": "User", "msg": spelled,
+                                                             "resourceType": kind, "resourceName": full_name}))
+
+
+def no_external_location(url: str) -> ApiError:
+    """404 for a path that no external location covers. No verbatim Databricks text for this case was found: the code
+    follows the <OBJECT>_DOES_NOT_EXIST codes Databricks lists (e.g. "TABLE_DOES_NOT_EXIST: Table '<name>' does not
+    exist", https://docs.databricks.com/aws/en/delta-sharing/audit-logs), the SDK maps 404 to NotFound, and the
+    message is ours."""
+    return ApiError(404, "EXTERNAL_LOCATION_DOES_NOT_EXIST", f"No external location covers '{url}'.")
+
+
+def require_applicable(securable_type: str, full_name: str, privilege: str) -> None:
+    """400 for a privilege that does not apply to the securable type.
+
+    Message as Databricks words it: "Privilege USE CONNECTION is not applicable to this entity
+    [sqlserver_finance:CONNECTION/CONNECTION_SQLSERVER]. If this seems unexpected, please check the privilege version
+    of the metastore in use [1.0]." (https://github.com/databricks/terraform-provider-databricks/issues/5398) and
+    "Privilege UPDATE is not applicable to this entity [CATALOG/CATALOG_STANDARD]"; the error code is not quoted there:
+    INVALID_PARAMETER_VALUE is our choice (the SDK maps it to InvalidParameterValue, a BadRequest)."""
+    kind = _norm_type(securable_type)
+    if privilege not in APPLICABLE.get(kind, frozenset()):
+        entity = kind.upper()
+        raise ApiError(400, "INVALID_PARAMETER_VALUE",
+                       f"Privilege {privilege.replace('_', ' ')} is not applicable to this entity "
+                       f"[{full_name}:{entity}/{entity}_STANDARD]. If this seems unexpected, please check the "
+                       "privilege version of the metastore in use [1.0].")
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------

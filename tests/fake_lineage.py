@@ -1,11 +1,19 @@
-"""In-memory External Metadata and External Lineage endpoints for the fake workspace, with their authorization."""
+"""In-memory External Metadata and External Lineage endpoints for the fake workspace, with their authorization.
+
+Rules from the SDK's docstrings of ExternalMetadataAPI and ExternalLineageAPI (databricks-sdk 0.162,
+databricks/sdk/service/catalog.py): creating external metadata takes CREATE_EXTERNAL_METADATA on the metastore and
+"Grants BROWSE to all account users upon creation by default"; reading it takes ownership, metastore admin or BROWSE;
+updating takes ownership, metastore admin or MODIFY; a relationship links "a Databricks or external metadata object and
+another external metadata object", so one side must be external metadata, and a table or model version on the other
+side must exist.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from fake_databricks import ApiError, FakeDatabricks, RecordedRequest
+from fake_databricks import ACCOUNT_USERS, ApiError, FakeDatabricks, RecordedRequest
 
 LT = "/api/2.0/lineage-tracking"
 
@@ -36,11 +44,13 @@ class FakeLineageService:
             raise ApiError(409, "RESOURCE_ALREADY_EXISTS", f"External metadata '{body['name']}' already exists.")
         record = {**body, "id": str(uuid.uuid4()), "owner": request.principal, "metastore_id": fake.metastore_id}
         self.metadata[body["name"]] = record
+        fake.grant("external_metadata", body["name"], ACCOUNT_USERS, "BROWSE")
         return 200, record
 
     def get_metadata(self, fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
         if name not in self.metadata:
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"External metadata '{name}' does not exist.")
+        self._require(fake, request.principal or "", name, "BROWSE")
         return 200, self.metadata[name]
 
     def update_metadata(self, fake: FakeDatabricks, request: RecordedRequest, name: str) -> tuple[int, Any]:
@@ -53,15 +63,36 @@ class FakeLineageService:
                 self.metadata[name][field] = (request.body or {}).get(field)
         return 200, self.metadata[name]
 
+    def _require(self, fake: FakeDatabricks, principal: str, name: str, privilege: str) -> None:
+        """Ownership, metastore admin or the privilege on the external metadata object."""
+        if self.metadata.get(name, {}).get("owner") != principal:
+            fake.require(principal, "external_metadata", name, privilege)
+
     def _require_modify(self, fake: FakeDatabricks, principal: str, name: str) -> None:
         """Changing an external metadata object or its relationships takes its ownership or MODIFY on it."""
-        if self.metadata.get(name, {}).get("owner") != principal:
-            fake.require(principal, "external_metadata", name, "MODIFY")
+        self._require(fake, principal, name, "MODIFY")
 
     def _require_modify_sides(self, fake: FakeDatabricks, principal: str, *sides: Any) -> None:
         for side in sides:
             if isinstance(side, dict) and "external_metadata" in side:
                 self._require_modify(fake, principal, side["external_metadata"]["name"])
+
+    @staticmethod
+    def _require_exists(fake: FakeDatabricks, side: dict[str, Any]) -> None:
+        """A table or model version side must name one that exists.
+
+        Codes: TABLE_DOES_NOT_EXIST "Table '<name>' does not exist" as Databricks lists it
+        (https://docs.databricks.com/aws/en/delta-sharing/audit-logs); RESOURCE_DOES_NOT_EXIST for the model version,
+        the SDK's ResourceDoesNotExist (databricks/sdk/errors/platform.py); the model version message is ours."""
+        if "table" in side:
+            name = side["table"].get("name", "")
+            if name not in fake.tables:
+                raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{name}' does not exist.")
+        if "model_version" in side:
+            name, version = side["model_version"].get("name", ""), str(side["model_version"].get("version", ""))
+            if version not in fake.model_versions.get(name, {}):
+                raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Model version '{name}' version {version} does not "
+                                                               "exist.")
 
     def _index(self, source: Any, target: Any) -> int | None:
         return next(
@@ -76,6 +107,7 @@ class FakeLineageService:
         for side in (source, target):
             if "external_metadata" in side and side["external_metadata"]["name"] not in self.metadata:
                 raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", "External metadata does not exist.")
+            self._require_exists(fake, side)
         self._require_modify_sides(fake, request.principal or "", source, target)
         if self._index(source, target) is not None:
             raise ApiError(409, "RESOURCE_ALREADY_EXISTS", "External lineage relationship already exists.")

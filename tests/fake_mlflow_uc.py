@@ -12,6 +12,11 @@ and ownership are the fake's own: creating a model needs USE CATALOG, USE SCHEMA
 uploading, finalizing or tagging a version needs ownership of the model; reading needs ownership or EXECUTE.
 Write credentials are vended only for a version still PENDING_REGISTRATION, scoped to its storage location; with
 a moto URL they come from moto's STS and finalize checks that the model's MLmodel file was uploaded there.
+
+`is-databricks-sdk-models-artifact-repository-enabled` answers `sdk_models_repo`: False makes MLflow upload a
+version's files with those credentials straight to S3; True makes it use the Files API under
+`/Models/<catalog>/<schema>/<model>/<version>` (`mlflow/store/artifact/databricks_sdk_models_artifact_repo.py`),
+which a FilesApi serves through `model_files`: the same storage location, ownership and status rules.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class FakeMlflowUc:
     versions: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     model_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    sdk_models_repo: bool = False
 
     def storage_location(self, full_name: str, version: str | None = None) -> str:
         base = f"{self.storage_root.rstrip('/')}/{full_name}"
@@ -70,6 +76,20 @@ class FakeMlflowUc:
         return {"aws_temp_credentials": creds, "expiration_time": _now_ms() + self.fake.credential_ttl_s * 1000,
                 "storage_mode": "CUSTOMER_HOSTED"}
 
+    def model_files(self, principal: str, rest: str, write: bool) -> str:
+        """S3 URL of a path under /Models/<catalog>/<schema>/<model>/<version>: the owner writes a version still
+        PENDING_REGISTRATION, the owner or a holder of EXECUTE reads."""
+        parts = rest.split("/", 4)
+        if len(parts) < 4:
+            raise ApiError(404, "NOT_FOUND", f"/Models/{rest} is not a model version path.")
+        full_name, version = ".".join(parts[:3]), parts[3]
+        _model(self, principal, full_name, "owner" if write else "read")
+        found = _version(self, full_name, version)
+        if write and found["status"] != "PENDING_REGISTRATION":
+            raise ApiError(400, "INVALID_STATE",
+                           f"Model version {full_name}/{version} is {found['status']}; its files are read-only.")
+        return f"{found['storage_location'].rstrip('/')}/{parts[4] if len(parts) > 4 else ''}".rstrip("/")
+
     def uploaded(self, location: str) -> list[str]:
         """Object keys under a storage location in moto's S3."""
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
@@ -82,8 +102,9 @@ def install(
     fake: FakeDatabricks, *, storage_root: str = "s3://governed-lake/ml/models", moto_url: str | None = None,
     region: str = "us-east-1",
 ) -> FakeMlflowUc:
-    """Serve the MLflow Unity Catalog registry routes from fake; returns the registry's state."""
-    registry = FakeMlflowUc(fake, storage_root, moto_url, region)
+    """Serve the MLflow Unity Catalog registry routes from fake; returns the registry's state, whose model versions
+    are the workspace's (`fake.model_versions`). Mount `model_files` on a FilesApi before setting sdk_models_repo."""
+    registry = FakeMlflowUc(fake, storage_root, moto_url, region, versions=fake.model_versions)
 
     def bind(handler: Any) -> Any:
         return lambda f, request, **groups: handler(registry, request, **groups)
@@ -94,7 +115,7 @@ def install(
         ("GET", "registered-models/search", _search_models),
         ("PATCH", "registered-models/update", _update_model),
         ("POST", "registered-models/set-tag", _set_model_tag),
-        ("GET", "registered-models:is-databricks-sdk-models-artifact-repository-enabled", _sdk_repo_disabled),
+        ("GET", "registered-models:is-databricks-sdk-models-artifact-repository-enabled", _sdk_repo_enabled),
         ("POST", "model-versions/create", _create_version),
         ("GET", "model-versions/get", _get_version),
         ("GET", "model-versions/search", _search_versions),
@@ -237,8 +258,8 @@ def _set_model_tag(reg: FakeMlflowUc, request: RecordedRequest) -> tuple[int, An
     return 200, {}
 
 
-def _sdk_repo_disabled(reg: FakeMlflowUc, request: RecordedRequest) -> tuple[int, Any]:
-    return 200, {"is_databricks_sdk_models_artifact_repository_enabled": False}
+def _sdk_repo_enabled(reg: FakeMlflowUc, request: RecordedRequest) -> tuple[int, Any]:
+    return 200, {"is_databricks_sdk_models_artifact_repository_enabled": reg.sdk_models_repo}
 
 
 # ---- model versions --------------------------------------------------------------------------------------------

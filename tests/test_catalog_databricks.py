@@ -45,6 +45,10 @@ def fake() -> Iterator[FakeDatabricks]:
             server.grant("catalog", "main", f"app-{role}", "USE CATALOG")
         server.add_table(RAW, RAW_LOCATION, COLUMNS)
         server.add_table(CURATED, CURATED_LOCATION, COLUMNS)
+        server.add_external_location("lake_raw", "s3://lake/raw")
+        server.add_external_location("lake_curated", "s3://lake/curated")
+        server.grant("external_location", "lake_curated", "app-preprocess", "CREATE_EXTERNAL_TABLE",
+                     "EXTERNAL_USE_LOCATION")
         server.grant("schema", "main.raw", "app-ingest", "USE_SCHEMA", "SELECT", "MODIFY", "CREATE_TABLE",
                      "EXTERNAL_USE_SCHEMA")
         server.grant("schema", "main.raw", "app-preprocess", "USE_SCHEMA", "SELECT", "EXTERNAL_USE_SCHEMA")
@@ -137,7 +141,8 @@ def test_train_is_refused_read_on_the_raw_table(fake: FakeDatabricks) -> None:
         client(fake, "train").temporary_table_credentials(RAW, "READ")
 
     message = str(refused.value)
-    assert "'train'" in message and f"needed for table {RAW}" in message and "USE SCHEMA" in message
+    assert "'train'" in message and f"needed for vending READ credentials for table {RAW}" in message
+    assert "`GRANT USE SCHEMA ON SCHEMA main.raw TO `app-train``" in message
     assert refused.value.principal == "train"
     assert refused.value.privileges == ("USE SCHEMA",)
     assert refused.value.securable == "schema main.raw"
@@ -145,7 +150,8 @@ def test_train_is_refused_read_on_the_raw_table(fake: FakeDatabricks) -> None:
 
 
 def test_refusal_at_credential_vending_names_the_missing_privilege(fake: FakeDatabricks) -> None:
-    fake.grant("schema", "main.raw", "app-train", "USE_SCHEMA", "BROWSE")
+    fake.grant("schema", "main.raw", "app-train", "USE_SCHEMA")
+    fake.grant("catalog", "main", "app-train", "BROWSE")
     with pytest.raises(CatalogPermissionError) as refused:
         client(fake, "train").temporary_table_credentials(RAW, "READ")
 
@@ -219,10 +225,12 @@ def test_metastore_privileges_outside_the_sdk_enum_are_read_and_granted(fake: Fa
 
 
 def test_effective_privileges_expand_all_privileges_and_skip_unknown_ones(fake: FakeDatabricks) -> None:
-    fake.grant("schema", "main.models", "app-registrar", "ALL_PRIVILEGES", "BROWSE")
+    fake.grant("schema", "main.models", "app-registrar", "ALL_PRIVILEGES")
+    fake.grant("catalog", "main", "app-registrar", "BROWSE")
     held = client(fake, "registrar").effective_privileges("registered_model", "main.models.edgar_ft", "app-registrar")
 
-    assert held == set(Privilege)
+    # ALL PRIVILEGES never includes EXTERNAL USE SCHEMA or EXTERNAL USE LOCATION (Databricks' GRANT reference).
+    assert held == set(Privilege) - {Privilege.EXTERNAL_USE_SCHEMA, Privilege.EXTERNAL_USE_LOCATION}
     (call,) = fake.calls(f"{UC}/effective-permissions/")
     assert call.path == f"{UC}/effective-permissions/function/main.models.edgar_ft"
 

@@ -31,6 +31,8 @@ from fake_lineage import LT, FakeLineageService
 from test_lineage import CURATED, EMR, MODEL, RAW, SAGEMAKER, SECRET_VALUES, TRAIN_JOB, standard_nodes
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+PART_TABLES = [f"main.raw.part_{i}" for i in range(3)]
+MERGED = "main.curated.merged"
 EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
 NEW_TRAINING_RUN = JobRun("SageMakerTrainingJob", TRAIN_JOB, {"config_hash": "sha256:new"})
 
@@ -204,6 +206,9 @@ def workspace() -> Iterator[tuple[FakeDatabricks, FakeLineageService, WorkspaceC
     with FakeDatabricks() as fake:
         fake.add_service_principal("app-registrar", "registrar-secret-1f2e")
         fake.grant("metastore", fake.metastore_id, "app-registrar", "CREATE_EXTERNAL_METADATA")
+        for table in (RAW, CURATED, *PART_TABLES, MERGED):  # relationships may only name registered objects
+            fake.add_table(table, f"s3://lake/{table.replace('.', '/')}")
+        fake.model_versions[MODEL] = {"1": {"version": "1"}}
         service = FakeLineageService()
         service.install(fake)
         config = Config(
@@ -294,10 +299,10 @@ def test_databricks_sink_treats_already_exists_as_update(workspace) -> None:
 def test_databricks_sink_follows_list_pages_to_find_existing_relationships(workspace) -> None:
     fake, service, client = workspace
     service.page_size = 1
-    tables = [f"main.raw.part_{i}" for i in range(3)]
+    tables = PART_TABLES
     nodes = [AssetNode(f"part_{i}", (), CatalogObject("table", t, i)) for i, t in enumerate(tables)]
     nodes.append(
-        AssetNode("merged", tuple(n.key for n in nodes), CatalogObject("table", "main.curated.merged", 1),
+        AssetNode("merged", tuple(n.key for n in nodes), CatalogObject("table", MERGED, 1),
                   JobRun("LocalSparkJobRun", "merge-1"), {t: i for i, t in enumerate(tables)})
     )
     sink = DatabricksLineageSink(client)
@@ -312,7 +317,8 @@ def test_databricks_sink_follows_list_pages_to_find_existing_relationships(works
 
 def test_databricks_sink_refuses_a_name_taken_by_another_entity_type(workspace) -> None:
     fake, service, client = workspace
-    service.metadata[EMR] = {"name": EMR, "system_type": "OTHER", "entity_type": "SomethingElse"}
+    service.metadata[EMR] = {"name": EMR, "system_type": "OTHER", "entity_type": "SomethingElse",
+                             "owner": "app-registrar"}
 
     with pytest.raises(LineageSinkError, match="SomethingElse"):
         DatabricksLineageSink(client).push(derive_lineage(standard_nodes()))

@@ -65,6 +65,8 @@ def adapter(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def world(monkeypatch):
     world, server, registry, service = start_registry_world(monkeypatch, free_port())
+    for table in (RAW, CURATED):  # the stub assets report these tables; lineage may only name registered ones
+        world.databricks.add_table(table, f"s3://{BUCKET}/{table.split('.', 1)[1].replace('.', '/tables/')}")
     yield world, registry, service
     world.databricks.stop()
     server.stop()

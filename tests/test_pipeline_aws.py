@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 
 import aws_fixtures
 from aws_fixtures import ACCOUNT, CATALOG, CODE_BUCKET, DATA_BUCKET, REGION, STACK, _cli, enforced_registry_world
@@ -41,9 +42,11 @@ EMR_ROLE, SAGEMAKER_ROLE = f"{STACK}-emr-runtime", f"{STACK}-sagemaker-execution
 
 
 @pytest.fixture
-def world(monkeypatch):
-    """The enforcing world with the MLflow Unity Catalog registry and lineage APIs; IAM on throughout."""
-    with enforced_registry_world(monkeypatch) as (aws, registry, lineage_service):
+def world(monkeypatch, mlflow_server):
+    """The enforcing world with the MLflow Unity Catalog registry, MLflow tracking and lineage APIs; IAM on
+    throughout. MLflow moves the model version's files through the Files API (the SDK models repository)."""
+    with enforced_registry_world(monkeypatch, tracking_url=mlflow_server.url, sdk_models_repo=True) as (
+            aws, registry, lineage_service):
         yield aws, registry, lineage_service
 
 
@@ -86,6 +89,37 @@ def assert_no_secret_leaked(aws, instance, folders, registry, lineage_service) -
     assert len(planted) > 2 * len(Principal) and len(haystacks) > 50
     assert sum(bool(c.get("session_token")) for c in aws.databricks.vended) >= 8
     assert not leaks, leaks[:10]
+
+
+def assert_registered_through_databricks_tracking(aws, registry, model, full_name: str, version: str) -> None:
+    """The registration run went through the workspace's MLflow routes (tracking URI `databricks`, experiment
+    /Shared/governed-ft) into the real server; the version's files through the Files API; its run link opens the
+    run; no route the workspace does not serve was asked for."""
+    fake = aws.databricks
+    assert fake.unserved == []
+    found = registry.versions[full_name][version]
+    run_id, experiment = found["run_id"], found["source"].split("/mlflow-tracking/")[1].split("/")[0]
+    assert found["run_tracking_server_id"] == fake.workspace_id
+    link = model["mlflow_run"].value
+    assert link == f"{fake.url}/ml/experiments/{experiment}/runs/{run_id}"
+    page = requests.get(link, timeout=10)
+    assert page.status_code == 200 and run_id in page.text and "lora_r" in page.text
+    assert requests.get(f"{fake.url}/ml/experiments/{experiment}/runs/{'0' * 32}", timeout=10).status_code == 404
+    registrar = aws.application_ids[Principal.REGISTRAR.value]
+    tracked = [r for r in fake.calls("/api/2.0/mlflow/") if "/unity-catalog/" not in r.path]
+    assert tracked and {r.principal for r in tracked} == {registrar}
+    assert any(r.path == "/api/2.0/mlflow/experiments/get-by-name"
+               and r.query["experiment_name"] == ["/Shared/governed-ft"] for r in tracked)
+    by_name = requests.get(f"{fake.url}/api/2.0/mlflow/experiments/get-by-name",
+                           params={"experiment_name": "/Shared/governed-ft"}, timeout=10)
+    assert by_name.status_code == 401  # the workspace's tracking routes answer only a signed-in principal
+    downloads = [r.method for r in fake.calls("/api/2.0/fs/files/") if r.method == "GET"]
+    assert downloads == [] and fake.calls("/presigned/")  # the logged model came down by presigned URLs only
+    uploads = [r.path for r in fake.calls("/api/2.0/fs/files/Models/") if r.method == "PUT"]
+    model_files = f"/api/2.0/fs/files/Models/{full_name.replace('.', '/')}/{version}/"
+    assert f"{model_files}MLmodel" in uploads and all(p.startswith(model_files) for p in uploads)
+    assert not fake.calls("/api/2.0/mlflow/unity-catalog/model-versions/generate-temporary-credentials")
+    assert {f"ml/models/{full_name}/{version}/MLmodel"} <= set(registry.uploaded(found["storage_location"]))
 
 
 def table_files(aws, location: str) -> dict[str, str]:
@@ -155,9 +189,7 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_stor
     resources = {
         "catalog": aws.catalog_resource(), "edgar": edgar, **production_jobs(aws, monkeypatch, tiny_base),
         "registry": DatabricksRegistryResource(host=aws.databricks.url, region="us-east-1",
-                                               secret_id=f"{STACK}/registrar",
-                                               aws_endpoint_url=aws.moto_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                               artifact_location=(tmp_path / "mlartifacts").as_uri()),
+                                               secret_id=f"{STACK}/registrar", aws_endpoint_url=aws.moto_url),
         "lineage": DatabricksLineageResource(host=aws.databricks.url, region="us-east-1", secret_id=f"{STACK}/registrar",
                                              aws_endpoint_url=aws.moto_url),
     }
@@ -191,6 +223,7 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_stor
         assert chain["raw_table"]["full_name"] == f"{CATALOG}.{RAW_TABLE}"
         assert int(chain["raw_table"]["version_read"]) == curated["source_version"].value
         assert chain["training_run"] and chain["preprocessing_run"]
+        assert_registered_through_databricks_tracking(aws, registry, model, full_name, version)
         versions_before = {name: sorted(v) for name, v in registry.versions.items()}
         lineage_before = (len(lineage_service.metadata), len(lineage_service.relationships))
         aws.databricks.clear_requests()

@@ -35,6 +35,7 @@ from governed_ft_dagster.registry import (
 )
 
 MODEL = f"{CATALOG}.{MODEL_NAME}"
+EXPERIMENT = "/Shared/governed-ft"
 STORAGE_ROOT = f"s3://{BUCKET}/ml/models"
 PLANTED = "dose-planted-hyperparameter-secret-77aa"
 HYPERPARAMETERS = {"lora_r": 4, "learning_rate": 2e-4, "epochs": 1, "max_tokens": 1024, "hf_token": PLANTED}
@@ -52,8 +53,10 @@ def adapter(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def world(monkeypatch):
-    world, server, registry, _ = start_registry_world(monkeypatch, free_port())
+def world(monkeypatch, mlflow_server):
+    """The fake workspace with the MLflow registry (MLflow uploads version files with temporary credentials) and
+    MLflow tracking forwarded to the session's MLflow server."""
+    world, server, registry, _ = start_registry_world(monkeypatch, free_port(), tracking_url=mlflow_server.url)
     yield world, registry
     world.databricks.stop()
     server.stop()
@@ -73,18 +76,43 @@ def register(world, adapter, tmp_path, principal: Principal = Principal.REGISTRA
     }
     with registry_env_for_databricks(world.databricks.url, application_id(principal), secret_value(principal)):
         return register_adapter(
-            registry_uri="databricks-uc", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / 'mlartifacts').as_uri(),
-            model_full_name=MODEL, adapter_dir=adapter_dir, base_model_ref=str(base),
-            description="LoRA adapter for SEC risk-factor instructions", tags=tags, experiment="governed-ft",
-            env=None, hyperparameters=HYPERPARAMETERS,
+            registry_uri="databricks-uc", tracking_uri="databricks", model_full_name=MODEL, adapter_dir=adapter_dir,
+            base_model_ref=str(base), description="LoRA adapter for SEC risk-factor instructions", tags=tags,
+            experiment=EXPERIMENT, env=None, hyperparameters=HYPERPARAMETERS,
         )
+
+
+def assert_tracked_through_the_workspace(fake, registered, server) -> None:
+    """The registration run went through the workspace's MLflow routes, as the registrar, into the real server; the
+    logged model's files through the Files API into the workspace's root bucket; nothing asked of a route not served."""
+    assert fake.unserved == []
+    model_id = registered.source.split("/logged_models/")[1].split("/")[0]
+    calls = {f"{r.method} {r.path.replace(model_id, '<model>')}" for r in fake.calls("/api/2.0/mlflow/")
+             if "/unity-catalog/" not in r.path}
+    assert {"GET /api/2.0/mlflow/experiments/get-by-name", "POST /api/2.0/mlflow/runs/create",
+            "POST /api/2.0/mlflow/runs/log-batch", "POST /api/2.0/mlflow/logged-models",
+            "PATCH /api/2.0/mlflow/logged-models/<model>", "POST /api/2.0/mlflow/runs/update",
+            "GET /api/2.0/mlflow/runs/get"} <= calls
+    assert {r.principal for r in fake.calls("/api/2.0/mlflow/")} == {application_id(Principal.REGISTRAR)}
+    assert {r.principal for r in fake.calls("/api/2.0/fs/")} == {application_id(Principal.REGISTRAR)}
+    experiment = registered.experiment_id
+    assert registered.source == f"dbfs:/databricks/mlflow-tracking/{experiment}/logged_models/{model_id}/artifacts"
+    uploads = [r.path for r in fake.calls("/api/2.0/fs/files/") if r.method == "PUT"]
+    root = f"/api/2.0/fs/files/WorkspaceInternal/Mlflow/Artifacts/{experiment}/LoggedModels/{model_id}/artifacts"
+    assert f"{root}/MLmodel" in uploads and all(p.startswith(root) for p in uploads)
+    assert not [r for r in fake.calls("/api/2.0/fs/files/") if r.method == "GET"]  # downloads: presigned URLs only
+    assert {r.path.split("/")[-1] for r in fake.calls("/presigned/")} >= {"MLmodel", "python_model.pkl"}
+    stored = mlflow.MlflowClient(tracking_uri=server.url).get_run(registered.run_id)
+    assert stored.info.experiment_id == experiment and stored.info.status == "FINISHED"
+    assert stored.info.artifact_uri == f"dbfs:/databricks/mlflow-tracking/{experiment}/{registered.run_id}/artifacts"
+    assert fake.model_versions[registered.name][registered.version]["run_tracking_server_id"] == fake.workspace_id
 
 
 def uc_calls(fake) -> list[str]:
     return [f"{r.method} {r.path.removeprefix(PREFIX)}" for r in fake.calls(PREFIX)]
 
 
-def test_registers_a_version_with_lineage_tags_then_finds_it_again(world, adapter, tmp_path):
+def test_registers_a_version_with_lineage_tags_then_finds_it_again(world, adapter, tmp_path, mlflow_server):
     world, registry = world
     fake = world.databricks
     first = register(world, adapter, tmp_path)
@@ -113,6 +141,7 @@ def test_registers_a_version_with_lineage_tags_then_finds_it_again(world, adapte
     assert creds.body == {"name": MODEL, "version": "1", "operation": "MODEL_VERSION_OPERATION_READ_WRITE"}
     assert finalize.body == {"name": MODEL, "version": "1"}
     assert {r.principal for r in fake.calls(PREFIX)} == {application_id(Principal.REGISTRAR)}
+    assert_tracked_through_the_workspace(fake, first, mlflow_server)
 
     version = registry.versions[MODEL]["1"]
     assert version["status"] == "READY" and version["storage_location"] == f"{STORAGE_ROOT}/{MODEL}/1"
@@ -139,13 +168,13 @@ def test_registers_a_version_with_lineage_tags_then_finds_it_again(world, adapte
     for request in first_round + fake.requests:
         if request.path == "/oidc/v1/token":
             continue
-        assert secret not in request.raw_body.decode() and PLANTED not in request.raw_body.decode()
+        assert secret not in request.raw_body.decode("latin-1") and PLANTED not in request.raw_body.decode("latin-1")
         assert all(secret not in v and PLANTED not in v for v in request.headers.values())
     for key in keys:
         if not key.endswith((".safetensors", ".pkl")):
             text = world.boto("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read().decode(errors="replace")
             assert secret not in text and PLANTED not in text, key
-    run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first.run_id)
+    run = mlflow.MlflowClient(tracking_uri=mlflow_server.url).get_run(first.run_id)  # the server itself
     recorded = json.dumps({"params": run.data.params, "tags": run.data.tags})
     assert secret not in recorded and PLANTED not in recorded and "hf_token" not in run.data.params
     assert run.data.params["lora_r"] == "4" and run.data.tags[TAG_ARTIFACT_SHA256] == first.artifact_sha256
@@ -153,7 +182,7 @@ def test_registers_a_version_with_lineage_tags_then_finds_it_again(world, adapte
 
     fake.clear_requests()
     with registry_env_for_databricks(fake.url, application_id(Principal.REGISTRAR), secret), \
-            scoped_env({"MLFLOW_REGISTRY_URI": "databricks-uc", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}):
+            scoped_env({"MLFLOW_REGISTRY_URI": "databricks-uc", "MLFLOW_TRACKING_URI": "databricks"}):
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1", dst_path=str(tmp_path))
     assert uc_calls(fake) == [
         "GET /registered-models:is-databricks-sdk-models-artifact-repository-enabled",
@@ -177,7 +206,7 @@ def test_a_principal_without_create_model_is_refused(world, adapter, tmp_path):
     assert MODEL not in world.databricks.models and registry.versions == {}
 
 
-def test_only_the_owner_creates_versions(world, adapter, tmp_path):
+def test_only_the_owner_creates_versions(world, adapter, tmp_path, mlflow_server):
     world, registry = world
     register(world, adapter, tmp_path)
     other = Principal.INGEST
@@ -188,10 +217,10 @@ def test_only_the_owner_creates_versions(world, adapter, tmp_path):
         register(world, (adapter[0], retrained), tmp_path, other)
     assert application_id(other) in str(refused.value) and MODEL in str(refused.value) and "owner" in str(refused.value)
     assert list(registry.versions[MODEL]) == ["1"]
-    tracking = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = tracking.search_runs([tracking.get_experiment_by_name("governed-ft").experiment_id],
-                                filter_string="attributes.status = 'FAILED'")
-    assert [r.data.tags[TAG_ARTIFACT_SHA256] for r in runs] == [artifact_sha256(retrained)]
+    tracking = mlflow.MlflowClient(tracking_uri=mlflow_server.url)
+    runs = tracking.search_runs([tracking.get_experiment_by_name(EXPERIMENT).experiment_id],
+                                filter_string=f"tags.`{TAG_ARTIFACT_SHA256}` = '{artifact_sha256(retrained)}'")
+    assert [r.info.status for r in runs] == ["FAILED"]
 
 
 def test_a_wrong_client_secret_is_a_clear_sign_in_error(world, adapter, tmp_path):

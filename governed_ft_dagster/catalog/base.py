@@ -41,6 +41,12 @@ class Privilege(str, Enum):
     def sdk_name(self) -> str:
         return self.value.replace(" ", "_")
 
+    @property
+    def explicit_only(self) -> bool:
+        """Databricks confers it only by an explicit grant: never through ownership or ALL PRIVILEGES
+        (https://docs.databricks.com/aws/en/external-access/admin)."""
+        return self.value in _EXPLICIT_ONLY
+
     @classmethod
     def parse(cls, text: str) -> "Privilege":
         return cls(text.strip().upper().replace("_", " "))
@@ -137,19 +143,41 @@ class CatalogUnavailableError(CatalogError):
     """The catalog could not be reached."""
 
 
+# How GRANT names each kind of securable (registered models are granted as functions).
+_SQL_SECURABLE = {"catalog": "CATALOG", "schema": "SCHEMA", "table": "TABLE", "registered_model": "FUNCTION",
+                  "function": "FUNCTION", "external_location": "EXTERNAL LOCATION", "metastore": "METASTORE",
+                  "external_metadata": "EXTERNAL METADATA", "model": "FUNCTION"}
+
+
+_EXPLICIT_ONLY = (Privilege.EXTERNAL_USE_SCHEMA.value, Privilege.EXTERNAL_USE_LOCATION.value)
+
+
+def grant_statement(privileges: str, securable: str, grantee: str) -> str:
+    """The GRANT statement for privileges on a securable named `<type> <name>`, e.g. `schema main.raw`."""
+    kind, _, name = securable.partition(" ")
+    keyword = _SQL_SECURABLE.get(kind.lower().replace(" ", "_"))
+    if keyword is None:
+        return f"GRANT {privileges} ON {securable} TO `{grantee}`"
+    target = keyword if keyword == "METASTORE" else f"{keyword} {name}"
+    return f"GRANT {privileges} ON {target} TO `{grantee}`"
+
+
 class CatalogPermissionError(CatalogError):
     """The catalog refused a principal for lack of a privilege on a securable."""
 
     def __init__(self, principal: str, securable: str, privilege: str | Sequence[str], detail: str = "",
-                 needed_for: str = ""):
+                 needed_for: str = "", grantee: str = ""):
         self.principal = principal
         self.securable = securable
         self.privileges = (privilege,) if isinstance(privilege, str) else tuple(privilege)
         missing = ", ".join(self.privileges)
         purpose = f" (needed for {needed_for})" if needed_for and needed_for != securable else ""
+        explicit = [p for p in self.privileges if p.replace("_", " ") in _EXPLICIT_ONLY]
+        note = f" explicitly (ownership and ALL PRIVILEGES never include {' or '.join(explicit)})" if explicit else ""
         message = (
             f"principal '{principal}' lacks {missing} on {securable}{purpose}; "
-            f"grant it with `GRANT {missing} ON {securable} TO `{principal}`` or run the job as a principal that has it"
+            f"grant it{note} with `{grant_statement(missing, securable, grantee or principal)}` "
+            "or run the job as a principal that has it"
         )
         if detail:
             message += f" (catalog said: {detail})"
@@ -234,5 +262,6 @@ class CatalogClient(abc.ABC):
             if key not in by_securable:
                 by_securable[key] = self.effective_privileges(securable_type, full_name, principal)
             held = by_securable[key]
-            if privilege not in held and Privilege.ALL_PRIVILEGES not in held:
-                raise CatalogPermissionError(display or principal, f"{securable_type} {full_name}", privilege.value)
+            if privilege not in held and (Privilege.ALL_PRIVILEGES not in held or privilege.explicit_only):
+                raise CatalogPermissionError(display or principal, f"{securable_type} {full_name}", privilege.value,
+                                             grantee=principal)

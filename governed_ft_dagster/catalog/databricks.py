@@ -17,6 +17,7 @@ from databricks.sdk.core import Config
 from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, ResourceConflict, Unauthenticated
 from databricks.sdk.service import catalog as uc
 
+from governed_ft_dagster.catalog.refusals import Refusal, refusal_error, sdk_refusal
 from governed_ft_dagster.catalog.base import (
     CatalogClient,
     CatalogError,
@@ -51,7 +52,6 @@ _PATH_PRIVILEGE = {
 }
 _MANAGE = "MANAGE"
 _UC = "/api/2.1/unity-catalog"
-_REFUSAL = re.compile(r"does not have (?P<privilege>[A-Z][A-Z_ ]+?) on (?P<kind>[A-Za-z ]+?) '(?P<name>[^']+)'")
 _TYPE_ALIASES = {
     "BIGINT": "LONG",
     "INTEGER": "INT",
@@ -79,7 +79,7 @@ _SPARK_JSON_TYPE = {
 }
 # Shorter strings are not replaced verbatim: that would garble every message that contains them.
 _MIN_SECRET_LEN = 8
-_SDK_DEBUG_SUFFIX = re.compile(r"\.?\s*Config: .*\Z", re.S)
+_SDK_DEBUG_SUFFIX = re.compile(r"\s*Config: .*\Z", re.S)
 _SECRET_FIELDS = re.compile(
     r"""(?ix)
     (["']?(?:access_token|refresh_token|id_token|client_secret|secret_access_key|session_token|access_key_id)["']?
@@ -217,14 +217,14 @@ class DatabricksCatalogClient(CatalogClient):
     def get_table(self, full_name: str) -> TableInfo:
         """Return the table's id, storage location, format and columns."""
         full = self._qualify("table", full_name)
-        with self._translate(f"table {full}", Privilege.SELECT.value):
+        with self._translate(f"table {full}", Privilege.SELECT.value, f"reading table {full}"):
             info = self._ws().tables.get(full)
         return _table_info(info, full)
 
     def table_exists(self, full_name: str) -> bool:
         """Whether the table is registered."""
         full = self._qualify("table", full_name)
-        with self._translate(f"schema {_parent(full)}", Privilege.USE_SCHEMA.value):
+        with self._translate(f"schema {_parent(full)}", Privilege.USE_SCHEMA.value, f"looking up table {full}"):
             return bool(self._ws().tables.exists(full).table_exists)
 
     def temporary_table_credentials(self, full_name: str, operation: TableOperation) -> VendedCredentials:
@@ -232,7 +232,8 @@ class DatabricksCatalogClient(CatalogClient):
         if operation not in _TABLE_PRIVILEGE:
             raise CatalogError(f"unknown table operation {operation!r}; use one of {sorted(_TABLE_PRIVILEGE)}")
         full = self._qualify("table", full_name)
-        with self._translate(f"table {full}", _TABLE_PRIVILEGE[operation]):
+        with self._translate(f"table {full}", _TABLE_PRIVILEGE[operation],
+                             f"vending {operation} credentials for table {full}"):
             ws = self._ws()
             info = ws.tables.get(full)
             if not info.table_id:
@@ -248,7 +249,8 @@ class DatabricksCatalogClient(CatalogClient):
         """Vend credentials for a storage path."""
         if operation not in _PATH_PRIVILEGE:
             raise CatalogError(f"unknown path operation {operation!r}; use one of {sorted(_PATH_PRIVILEGE)}")
-        with self._translate(f"external_location {url}", _PATH_PRIVILEGE[operation]):
+        with self._translate(f"external_location {url}", _PATH_PRIVILEGE[operation],
+                             f"vending {operation} credentials for {url}"):
             response = self._ws().temporary_path_credentials.generate_temporary_path_credentials(
                 url=url, operation=uc.PathOperation(operation)
             )
@@ -272,7 +274,8 @@ class DatabricksCatalogClient(CatalogClient):
                 # The SDK's tables.create has no comment field; Spark reads a table comment from this property.
                 props["comment"] = comment
             sdk_columns = [_sdk_column(c) for c in columns]
-            with self._translate(f"schema {catalog}.{schema}", Privilege.CREATE_TABLE.value):
+            with self._translate(f"schema {catalog}.{schema}", Privilege.CREATE_TABLE.value,
+                                 f"registering table {full} at {storage_location}"):
                 try:
                     created = self._ws().tables.create(
                         name=name,
@@ -304,7 +307,7 @@ class DatabricksCatalogClient(CatalogClient):
         """Privileges the principal holds on the securable, inherited ones included; ALL PRIVILEGES expands to all."""
         kind, full = self._securable(securable_type, full_name)
         # Raw REST: the SDK's enum drops privileges it does not know, such as CREATE_EXTERNAL_METADATA.
-        with self._translate(f"{securable_type} {full}", _MANAGE):
+        with self._translate(f"{securable_type} {full}", _MANAGE, f"reading privileges on {securable_type} {full}"):
             response = self._ws().api_client.do("GET", f"{_UC}/effective-permissions/{kind}/{full}",
                                                 query={"principal": principal})
         held: set[Privilege] = set()
@@ -317,7 +320,7 @@ class DatabricksCatalogClient(CatalogClient):
                 except ValueError:
                     continue  # a privilege outside the pipeline's vocabulary (e.g. BROWSE)
         if Privilege.ALL_PRIVILEGES in held:
-            held.update(Privilege)
+            held.update(p for p in Privilege if not p.explicit_only)
         return held
 
     def update_grants(
@@ -337,7 +340,7 @@ class DatabricksCatalogClient(CatalogClient):
             change["add"] = [p.sdk_name for p in add]
         if remove:
             change["remove"] = [p.sdk_name for p in remove]
-        with self._translate(f"{securable_type} {full}", _MANAGE):
+        with self._translate(f"{securable_type} {full}", _MANAGE, f"changing grants on {securable_type} {full}"):
             self._ws().api_client.do("PATCH", f"{_UC}/permissions/{kind}/{full}", body={"changes": [change]})
 
     def metastore_id(self) -> str:
@@ -349,13 +352,14 @@ class DatabricksCatalogClient(CatalogClient):
         """Create the registered model unless it exists; return its full name."""
         full = self._qualify("registered_model", full_name)
         catalog, schema, name = full.split(".")
-        with self._translate(f"registered_model {full}", Privilege.EXECUTE.value):
+        with self._translate(f"registered_model {full}", Privilege.EXECUTE.value, f"reading registered model {full}"):
             try:
                 self._ws().registered_models.get(full)
                 return full
             except NotFound:
                 pass
-        with self._translate(f"schema {catalog}.{schema}", Privilege.CREATE_MODEL.value):
+        with self._translate(f"schema {catalog}.{schema}", Privilege.CREATE_MODEL.value,
+                             f"creating registered model {full}"):
             try:
                 self._ws().registered_models.create(
                     catalog_name=catalog, schema_name=schema, name=name, comment=comment
@@ -407,32 +411,34 @@ class DatabricksCatalogClient(CatalogClient):
             )
 
     @contextmanager
-    def _translate(self, securable: str, privilege: str | Sequence[str]) -> Iterator[None]:
+    def _translate(self, securable: str, privilege: str | Sequence[str], operation: str = "") -> Iterator[None]:
         """Turn SDK and transport failures into catalog errors naming the principal, securable and fix."""
+        operation = operation or f"{privilege if isinstance(privilege, str) else ', '.join(privilege)} on {securable}"
         try:
             yield
         except CatalogError:
             raise
         except PermissionDenied as exc:
-            detail = self._scrub(str(exc))
-            said = _REFUSAL.search(detail)
-            if said:  # the catalog names what was missing, which may be a parent's privilege
-                refused = f"{said['kind'].strip().lower().replace(' ', '_')} {said['name']}"
-                raise CatalogPermissionError(self.principal, refused, said["privilege"].replace("_", " "), detail,
-                                             needed_for=securable) from None
-            raise CatalogPermissionError(self.principal, securable, privilege, detail) from None
+            raise self._refused(exc, operation, securable, privilege) from None
         except Unauthenticated as exc:
+            refusal = self._refusal(exc)
+            if refusal.cause != "unknown":
+                raise self._refused(exc, operation) from None
             raise CatalogError(
                 f"Databricks at {self.host} rejected the token of principal '{self.principal}' "
                 f"(client id {self.client_id}): {self._scrub(str(exc))}; "
                 "check that the service principal exists in the workspace"
             ) from None
         except NotFound as exc:
+            if self._refusal(exc).cause != "unknown":
+                raise self._refused(exc, operation, securable) from None
             raise CatalogError(
                 f"{securable} was not found in Unity Catalog at {self.host} ({self._scrub(str(exc))}); "
                 "check the name or register it first"
             ) from None
         except DatabricksError as exc:
+            if self._refusal(exc).cause != "unknown":
+                raise self._refused(exc, operation, securable) from None
             code = exc.error_code or type(exc).__name__
             raise CatalogError(
                 f"Databricks request on {securable} for principal '{self.principal}' failed: "
@@ -447,6 +453,16 @@ class DatabricksCatalogClient(CatalogClient):
                 f"at {self.host} failed: {self._scrub(str(exc))}; "
                 "check the client secret and that the service principal is in the workspace"
             ) from None
+
+    def _refusal(self, exc: DatabricksError) -> Refusal:
+        return sdk_refusal(exc, self._scrub(str(exc)))
+
+    def _refused(self, exc: DatabricksError, operation: str, securable: str = "",
+                 privilege: str | Sequence[str] = ()) -> CatalogError:
+        """The refusal as one sentence; an unrecognised refusal names the privilege the operation needs."""
+        return refusal_error(self._refusal(exc), principal=self.principal, grantee=self.client_id,
+                             operation=operation, host=self.host, error_code=exc.error_code,
+                             fallback_securable=securable, fallback_privilege=privilege)
 
     def _unavailable(self, exc: BaseException) -> str:
         """One sentence naming the host, what went wrong and the fix."""

@@ -176,8 +176,10 @@ def read_lineage(settings: Settings, model_full_name: str, version: str | None,
     resource = DatabricksLineageResource(host=env["DATABRICKS_HOST"], region=env["AWS_REGION"],
                                          secret_id=env.get("GOVERNED_FT_REGISTRAR_SECRET_ID")
                                          or StackConfig(name=settings.stack_name).secret_name(Principal.REGISTRAR))
-    with databricks_lineage_errors(resource.host):
-        workspace = resource.workspace_client()
+    registrar = resource.registrar_client()
+    with databricks_lineage_errors(resource.host, f"reading the lineage of model {model_full_name}",
+                                   grantee=registrar.client_id):
+        workspace = registrar._ws()
         version = version or latest_databricks_version(workspace, model_full_name)
         if version is None:
             raise LineageError(f"model {model_full_name} has no versions in Unity Catalog at {resource.host}")

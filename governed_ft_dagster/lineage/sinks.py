@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import NotFound, ResourceConflict
+from databricks.sdk.errors import BadRequest, NotFound, ResourceConflict
 from databricks.sdk.service import catalog as uc
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
@@ -285,6 +285,16 @@ class DatabricksLineageSink:
                 existing = self._find_relationship(relationship)
                 if existing is None:
                     raise
+            except NotFound as exc:
+                raise LineageSinkError(
+                    f"Unity Catalog refused the lineage relationship {label} ({_first_line(exc)}): the table or model "
+                    "version it names is not registered there; register it (materialize the asset that creates it) "
+                    "before pushing its lineage") from None
+            except BadRequest as exc:
+                raise LineageSinkError(
+                    f"Unity Catalog refused the lineage relationship {label} ({_first_line(exc)}): each relationship "
+                    "needs an external-metadata object (a job run) on one side; link the two objects through the job "
+                    "run between them") from None
         if (existing.properties or {}) == properties:
             result.unchanged.append(label)
             return
@@ -310,6 +320,10 @@ class DatabricksLineageSink:
             if (_object_ref(edge.source), _object_ref(edge.target)) == wanted:
                 return edge
         return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).split(" Config: ")[0].splitlines() or [type(exc).__name__])[0][:300]
 
 
 def lineage_object(endpoint: Endpoint) -> uc.ExternalLineageObject:

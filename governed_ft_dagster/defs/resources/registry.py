@@ -178,9 +178,13 @@ class DatabricksLineageResource(LineageResource):
             endpoint_url=self.aws_endpoint_url, timeout_s=self.timeout_s,
         )
 
+    def registrar_client(self) -> Any:
+        """The registrar's catalog client: its application id and a fail-fast, secret-redacting OAuth M2M set-up."""
+        return self._registrar()
+
     def workspace_client(self) -> Any:
         """A WorkspaceClient signed in as the registrar, after a fast reachability check."""
-        return self._registrar()._ws()  # the catalog client's fail-fast OAuth M2M set-up, with its secret redaction
+        return self._registrar()._ws()
 
     def preflight(self) -> None:
         from governed_ft_dagster.catalog.base import Privilege
@@ -193,8 +197,9 @@ class DatabricksLineageResource(LineageResource):
     def push(self, graph: LineageGraph) -> dict[str, int]:
         from governed_ft_dagster.lineage.sinks import DatabricksLineageSink
 
-        with databricks_lineage_errors(self.host):
-            return push_counts(DatabricksLineageSink(self.workspace_client()).push(graph))
+        registrar = self.registrar_client()
+        with databricks_lineage_errors(self.host, grantee=registrar.client_id):
+            return push_counts(DatabricksLineageSink(registrar._ws()).push(graph))
 
     def where(self, model_full_name: str, version: str) -> str:
         catalog, schema, name = model_full_name.split(".")
@@ -202,18 +207,25 @@ class DatabricksLineageResource(LineageResource):
 
 
 @contextlib.contextmanager
-def databricks_lineage_errors(host: str) -> Iterator[None]:
+def databricks_lineage_errors(host: str, operation: str = "writing lineage", grantee: str = "") -> Iterator[None]:
     """SDK and transport failures of the lineage APIs as one-sentence CatalogErrors."""
     import requests
     from databricks.sdk.errors import DatabricksError, PermissionDenied
 
+    from governed_ft_dagster.catalog.refusals import refusal_error, sdk_refusal
+
+    principal = Principal.REGISTRAR.value
     try:
         yield
     except CatalogError:
         raise
     except PermissionDenied as exc:
+        refusal = sdk_refusal(exc, _first_line(exc))
+        if refusal.cause != "unknown":
+            raise refusal_error(refusal, principal=principal, grantee=grantee or principal, operation=operation,
+                                host=host) from None
         raise CatalogError(
-            f"principal '{Principal.REGISTRAR.value}' may not write lineage at {host} ({_first_line(exc)}); "
+            f"principal '{principal}' may not write lineage at {host} ({_first_line(exc)}); "
             "grant it CREATE EXTERNAL METADATA on the metastore (`governed-ft catalog apply` does)"
         ) from None
     except DatabricksError as exc:
