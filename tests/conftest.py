@@ -118,9 +118,16 @@ def edgar(tmp_path):
 
 @pytest.fixture(scope="session")
 def spark_home(tmp_path_factory) -> Path:
-    """A state folder with the Spark jar group (Delta, S3A), fetched once per session."""
+    """A state folder with the Spark jar groups (Delta; the EMR release's Hadoop, S3A and SDK v2) and the S3A
+    credentials provider built from source, once per session. In-process Spark runs on the release's Hadoop too:
+    one JVM serves every session of a test process, so each starts from this Spark home."""
+    from governed_ft_dagster.stack import spark_runtime
+
     home = tmp_path_factory.mktemp("spark-home")
-    jars.fetch_group(home, "spark", mirror=load_settings().jar_mirror)
+    for group in ("spark", "hadoop", "s3a"):
+        jars.fetch_group(home, group, mirror=load_settings().jar_mirror)
+    spark_runtime.credentials_provider_jar(home)
+    os.environ["SPARK_HOME"] = str(spark_runtime.spark_home(home, s3a=True))
     return home
 
 

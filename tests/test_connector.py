@@ -26,10 +26,11 @@ pytest.importorskip("delta")
 from conftest import free_port  # noqa: E402
 from governed_ft_dagster.catalog.base import CatalogPermissionError, Principal, RenewingCredentials  # noqa: E402
 from governed_ft_dagster.catalog.connector import CONNECTOR_CLASS, catalog_conf, table_access  # noqa: E402
+from governed_ft_dagster.catalog.endpoint import CredentialEndpoint  # noqa: E402
 from governed_ft_dagster.governance import principal_email  # noqa: E402
 from governed_ft_dagster.preprocess import spark as P  # noqa: E402
 from governed_ft_dagster.settings import load_settings  # noqa: E402
-from governed_ft_dagster.stack import jars  # noqa: E402
+from governed_ft_dagster.stack import jars, spark_runtime  # noqa: E402
 from governed_ft_dagster.stack.errors import StackError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,8 @@ def spark(spark_home, connector_jars, moto_server, tmp_path_factory):
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    classpath = [*jars.classpath(spark_home, "spark"), *jars.classpath(connector_jars, "uc-spark")]
+    classpath = [*jars.classpath(spark_home, "spark"), *jars.classpath(connector_jars, "uc-spark"),
+                 spark_runtime.credentials_provider_jar(spark_home)]
     warehouse = tmp_path_factory.mktemp("connector-spark-warehouse")
     conf = {"spark.jars": ",".join(map(str, classpath)), "spark.sql.warehouse.dir": str(warehouse),
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={warehouse}",
@@ -290,13 +292,15 @@ def test_connector_credentials_end_while_the_renewing_path_reads_on(spark, world
     after = renewing.current()  # within 15 minutes of its end: vended again
     assert after.aws_access_key_id != before.aws_access_key_id
     path_session = spark.newSession()
-    try:
-        job.configure_s3a(path_session, after, world.moto_url, REGION)
-        assert path_session.read.format("delta").load(job.spark_path(location)).count() == rows
-    finally:
-        conf = spark._jsc.hadoopConfiguration()
-        for key in job.s3a_settings(after, world.moto_url, REGION):
-            conf.unset(key)
+    with CredentialEndpoint() as endpoint:
+        scope = endpoint.serve(renewing)
+        try:
+            job.configure_s3a(path_session, after, scope, world.moto_url, REGION)
+            assert path_session.read.format("delta").load(job.spark_path(location)).count() == rows
+        finally:
+            conf = spark._jsc.hadoopConfiguration()
+            for key in job.s3a_settings(after, scope, world.moto_url, REGION):
+                conf.unset(key)
 
 
 def test_connector_token_is_fixed_when_the_catalog_starts(spark, world) -> None:

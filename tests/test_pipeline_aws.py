@@ -104,7 +104,8 @@ def run_pipeline(instance, resources):
 def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_storage_enforcing(world, edgar, spark_home, tiny_base, tmp_path):
     aws, registry, lineage_service = world
     resources = {
-        "catalog": aws.catalog_resource(), "edgar": edgar, "spark": LocalSparkResource(home=str(spark_home)),
+        "catalog": aws.catalog_resource(), "edgar": edgar,
+        "spark": LocalSparkResource(home=str(spark_home), s3a=True),
         "training": LocalTrainingResource(work_dir=str(tmp_path / "work"), num_gpus=0),
         "base_model": BaseModelResource(model_ref=str(tiny_base)),
         "registry": DatabricksRegistryResource(host=aws.databricks.url, region="us-east-1",

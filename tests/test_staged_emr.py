@@ -26,8 +26,8 @@ from governed_ft_dagster.cli import main
 from governed_ft_dagster.job_code import PY_FILES_SUFFIX, project_wheel
 from governed_ft_dagster.provision import staging
 from governed_ft_dagster.defs.resources.base_model import BaseModelResource
-from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, spark_submit_path
-from governed_ft_dagster.stack import jars
+from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource
+from governed_ft_dagster.stack import spark_runtime
 
 raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
 REGION = "us-east-1"
@@ -36,8 +36,6 @@ CODE_PREFIX = f"s3://{CODE_BUCKET}/code/"
 LOG_GROUP = "/governed-ft/emr-serverless"
 ROLE = "arn:aws:iam::123456789012:role/governed-ft-preprocess-job"
 PARTITIONS = ("2024|10-K", "2023|10-K")
-# What the EMR release itself ships and the staged request therefore leaves out: S3A and its SDK.
-RELEASE_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
 pytestmark = pytest.mark.skipif(not (SHARED_SAMPLES / "filings").is_dir(), reason="the shared SEC samples are not present")
 
 
@@ -56,7 +54,9 @@ class EmrRuntime:
 
     def __init__(self, session: boto3.Session, moto_url: str, spark_home: Path, work: Path):
         self.session, self.moto_url, self.work = session, moto_url, work
-        self.release_jars = [p for p in jars.classpath(spark_home, "spark") if p.name.startswith(RELEASE_JARS)]
+        # What the release ships: Spark on its Hadoop 3.4.1 with S3A on the AWS SDK for Java v2. Everything else the
+        # job runs with (Delta, the S3A credentials provider, Python code and environment) comes from the request.
+        self.release_home = spark_runtime.spark_home(spark_home, s3a=True)
         self.requests: list[dict] = []
         self.outputs: list[str] = []
 
@@ -94,14 +94,14 @@ class EmrRuntime:
             return local[uri]
 
         s3_uri = re.compile(r"s3://[^,#\s]+")
-        command = [str(spark_submit_path()), "--master", "local[2]",
+        command = [str(spark_runtime.spark_submit(self.release_home)), "--master", "local[2]",
                    *[s3_uri.sub(to_local, t) for t in tokens], s3_uri.sub(to_local, submit["entryPoint"]),
                    *submit["entryPointArguments"]]
         driver_env = {k.removeprefix("spark.emr-serverless.driverEnv."): v for k, v in conf.items()
                       if k.startswith("spark.emr-serverless.driverEnv.")}
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "JAVA_HOME", "HOME", "LANG", "TMPDIR")
                or k.startswith("AWS_")}
-        env.update(SPARK_HOME=str(spark_submit_path().parents[1]), SPARK_CONF_DIR=str(self.release_conf(job_dir)),
+        env.update(SPARK_HOME=str(self.release_home), SPARK_CONF_DIR=str(self.release_conf(job_dir)),
                    SPARK_LOCAL_IP="127.0.0.1", **driver_env)
         # Like Spark's PythonRunner on EMR: the Python driver's stderr is merged into the driver's stdout.
         proc = subprocess.run(command, cwd=job_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -112,13 +112,12 @@ class EmrRuntime:
         self.ship_logs(request, response, {"stdout": proc.stdout, "stderr": jvm})
 
     def release_conf(self, job_dir: Path) -> Path:
-        """spark-defaults of the 'release': its own jars on the class path (as EMR ships them), a loopback driver."""
+        """spark-defaults of the 'release' run here: a loopback driver."""
         conf_dir = job_dir / "release-conf"
         conf_dir.mkdir()
         (conf_dir / "spark-defaults.conf").write_text(
-            f"spark.driver.extraClassPath {':'.join(str(p) for p in self.release_jars)}\n"
-            f"spark.executor.extraClassPath {':'.join(str(p) for p in self.release_jars)}\nspark.ui.enabled false\n"
-            "spark.driver.host 127.0.0.1\nspark.driver.bindAddress 127.0.0.1\nspark.sql.shuffle.partitions 4\n")
+            "spark.ui.enabled false\nspark.driver.host 127.0.0.1\nspark.driver.bindAddress 127.0.0.1\n"
+            "spark.sql.shuffle.partitions 4\n")
         (conf_dir / "log4j2.properties").write_text(
             "rootLogger.level = warn\nrootLogger.appenderRef.stderr.ref = console\nappender.console.type = Console\n"
             "appender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
@@ -206,7 +205,8 @@ def test_the_real_job_runs_from_the_staged_bytes_and_reports_through_cloudwatch(
     assert {t.split("=", 1)[0] for t in pipes_tail if t != "--conf"} == {
         "spark.emr-serverless.driverEnv.DAGSTER_PIPES_CONTEXT", "spark.emr-serverless.driverEnv.DAGSTER_PIPES_MESSAGES"}
     code = re.findall(r"s3://[^,#\s]+", submit["sparkSubmitParameters"] + " " + submit["entryPoint"])
-    assert len(code) == 6 and all(u.startswith(CODE_PREFIX) for u in code)
+    assert len(code) == 7 and all(u.startswith(CODE_PREFIX) for u in code)
+    assert staging.provider_jar_uri(CODE_PREFIX) in code  # the S3A credentials provider, built from source
     assert "--packages" not in submit["sparkSubmitParameters"] and "pypi" not in json.dumps(request)
     tokenizer_arg = submit["entryPointArguments"][submit["entryPointArguments"].index("--tokenizer-dir") + 1]
     assert tokenizer_arg == staging.TOKENIZER_ALIAS
@@ -215,6 +215,8 @@ def test_the_real_job_runs_from_the_staged_bytes_and_reports_through_cloudwatch(
     metadata = result.asset_materializations_for_node("curated_training_table")[0].metadata
     assert metadata["job_run_kind"].value == "EMRServerlessJobRun"
     assert metadata["rows_out"].value > 0 and metadata["delta_version"].value == 0
+    # The release's Hadoop (3.4.1-amzn-2 on emr-7.10.0) with S3A on SDK v2 of its 2.31 line; pyspark 3.5.3 (EMR: 3.5.5).
+    assert metadata["runtime"].value == {"spark": "3.5.3", "hadoop": "3.4.1", "aws_sdk_java": "2.31.16"}
     assert metadata["catalog_table"].value == f"{CATALOG}.curated.risk_factor_instructions"
     assert world.boto("s3").list_objects_v2(Bucket=BUCKET, Prefix="curated/tables/")["KeyCount"] > 0
 
