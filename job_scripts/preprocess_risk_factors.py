@@ -166,10 +166,13 @@ class CatalogTables(_ByPath):
             self._endpoint.close()
 
     def refusal(self, exc: BaseException, principal: str):
-        """The storage's refusal in exc as one sentence naming the principal, the table or path and the operation the
-        credentials were vended for; None when exc is no refusal by the storage."""
-        from governed_ft_dagster.catalog.base import StorageRefusedError, refused_s3_path
+        """The catalog's refusal of a renewal, or the storage's refusal in exc as one sentence naming the principal,
+        the table or path and the operation the credentials were vended for; None when exc is neither."""
+        from governed_ft_dagster.catalog.base import CatalogError, StorageRefusedError, refused_s3_path
 
+        failed = [f for f in (self._endpoint.failures if self._endpoint else []) if isinstance(f, CatalogError)]
+        if failed:  # a renewal the catalog refused mid-phase: its sentence, not S3A's
+            return failed[0]
         path = refused_s3_path(str(exc))
         scopes = [(self.target, self.target_table, self._target), (self.source, self.source_table, self._source),
                   *((location, location, renewing) for location, renewing in self._paths.items())]

@@ -217,6 +217,8 @@ def _resource_arn(request: Any, account: str, resource: str) -> str:
 
 
 REFUSALS: list[tuple[str, str, str]] = []  # (caller ARN, action, resource) of every refusal, for diagnosis
+# (access key id, action, S3A's process id from its audit Referer, or "") of every S3 request allowed
+ALLOWED_S3: list[tuple[str, str, str]] = []
 # Object ARN prefixes where a vended session runs out right after its first authorized PutObject: a compressed
 # clock, as if the next write came after the session's end.
 EXPIRE_AFTER_ONE_WRITE: set[str] = set()
@@ -298,6 +300,9 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     if assumed is not None and action == "s3:PutObject" and any(
             t.startswith(p) for t in resources for p in EXPIRE_AFTER_ONE_WRITE):
         assumed.expiration = utcnow()
+    if self._service == "s3":
+        process = re.search(r"[?&]ps=([^&]+)", self._headers.get("Referer", ""))
+        ALLOWED_S3.append((key._access_key_id, action, process.group(1) if process else ""))
 
 
 def _bucket_permission(self: Any, action: str, resource: str) -> Any:
@@ -556,6 +561,15 @@ class EnforcedWorld:
             RoleArn=credential["role_arn"], RoleSessionName=re.sub(r"[^\w+=,.@-]", "-", principal)[:64] or "uc",
             ExternalId=credential["external_id"], DurationSeconds=max(ttl_s, 900),
             Policy=json.dumps(scope_policy(scope, write)))["Credentials"]
+        if ttl_s < 900:  # a catalog lifetime below STS's minimum: the storage ends the session when the catalog says
+            import datetime as dt
+
+            from moto.core.utils import utcnow
+            from moto.sts.models import sts_backends
+
+            session = next(r for r in sts_backends[ACCOUNT]["aws"].assumed_roles
+                           if r.access_key_id == issued["AccessKeyId"])
+            session.expiration = utcnow() + dt.timedelta(seconds=ttl_s)
         return {"access_key_id": issued["AccessKeyId"], "secret_access_key": issued["SecretAccessKey"],
                 "session_token": issued["SessionToken"]}
 

@@ -96,6 +96,7 @@ def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folde
                                                                                   installed_wheel, tmp_path):
     link_group(local_stack.home, uc_server_jars, "uc-server")
     link_group(local_stack.home, spark_home, "spark")
+    link_group(local_stack.home, spark_home, "hadoop")
     env = {**os.environ, **stack_env}
     env.pop("DAGSTER_HOME", None)
     empty = tmp_path / "empty"

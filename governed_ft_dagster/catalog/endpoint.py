@@ -41,6 +41,7 @@ class CredentialEndpoint:
     def __init__(self, host: str = "127.0.0.1", advertised_host: str | None = None):
         self._token = secrets.token_hex(32)
         self._scopes: dict[str, RenewingCredentials] = {}
+        self.failures: list[Exception] = []  # vends the catalog refused, for the job to report as the cause
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +78,7 @@ class CredentialEndpoint:
         try:
             creds = renewing.current()
         except Exception as exc:  # the catalog's refusal travels to the caller as one sentence
+            self.failures.append(exc)
             return 503, {"Code": "VendFailed", "Message": " ".join(f"{type(exc).__name__}: {exc}".split())}
         if not (creds.aws_access_key_id and creds.aws_secret_access_key and creds.expiration):
             return 503, {"Code": "VendFailed", "Message": f"the catalog vended no expiring AWS credentials for "

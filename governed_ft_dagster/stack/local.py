@@ -10,7 +10,8 @@ from governed_ft_dagster.stack import jars, server
 from governed_ft_dagster.stack.errors import StackError
 from governed_ft_dagster.stack.versions import JAR_GROUPS
 
-REQUIRED_GROUPS = ("uc-server", "spark")
+# hadoop: local Spark runs on the EMR release's Hadoop client (stack/spark_runtime.py).
+REQUIRED_GROUPS = ("uc-server", "spark", "hadoop")
 # uc-spark: the local Spark job reads and writes its tables through the catalog's Spark connector; where it
 # cannot be fetched, `stack fetch` says so and the curated job stops with the sentence naming the fix.
 OPTIONAL_GROUPS = ("uc-spark",)

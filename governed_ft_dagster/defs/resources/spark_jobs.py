@@ -75,7 +75,9 @@ class LocalSparkResource(SparkJobResource):
     """spark-submit on this machine: pyspark's Spark on the EMR release's Hadoop, jars from the offline jar cache."""
 
     home: str = Field(description="State folder: holds the jar cache and one folder per job run.")
-    master: str = Field(default="local[2]", description="Spark master URL.")
+    master: str = Field(default="local[2]", description=(
+        "Spark master URL; with executors in JVMs of their own (local-cluster[...]) the job's folders travel to them "
+        "as spark.archives, as on EMR."))
     driver_memory: str = Field(default="2g", description="spark-submit --driver-memory.")
     shuffle_partitions: int = Field(default=4, description="spark.sql.shuffle.partitions.")
     jar_groups: list[str] = Field(default_factory=lambda: ["spark"], description="Cached jar groups put on --jars.")
@@ -95,7 +97,7 @@ class LocalSparkResource(SparkJobResource):
             (run_dir / alias).symlink_to(Path(folder).resolve(), target_is_directory=True)
         output_log, exit_code_file = run_dir / "output.log", run_dir / "exit_code"
         script = Path(spec.script).resolve()
-        submit = self.submit_command(spec)
+        submit = self.submit_command(spec, run_dir)
         command = [sys.executable, "-c", _TEE, str(output_log), str(exit_code_file), *submit]
         env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
                "SPARK_HOME": str(Path(submit[0]).parents[1]),
@@ -119,7 +121,7 @@ class LocalSparkResource(SparkJobResource):
         properties.update(exit_code="0", duration_s=f"{time.monotonic() - started:.1f}")
         return SparkJobResult("LocalSparkJobRun", run_id, "SUCCEEDED", properties, _materialize_result(invocation))
 
-    def submit_command(self, spec: SparkJobSpec) -> list[str]:
+    def submit_command(self, spec: SparkJobSpec, run_dir: Optional[Path] = None) -> list[str]:
         """The spark-submit command line (offline: cached jars, never --packages)."""
         home = Path(self.home).resolve()
         try:
@@ -133,6 +135,12 @@ class LocalSparkResource(SparkJobResource):
                 "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                 "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
                 "spark.databricks.delta.snapshotPartitions": str(self.shuffle_partitions), **DELTA_CONF, **self.spark_conf}
+        if spec.archives and run_dir is not None and not self.master.startswith("local["):
+            shipped = []
+            for alias, folder in spec.archives.items():
+                (run_dir / f"{alias}.tar.gz").write_bytes(staging.tree_tarball(Path(folder)))
+                shipped.append(f"{run_dir / alias}.tar.gz#{alias}")
+            conf["spark.archives"] = ",".join(shipped)
         command = [str(spark_runtime.spark_submit(spark_home)), "--master", self.master, "--name", spec.job_name,
                    "--driver-memory", self.driver_memory, "--jars", ",".join(jar_paths)]
         for key, value in conf.items():

@@ -21,8 +21,9 @@ import software.amazon.awssdk.protocols.jsoncore.JsonNode;
  *
  * <p>The endpoint answers in the AWS container-credentials format and vends again whenever the credentials it holds
  * are within the renewal window of their end. This provider asks again once the credentials it holds are within
- * min(window, a quarter of the lifetime it saw) of their end, so a credential of any lifetime is replaced before it
- * ends and the endpoint is not asked on every request. The catalog's secret never reaches this JVM: only the
+ * min(window, half the lifetime it saw) of their end, so a credential of any lifetime is replaced well before it
+ * ends (a request signed just before still reaches the storage in time) and the endpoint is not asked on every
+ * request. The catalog's secret never reaches this JVM: only the
  * endpoint's URL and its token, from S3A's per-bucket options. {@link VendedCredentialsClientFactory} puts it in.
  */
 public final class VendedCredentialsProvider implements AwsCredentialsProvider {
@@ -102,7 +103,7 @@ public final class VendedCredentialsProvider implements AwsCredentialsProvider {
     AwsCredentials credentials =
         AwsSessionCredentials.create(
             text(body, "AccessKeyId", null), text(body, "SecretAccessKey", null), text(body, "Token", null));
-    return new Held(credentials, expiration.toEpochMilli() - Math.min(renewWithinMillis, lifetime / 4));
+    return new Held(credentials, expiration.toEpochMilli() - Math.min(renewWithinMillis, lifetime / 2));
   }
 
   private String text(JsonNode body, String field, String fallback) {
