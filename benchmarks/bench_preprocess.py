@@ -105,8 +105,7 @@ def main() -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-preprocess-"))
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
-        for group in ("spark", "hadoop"):
-            jars.fetch_group(work, group, mirror=load_settings().jar_mirror)
+        jars.fetch_groups(work, ("spark", "hadoop"), mirror=load_settings().jar_mirror)
         jar_paths = jars.classpath(work, "spark")
         # The EMR release's Hadoop in place of pyspark's, for the timed subprocess and this process alike.
         os.environ["SPARK_HOME"] = str(spark_runtime.spark_home(work))

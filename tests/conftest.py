@@ -124,8 +124,7 @@ def spark_home(tmp_path_factory) -> Path:
     from governed_ft_dagster.stack import spark_runtime
 
     home = tmp_path_factory.mktemp("spark-home")
-    for group in ("spark", "hadoop", "s3a"):
-        jars.fetch_group(home, group, mirror=load_settings().jar_mirror)
+    jars.fetch_groups(home, ("spark", "hadoop", "s3a"), mirror=load_settings().jar_mirror)
     spark_runtime.credentials_provider_jar(home)
     os.environ["SPARK_HOME"] = str(spark_runtime.spark_home(home, s3a=True))
     return home

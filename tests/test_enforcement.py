@@ -106,7 +106,8 @@ class SignsUserAgent(S3SigV4Auth):
 
 def signed_get(world: EnforcedWorld, keys: dict[str, str], key: str, *, secret: str | None = None,
                user_agent_in_transit: str | None = None):
-    """A GetObject as S3A sends it; optionally signed with another secret or with User-Agent changed after signing."""
+    """A GetObject as the AWS SDK for Java v1 (S3A before Hadoop 3.4) signs it, User-Agent included; optionally signed
+    with another secret or with User-Agent changed after signing."""
     url = f"{world.moto_url}/{DATA_BUCKET}/{key}"
     user_agent = "Hadoop 3.3.4, aws-sdk-java/1.12.262 Linux/6 OpenJDK_64-Bit_Server_VM/17 java/17"
     request = AWSRequest("GET", url, headers={"User-Agent": user_agent})
@@ -260,7 +261,7 @@ def enforcement_probes(world: EnforcedWorld, own: dict[str, dict[str, str]]) -> 
     add(who, f"{bucket}/ml/adapters/seed.txt", "GetObject", source, False, ml_write["get"]("ml/adapters/seed.txt"))
 
     raw_keys, source = vended_keys(world, Principal.PREPROCESS, "READ", RAW_TABLE), "vended READ on the raw table"
-    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject, User-Agent signed (as S3A signs)", source, True,
+    add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject, User-Agent signed (as SDK v1 signs)", source, True,
         signed_get(world, raw_keys, RAW_KEY))
     add("preprocess", f"{bucket}/{RAW_KEY}", "GetObject, a signed header altered in transit", source, False,
         signed_get(world, raw_keys, RAW_KEY, user_agent_in_transit="Hadoop 3.3.4, altered"))

@@ -328,8 +328,7 @@ def _provider_jar() -> "Path":
 
     settings = load_settings()
     try:
-        for group in ("hadoop", "s3a"):
-            jars.fetch_group(settings.home, group, mirror=settings.jar_mirror)
+        jars.fetch_groups(settings.home, ("hadoop", "s3a"), mirror=settings.jar_mirror)
         return spark_runtime.credentials_provider_jar(settings.home)
     except StackError as exc:
         raise ProvisionError(str(exc)) from None

@@ -56,16 +56,15 @@ class LocalStack:
 
     def fetch(self, groups: tuple[str, ...] = REQUIRED_GROUPS + OPTIONAL_GROUPS) -> dict[str, str]:
         """Fetch every group; optional groups that cannot be fetched are reported, not raised."""
-        outcome: dict[str, str] = {}
-        for group in groups:
+        required = tuple(g for g in groups if g in REQUIRED_GROUPS)
+        outcome = {g: "present" for g in jars.fetch_groups(self.home, required, mirror=self.settings.jar_mirror)}
+        for group in (g for g in groups if g not in REQUIRED_GROUPS):
             try:
                 jars.fetch_group(self.home, group, mirror=self.settings.jar_mirror)
                 outcome[group] = "present"
             except StackError as exc:
-                if group in REQUIRED_GROUPS:
-                    raise
                 outcome[group] = f"missing: {exc}"
-        return outcome
+        return {g: outcome[g] for g in groups}
 
     def up(self) -> int:
         """Create the state folder, fetch what is missing, start the catalog and wait for it."""
