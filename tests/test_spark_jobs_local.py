@@ -5,7 +5,6 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource, SparkJobResource, SparkJobSpec
 
