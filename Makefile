@@ -12,8 +12,8 @@ export GOVERNED_FT_JAR_MIRROR ?= $(wildcard $(abspath ../shared/jars))
 setup: system $(STAMP)
 
 system:
-	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  echo "installing Java 17 and Maven"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+	@command -v javac >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java 17 (JDK) and Maven"; apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; }
 
 # The UI test reads the Dagster UI as a person sees it, in a real headless browser.
 browser:

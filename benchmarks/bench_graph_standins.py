@@ -62,7 +62,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="governed-ft-bench-") as scratch, pytest.MonkeyPatch.context() as env:
         tmp = Path(scratch)
         started = time.monotonic()
-        jars.fetch_group(tmp / "spark-home", "spark", mirror=load_settings().jar_mirror)
+        jars.fetch_groups(tmp / "spark-home", ("spark", "hadoop", "s3a"), mirror=load_settings().jar_mirror)
         print(f"set-up (not timed): Spark jars {time.monotonic() - started:.0f} s", flush=True)
 
         started = time.monotonic()
@@ -78,7 +78,7 @@ def main() -> int:
             resources = {
                 "catalog": world.catalog_resource(),
                 "edgar": EdgarResource(source="folder", cache_dir=str(tmp / "cache"), local_root=str(tmp / "edgar")),
-                "spark": LocalSparkResource(home=str(tmp / "spark-home")),
+                "spark": LocalSparkResource(home=str(tmp / "spark-home"), s3a=True),
                 "training": LocalTrainingResource(work_dir=str(tmp / "work"), num_gpus=0),
                 "base_model": BaseModelResource(model_ref=str(base)),
                 "registry": DatabricksRegistryResource(

@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from governed_ft_dagster.edgar.extract import extract_risk_factors  # noqa: E402
 from governed_ft_dagster.preprocess.spark import RAW_SCHEMA  # noqa: E402
-from governed_ft_dagster.stack import jars  # noqa: E402
+from governed_ft_dagster.settings import load_settings  # noqa: E402
+from governed_ft_dagster.stack import jars, spark_runtime  # noqa: E402
 
 SAMPLES = Path(os.environ.get("GOVERNED_FT_SEC_SAMPLES", REPO_ROOT.parent / "shared" / "sec_samples"))
 CONF = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -104,8 +105,10 @@ def main() -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-preprocess-"))
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
-        jars.fetch_group(work, "spark")
+        jars.fetch_groups(work, ("spark", "hadoop"), mirror=load_settings().jar_mirror)
         jar_paths = jars.classpath(work, "spark")
+        # The EMR release's Hadoop in place of pyspark's, for the timed subprocess and this process alike.
+        os.environ["SPARK_HOME"] = str(spark_runtime.spark_home(work))
         base = sample_rows()
         from governed_ft_dagster.training.base_model import build_tiny_base
 

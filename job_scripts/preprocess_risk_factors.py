@@ -17,7 +17,7 @@ LOG = logging.getLogger("governed_ft.preprocess")
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 PROPERTY_PREFIX = "governed_ft"
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-S3A_CREDENTIALS_PROVIDER = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+ANONYMOUS_PROVIDER = "software.amazon.awssdk.auth.credentials.AnonymousCredentialsProvider"
 CURATED_COMMENT = "Instruction records (risk factor -> heading) curated from SEC Risk Factors sections"
 _CATALOG_TYPE_NAMES = {"string": "STRING", "int": "INT", "bigint": "LONG", "smallint": "SHORT", "tinyint": "BYTE",
                        "boolean": "BOOLEAN", "double": "DOUBLE", "float": "FLOAT", "date": "DATE",
@@ -84,10 +84,14 @@ class Locations(_ByPath):
     def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
         return {}
 
+    def close(self) -> None:
+        pass
+
 
 class CatalogTables(_ByPath):
-    """Both tables resolved through the catalog as the job's principal; storage only with vended credentials that the
-    job renews before they end (and its catalog client renews its OAuth token), so a long job goes on."""
+    """Both tables resolved through the catalog as the job's principal; storage only with vended credentials, renewed
+    before they end inside each phase: S3A in the driver and every executor asks the driver's credential endpoint for
+    them (its catalog client renews its OAuth token too), so a long job goes on."""
 
     def __init__(self, client, args: argparse.Namespace):
         from governed_ft_dagster.catalog.base import CatalogError, RenewingCredentials
@@ -111,6 +115,8 @@ class CatalogTables(_ByPath):
             raise CatalogError(f"table {self.target_table} is not registered yet; pass --target-location to create it")
         self._target = RenewingCredentials(self._vend_target)
         self._paths: dict[str, Any] = {}
+        self._endpoint = None
+        self._scopes: dict[int, Any] = {}
 
     @property
     def detach_before_write(self) -> bool:
@@ -126,26 +132,47 @@ class CatalogTables(_ByPath):
             return self.client.temporary_table_credentials(self.target_table, "READ_WRITE")
         return self.client.temporary_path_credentials(self.target, "PATH_CREATE_TABLE")
 
+    def _use(self, spark, renewing) -> None:
+        """Point S3A at the driver's credential endpoint for these credentials (started with the first table)."""
+        from governed_ft_dagster.catalog.endpoint import CredentialEndpoint
+
+        creds = renewing.current()
+        if creds.is_local:
+            return
+        if self._endpoint is None:
+            host = spark.conf.get("spark.driver.host")
+            self._endpoint = CredentialEndpoint(spark.conf.get("spark.driver.bindAddress", host), host)
+        if id(renewing) not in self._scopes:
+            self._scopes[id(renewing)] = self._endpoint.serve(renewing)
+        configure_s3a(spark, creds, self._scopes[id(renewing)], self.endpoint_url, self.region)
+
     def before_read(self, spark) -> None:
-        configure_s3a(spark, self._source.current(), self.endpoint_url, self.region)
+        self._use(spark, self._source)
 
     def before_write(self, spark, location: str) -> None:
         from governed_ft_dagster.catalog.base import RenewingCredentials
 
         if location == self.target:
-            creds = self._target.current()
+            renewing = self._target
         else:
             if location not in self._paths:
                 self._paths[location] = RenewingCredentials(
                     lambda: self.client.temporary_path_credentials(location, "PATH_READ_WRITE"))
-            creds = self._paths[location].current()
-        configure_s3a(spark, creds, self.endpoint_url, self.region)
+            renewing = self._paths[location]
+        self._use(spark, renewing)
+
+    def close(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
 
     def refusal(self, exc: BaseException, principal: str):
-        """The storage's refusal in exc as one sentence naming the principal, the table or path and the operation the
-        credentials were vended for; None when exc is no refusal by the storage."""
-        from governed_ft_dagster.catalog.base import StorageRefusedError, refused_s3_path
+        """The catalog's refusal of a renewal, or the storage's refusal in exc as one sentence naming the principal,
+        the table or path and the operation the credentials were vended for; None when exc is neither."""
+        from governed_ft_dagster.catalog.base import CatalogError, StorageRefusedError, refused_s3_path
 
+        failed = [f for f in (self._endpoint.failures if self._endpoint else []) if isinstance(f, CatalogError)]
+        if failed:  # a renewal the catalog refused mid-phase: its sentence, not S3A's
+            return failed[0]
         path = refused_s3_path(str(exc))
         scopes = [(self.target, self.target_table, self._target), (self.source, self.source_table, self._source),
                   *((location, location, renewing) for location, renewing in self._paths.items())]
@@ -162,6 +189,8 @@ class CatalogTables(_ByPath):
                 properties={f"{PROPERTY_PREFIX}.source_table": self.source_table,
                             f"{PROPERTY_PREFIX}.source_version": str(source_version)})
         return {"table_registered": not self.target_exists, "table_access": "vended",
+                "credentials_vended": {"read": self._source.vends,
+                                       "write": self._target.vends + sum(p.vends for p in self._paths.values())},
                 **_grant_select(self.client, self.target_table, self.grantees)}
 
 
@@ -241,6 +270,9 @@ class ConnectorTables:
     def refusal(self, exc: BaseException, principal: str):
         return None
 
+    def close(self) -> None:
+        pass
+
     def after_write(self, columns: list, source_version: int) -> dict[str, Any]:
         """Grant SELECT to the readers (the connector registered a new table already, owned by this principal)."""
         return {"table_registered": not self.target_exists, "table_access": "connector",
@@ -282,9 +314,17 @@ def spark_path(location: str) -> str:
     return "s3a://" + location[len("s3://"):] if location.startswith("s3://") else location
 
 
-def s3a_settings(creds, endpoint_url: str | None = None, region: str | None = None) -> dict[str, str]:
-    """Hadoop settings that make S3A reach the credentials' bucket with exactly these vended credentials."""
-    from governed_ft_dagster.catalog.base import CatalogError
+def s3a_settings(creds, scope, endpoint_url: str | None = None, region: str | None = None) -> dict[str, str]:
+    """Hadoop settings that make S3A reach the credentials' bucket through the project's client factory and
+    credentials provider, which ask the driver's credential endpoint (scope) for exactly these vended credentials
+    and their renewals, in the driver and in every executor."""
+    from governed_ft_dagster.catalog.base import RENEW_WITHIN_S, CatalogError
+    from governed_ft_dagster.catalog.endpoint import (
+        CLIENT_FACTORY_CLASS,
+        PROVIDER_RENEW_WITHIN,
+        PROVIDER_TOKEN,
+        PROVIDER_URL,
+    )
 
     parsed = urlparse(creds.location)
     if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
@@ -293,14 +333,18 @@ def s3a_settings(creds, endpoint_url: str | None = None, region: str | None = No
         raise CatalogError(f"the catalog vended no AWS credentials for {creds.location} ({creds.operation})")
     bucket = f"fs.s3a.bucket.{parsed.netloc}."
     settings = {
-        # Only vended credentials, never the environment's or the instance role's; a fresh file system per use,
-        # so a later credential change for the same bucket takes effect.
-        "fs.s3a.aws.credentials.provider": S3A_CREDENTIALS_PROVIDER,
+        # Only vended credentials, never the environment's or the role's: S3A's own providers sign nothing (anonymous)
+        # and the client factory, loaded from the job's --jars (so S3A must keep the configuration's class loader),
+        # signs with the vended ones. A fresh file system per use, so a switch to another table's credentials for the
+        # same bucket takes effect.
+        "fs.s3a.aws.credentials.provider": ANONYMOUS_PROVIDER,
+        "fs.s3a.classloader.isolation": "false",
         "fs.s3a.impl.disable.cache": "true",
-        bucket + "aws.credentials.provider": S3A_CREDENTIALS_PROVIDER,
-        bucket + "access.key": creds.aws_access_key_id,
-        bucket + "secret.key": creds.aws_secret_access_key,
-        bucket + "session.token": creds.aws_session_token or "",
+        bucket + "aws.credentials.provider": ANONYMOUS_PROVIDER,
+        bucket + "s3.client.factory.impl": CLIENT_FACTORY_CLASS,
+        bucket + PROVIDER_URL: scope.url,
+        bucket + PROVIDER_TOKEN: scope.token,
+        bucket + PROVIDER_RENEW_WITHIN: str(int(RENEW_WITHIN_S)),
         # Vended credentials reach only their table's prefix: S3A must not delete directory markers above it.
         bucket + "directory.marker.retention": "keep",
     }
@@ -312,12 +356,12 @@ def s3a_settings(creds, endpoint_url: str | None = None, region: str | None = No
     return settings
 
 
-def configure_s3a(spark, creds, endpoint_url: str | None = None, region: str | None = None) -> None:
-    """Point S3A at the vended credentials of one location (nothing to do for local paths)."""
+def configure_s3a(spark, creds, scope, endpoint_url: str | None = None, region: str | None = None) -> None:
+    """Point S3A at one location's vended credentials, served at scope (nothing to do for local paths)."""
     if creds.is_local:
         return
     conf = spark._jsc.hadoopConfiguration()
-    for key, value in s3a_settings(creds, endpoint_url, region).items():
+    for key, value in s3a_settings(creds, scope, endpoint_url, region).items():
         conf.set(key, value)
 
 
@@ -376,6 +420,7 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Con
         # credentials nothing may read the source again, so the results are cut loose from it first.
         curated = curated.localCheckpoint()
         rejects = rejects.localCheckpoint() if args.rejects_location else rejects
+    read_done = time.monotonic()
     properties = {
         f"{PROPERTY_PREFIX}.source_table": args.source_table,
         f"{PROPERTY_PREFIX}.source_version": str(source_version),
@@ -396,10 +441,26 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Con
                                           "governed_ft_rejects", order_by="accession_number, ordinal, record_id")
     finally:
         spark.conf.unset(USER_METADATA_CONF)
+    write_done = time.monotonic()
     catalog = tables.after_write(catalog_columns(result.curated.schema), source_version)
+    runtime = runtime_versions(spark)
     return {**result.stats, "source_table": args.source_table, "target_table": args.target_table,
             "source_version": source_version, "target_location": tables.target, "delta_version": version,
-            "rejects_delta_version": rejects_version, **catalog, "seconds": round(time.monotonic() - started, 2)}
+            "rejects_delta_version": rejects_version, **catalog, "read_seconds": round(read_done - started, 2),
+            "write_seconds": round(write_done - read_done, 2), "runtime": runtime,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def runtime_versions(spark) -> dict[str, str]:
+    """Spark, Hadoop and (where S3A is on the class path) AWS SDK for Java versions of the JVM the job ran in."""
+    jvm = spark._jvm
+    versions = {"spark": spark.version, "hadoop": jvm.org.apache.hadoop.util.VersionInfo.getVersion()}
+    try:
+        versions["aws_sdk_java"] = jvm.java.lang.Class.forName("software.amazon.awssdk.core.util.VersionInfo") \
+            .getField("SDK_VERSION").get(None)
+    except Exception:  # noqa: BLE001 - no SDK v2 on this class path (local storage only)
+        pass
+    return versions
 
 
 def materialization_metadata(report: dict[str, Any]) -> dict[str, Any]:
@@ -450,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise refusal from None
             finally:
                 spark.stop()
+                tables.close()
         except CatalogError as exc:
             line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             print(line, file=sys.stderr, flush=True)

@@ -279,6 +279,8 @@ def _resource_arn(request: Any, account: str, resource: str) -> str:
 
 
 REFUSALS: list[tuple[str, str, str]] = []  # (caller ARN, action, resource) of every refusal, for diagnosis
+# (access key id, action, S3A's process id from its audit Referer, or "") of every S3 request allowed
+ALLOWED_S3: list[tuple[str, str, str]] = []
 # Object ARN prefixes where a vended session runs out right after its first authorized PutObject: a compressed
 # clock, as if the next write came after the session's end.
 EXPIRE_AFTER_ONE_WRITE: set[str] = set()
@@ -373,6 +375,9 @@ def _check_action_permitted(self: Any, resource: str) -> None:
     if assumed is not None and action == "s3:PutObject" and any(
             t.startswith(p) for t in resources for p in EXPIRE_AFTER_ONE_WRITE):
         assumed.expiration = utcnow()
+    if self._service == "s3":
+        process = re.search(r"[?&]ps=([^&]+)", self._headers.get("Referer", ""))
+        ALLOWED_S3.append((key._access_key_id, action, process.group(1) if process else ""))
 
 
 def _may_learn_absence(account: str, target: str, identity: list, session: list, principals: list[str],
@@ -416,13 +421,14 @@ def _signing_exactly(auth_class: type) -> type:
 
 
 def _check_signature(self: Any) -> None:
-    """SigV4 over exactly the headers the client listed in SignedHeaders, as AWS verifies it.
+    """SigV4 over exactly the headers the client listed in SignedHeaders, and its payload, as AWS verifies them.
 
     moto rebuilds the canonical request with botocore's signer, which leaves out User-Agent (and Expect) even
-    when the client signed them; the AWS SDK for Java v1 under S3A signs User-Agent, so moto refused every
-    S3A request as SignatureDoesNotMatch. The key, date, scope, path, query, headers and payload hash are all
-    still checked against the caller's secret; a GET, HEAD or DELETE without a body is hashed as the empty payload
-    it is (moto hands EMR Serverless' headers in its place)."""
+    when the client signed them (the AWS SDK for Java v1 signs User-Agent), and takes the x-amz-content-sha256 header
+    on trust: it checks neither a literal payload hash against the body nor the chunk signatures of a streaming
+    upload (what the AWS SDK for Java v2 under S3A sends over HTTP). The key, date, scope, path, query, headers and
+    payload are all checked against the caller's secret, as AWS does; a GET, HEAD or DELETE without a body is hashed
+    as the empty payload it is (moto hands EMR Serverless' headers in its place)."""
     import hmac
 
     claimed = self._get_string_between("Signature=", ",", self._headers["Authorization"])
@@ -436,6 +442,112 @@ def _check_signature(self: Any) -> None:
     if not hmac.compare_digest(claimed, expected):
         REFUSALS.append((self._access_key.arn, "signature", self._path))
         self._raise_signature_does_not_match()
+    if self._service != "s3":
+        return
+    headers = {k.lower(): v for k, v in self._headers.items()}
+    scope = self._get_string_between("Credential=", ",", self._headers["Authorization"]).split("/", 1)[1]
+    body = self._body.encode() if isinstance(self._body, str) else (self._body or b"")
+    try:
+        # CompleteMultipartUpload's checksum headers are the whole object's, not its XML body's.
+        verify_s3_payload(headers, body, claimed, scope, auth.credentials.secret_key,
+                          checksums=not (self._method == "POST" and "uploadId=" in self._path))
+    except PayloadRefused as refused:
+        from moto.s3.exceptions import S3ClientError
+
+        REFUSALS.append((self._access_key.arn, "payload", self._path))
+        if refused.code == "SignatureDoesNotMatch":
+            self._raise_signature_does_not_match()
+        raise S3ClientError(refused.code, refused.message) from None
+
+
+STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+
+
+class PayloadRefused(Exception):
+    """S3's refusal of a request body: its error code and message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+def signing_key(secret: str, scope: str) -> bytes:
+    """The SigV4 signing key of a credential scope (date/region/service/aws4_request)."""
+    import hashlib
+    import hmac
+
+    key = ("AWS4" + secret).encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def verify_s3_payload(headers: dict[str, str], body: bytes, seed_signature: str, scope: str, secret: str,
+                      checksums: bool = True) -> bytes:
+    """The decoded object bytes of an S3 request whose payload S3 accepts, as the S3 API reference describes it
+    ("Authenticating Requests: Using the Authorization Header", "Transferring Payload in Multiple Chunks"): a literal
+    x-amz-content-sha256 must be the body's SHA-256; UNSIGNED-PAYLOAD is taken as sent; a chunked upload must carry a
+    chain of chunk signatures seeded by the request's signature and decode to x-amz-decoded-content-length bytes; and
+    any x-amz-checksum-* or Content-MD5 header must match the object. PayloadRefused otherwise."""
+    import base64
+    import hashlib
+    import hmac
+    import zlib
+
+    content_sha256 = headers.get("x-amz-content-sha256")
+    if content_sha256 is None:
+        raise PayloadRefused("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+    if content_sha256 == "UNSIGNED-PAYLOAD":
+        data = body
+    elif re.fullmatch(r"[0-9a-f]{64}", content_sha256):
+        if hashlib.sha256(body).hexdigest() != content_sha256:
+            raise PayloadRefused("XAmzContentSHA256Mismatch",
+                                 "The provided 'x-amz-content-sha256' header does not match what was computed.")
+        data = body
+    elif content_sha256 == STREAMING_SIGNED:
+        key, stamp, empty = signing_key(secret, scope), headers.get("x-amz-date", ""), hashlib.sha256(b"").hexdigest()
+        chunks, previous, rest = [], seed_signature, body
+        while True:
+            line, sep, rest = rest.partition(b"\r\n")
+            size_text, _, signature = line.decode("latin-1").partition(";chunk-signature=")
+            if not sep or not re.fullmatch(r"[0-9a-fA-F]+", size_text) or not signature:
+                raise PayloadRefused("IncompleteBody", "The request body is not a sequence of signed chunks.")
+            size = int(size_text, 16)
+            chunk, rest = rest[:size], rest[size:]
+            if len(chunk) != size or not rest.startswith(b"\r\n"):
+                raise PayloadRefused("IncompleteBody", "A chunk is shorter than its declared size.")
+            rest = rest[2:]
+            string_to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", stamp, scope, previous, empty,
+                                        hashlib.sha256(chunk).hexdigest()])
+            expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(signature, expected):
+                raise PayloadRefused("SignatureDoesNotMatch", "A chunk signature does not match the chunk.")
+            chunks.append(chunk)
+            previous = expected
+            if size == 0:
+                break
+        data = b"".join(chunks)
+        if rest:
+            raise PayloadRefused("IncompleteBody", "Bytes follow the final chunk.")
+        if str(len(data)) != headers.get("x-amz-decoded-content-length"):
+            raise PayloadRefused("IncompleteBody", "x-amz-decoded-content-length does not match the chunks.")
+    else:
+        # The trailer forms (STREAMING-*-TRAILER) are sent over TLS; no client of this project sends them over HTTP.
+        raise PayloadRefused("InvalidRequest", f"x-amz-content-sha256 {content_sha256} is not verified by this "
+                                               f"stand-in; verify it as AWS does before accepting it")
+    if not checksums:
+        return data
+    digests = {"x-amz-checksum-crc32": lambda b: zlib.crc32(b).to_bytes(4, "big"),
+               "x-amz-checksum-sha1": lambda b: hashlib.sha1(b).digest(),
+               "x-amz-checksum-sha256": lambda b: hashlib.sha256(b).digest(),
+               "content-md5": lambda b: hashlib.md5(b).digest()}
+    for name in ("x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme"):
+        if name in headers:
+            raise PayloadRefused("InvalidRequest", f"{name} is not verified by this stand-in")
+    for name, digest in digests.items():
+        if name in headers and base64.b64encode(digest(data)).decode() != headers[name]:
+            raise PayloadRefused("BadDigest", f"The {name} you specified did not match the calculated checksum.")
+    return data
 
 
 def _bucket_response(original):
@@ -547,6 +659,15 @@ class EnforcedWorld:
             RoleArn=credential["role_arn"], RoleSessionName=re.sub(r"[^\w+=,.@-]", "-", principal)[:64] or "uc",
             ExternalId=credential["external_id"], DurationSeconds=max(ttl_s, 900),
             Policy=json.dumps(scope_policy(scope, write)))["Credentials"]
+        if ttl_s < 900:  # a catalog lifetime below STS's minimum: the storage ends the session when the catalog says
+            import datetime as dt
+
+            from moto.core.utils import utcnow
+            from moto.sts.models import sts_backends
+
+            session = next(r for r in sts_backends[ACCOUNT]["aws"].assumed_roles
+                           if r.access_key_id == issued["AccessKeyId"])
+            session.expiration = utcnow() + dt.timedelta(seconds=ttl_s)
         return {"access_key_id": issued["AccessKeyId"], "secret_access_key": issued["SecretAccessKey"],
                 "session_token": issued["SessionToken"]}
 

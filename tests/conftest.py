@@ -229,10 +229,27 @@ def tiny_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark_home(tmp_path_factory) -> Path:
-    """A state folder with the Spark jar group (Delta, S3A), fetched once per session."""
+    """A state folder with the Spark jar groups (Delta; the EMR release's Hadoop, S3A and SDK v2) and the S3A
+    credentials provider built from source, once per session. In-process Spark runs on the release's Hadoop too:
+    one JVM serves every session of a test process, so each starts from this Spark home."""
+    from governed_ft_dagster.stack import spark_runtime
+
     home = tmp_path_factory.mktemp("spark-home")
-    jars.fetch_group(home, "spark", mirror=load_settings().jar_mirror)
+    jars.fetch_groups(home, ("spark", "hadoop", "s3a"), mirror=load_settings().jar_mirror)
+    spark_runtime.credentials_provider_jar(home)
+    os.environ["SPARK_HOME"] = str(spark_runtime.spark_home(home, s3a=True))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny Ministral3 base and its tokenizer, trained on the shared filings, once per session."""
+    from lxml import html
+
+    from governed_ft_dagster.training.base_model import build_tiny_base
+
+    texts = [html.fromstring(p.read_bytes()).text_content() for p in sorted((SHARED_SAMPLES / "filings").glob("*.htm*"))]
+    return build_tiny_base(texts, tmp_path_factory.mktemp("tiny-base") / "model")
 
 
 @pytest.fixture(scope="session")

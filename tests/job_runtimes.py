@@ -28,8 +28,6 @@ from governed_ft_dagster.storage import extract_tar
 OPT_ML = "/opt/ml"
 MOTO_ACCOUNT = "123456789012"  # moto's default account, where the services' jobs live
 SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-# What the EMR release itself ships and the staged request therefore leaves out: S3A and its SDK.
-RELEASE_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
 
 
 # ---- the training container's interpreter -----------------------------------------------------------------------
@@ -291,10 +289,12 @@ class EmrRuntime(JobService):
 
     def __init__(self, moto_url: str, work: Path, spark_home: Path, keys: Optional[dict[str, str]] = None,
                  region: str = "us-east-1"):
-        from governed_ft_dagster.stack import jars
+        from governed_ft_dagster.stack import spark_runtime
 
         super().__init__(moto_url, work, keys, region)
-        self.release_jars = [p for p in jars.classpath(spark_home, "spark") if p.name.startswith(RELEASE_JARS)]
+        # What the release ships: Spark on its Hadoop 3.4.1 with S3A on the AWS SDK for Java v2. Everything else the
+        # job runs with (Delta, the S3A credentials provider, Python code and environment) comes from the request.
+        self.release_home = spark_runtime.spark_home(spark_home, s3a=True)
 
     def fetch(self, uri: str, job_dir: Path) -> Path:
         bucket, key = staging.split_s3_uri(uri)
@@ -304,7 +304,7 @@ class EmrRuntime(JobService):
         return local
 
     def run(self, request: dict, response: dict) -> None:
-        from governed_ft_dagster.defs.resources.spark_jobs import spark_submit_path
+        from governed_ft_dagster.stack import spark_runtime
 
         job_dir = self.work / response["jobRunId"]
         job_dir.mkdir(parents=True)
@@ -325,12 +325,12 @@ class EmrRuntime(JobService):
             return local[uri]
 
         s3_uri = re.compile(r"s3://[^,#\s]+")
-        command = [str(spark_submit_path()), "--master", "local[2]",
+        command = [str(spark_runtime.spark_submit(self.release_home)), "--master", "local[2]",
                    *[s3_uri.sub(to_local, t) for t in tokens], s3_uri.sub(to_local, submit["entryPoint"]),
                    *submit["entryPointArguments"]]
         driver_env = {k.removeprefix("spark.emr-serverless.driverEnv."): v for k, v in conf.items()
                       if k.startswith("spark.emr-serverless.driverEnv.")}
-        env = {**self.job_env(), "SPARK_HOME": str(spark_submit_path().parents[1]),
+        env = {**self.job_env(), "SPARK_HOME": str(self.release_home),
                "SPARK_CONF_DIR": str(self.release_conf(job_dir)), "SPARK_LOCAL_IP": "127.0.0.1", **driver_env}
         # Like Spark's PythonRunner on EMR: the Python driver's stderr is merged into the driver's stdout.
         proc = subprocess.run(command, cwd=job_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -354,13 +354,12 @@ class EmrRuntime(JobService):
                                  f"ExitCode: {proc.returncode}.")
 
     def release_conf(self, job_dir: Path) -> Path:
-        """spark-defaults of the 'release': its own jars on the class path (as EMR ships them), a loopback driver."""
+        """spark-defaults of the 'release' run here: a loopback driver."""
         conf_dir = job_dir / "release-conf"
         conf_dir.mkdir()
         (conf_dir / "spark-defaults.conf").write_text(
-            f"spark.driver.extraClassPath {':'.join(str(p) for p in self.release_jars)}\n"
-            f"spark.executor.extraClassPath {':'.join(str(p) for p in self.release_jars)}\nspark.ui.enabled false\n"
-            "spark.driver.host 127.0.0.1\nspark.driver.bindAddress 127.0.0.1\nspark.sql.shuffle.partitions 4\n")
+            "spark.ui.enabled false\nspark.driver.host 127.0.0.1\nspark.driver.bindAddress 127.0.0.1\n"
+            "spark.sql.shuffle.partitions 4\n")
         (conf_dir / "log4j2.properties").write_text(
             "rootLogger.level = warn\nrootLogger.appenderRef.stderr.ref = console\nappender.console.type = Console\n"
             "appender.console.name = console\nappender.console.target = SYSTEM_ERR\n"

@@ -45,7 +45,8 @@ def world(monkeypatch):
 
 
 def resources(world, edgar, spark_home, tiny_base) -> dict:
-    return {"catalog": world.catalog_resource(), "edgar": edgar, "spark": LocalSparkResource(home=str(spark_home)),
+    return {"catalog": world.catalog_resource(), "edgar": edgar,
+            "spark": LocalSparkResource(home=str(spark_home), s3a=True),
             "base_model": BaseModelResource(model_ref=str(tiny_base))}
 
 
@@ -244,7 +245,9 @@ class _Client:
         return False
 
 
-def test_s3a_gets_only_vended_credentials_per_bucket_and_renews_them_near_expiry(tiny_base):
+def test_s3a_gets_vended_credentials_only_from_the_driver_endpoint_renewed_near_expiry(tiny_base):
+    import requests
+
     job = load_job()
     args = job.parse_args(["--source-table", RAW, "--target-table", CURATED, "--target-location", CURATED_LOCATION,
                            "--tokenizer-dir", str(tiny_base), "--run-id", "r",
@@ -252,21 +255,39 @@ def test_s3a_gets_only_vended_credentials_per_bucket_and_renews_them_near_expiry
     client = _Client()
     tables = job.CatalogTables(client, args)
     conf = _Conf()
-    spark = SimpleNamespace(_jsc=SimpleNamespace(hadoopConfiguration=lambda: conf))
+    spark = SimpleNamespace(_jsc=SimpleNamespace(hadoopConfiguration=lambda: conf),
+                            conf=SimpleNamespace(get=lambda key, default=None: "127.0.0.1"))
     bucket = f"fs.s3a.bucket.{BUCKET}."
+    try:
+        tables.before_read(spark)
+        assert conf[bucket + "s3.client.factory.impl"] == "governedft.s3a.VendedCredentialsClientFactory"
+        assert conf["fs.s3a.aws.credentials.provider"] == conf[bucket + "aws.credentials.provider"] == \
+            "software.amazon.awssdk.auth.credentials.AnonymousCredentialsProvider"
+        assert conf["fs.s3a.classloader.isolation"] == "false"
+        assert conf[bucket + "endpoint"] == "http://127.0.0.1:9" and conf[bucket + "path.style.access"] == "true"
+        assert not [k for k in conf if k.startswith("fs.s3a.") and not k.startswith(bucket) and k not in (
+            "fs.s3a.aws.credentials.provider", "fs.s3a.impl.disable.cache", "fs.s3a.classloader.isolation")]
+        # No key, secret or session token in the Hadoop configuration that travels to the executors.
+        assert not [v for v in conf.values() if v.startswith(("ASIA", "secret-", "token-"))]
+        read_url, token = conf[bucket + "governed-ft.credentials.url"], conf[bucket + "governed-ft.credentials.token"]
+        assert read_url.startswith("http://127.0.0.1:") and conf[bucket + "governed-ft.credentials.renew-within-seconds"] \
+            == "900"
+        served = requests.get(read_url, headers={"Authorization": token}, timeout=10).json()
+        # Vended for a minute, inside the renewal window: vended again before they were used.
+        assert (served["AccessKeyId"], served["SecretAccessKey"], served["Token"]) == ("ASIA3", "secret-3", "token-3")
+        assert requests.get(read_url, timeout=10).status_code == 401
+        assert requests.get(read_url, headers={"Authorization": token + "0"}, timeout=10).status_code == 401
 
-    tables.before_read(spark)
-    assert conf[bucket + "access.key"] == "ASIA3" and conf[bucket + "secret.key"] == "secret-3"
-    assert conf[bucket + "session.token"] == "token-3"
-    assert conf["fs.s3a.aws.credentials.provider"] == conf[bucket + "aws.credentials.provider"] == \
-        "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
-    assert conf[bucket + "endpoint"] == "http://127.0.0.1:9" and conf[bucket + "path.style.access"] == "true"
-    assert not [k for k in conf if k.startswith("fs.s3a.") and not k.startswith(bucket)
-                and k not in ("fs.s3a.aws.credentials.provider", "fs.s3a.impl.disable.cache")]
-    tables.before_write(spark, tables.target)
-    assert conf[bucket + "access.key"] == "ASIA4"
-    assert client.calls[-1] == (CURATED_LOCATION, "PATH_CREATE_TABLE")
-    tables.before_write(spark, tables.target)
-    assert len(client.calls) == 4 and tables.detach_before_write
+        tables.before_write(spark, tables.target)
+        write_url = conf[bucket + "governed-ft.credentials.url"]
+        assert write_url != read_url and conf[bucket + "governed-ft.credentials.token"] == token
+        assert requests.get(write_url, headers={"Authorization": token}, timeout=10).json()["AccessKeyId"] == "ASIA4"
+        assert client.calls[-1] == (CURATED_LOCATION, "PATH_CREATE_TABLE")
+        tables.before_write(spark, tables.target)
+        assert len(client.calls) == 4 and tables.detach_before_write
+        assert requests.get(read_url, headers={"Authorization": token}, timeout=10).json()["AccessKeyId"] == "ASIA3"
+        assert len(client.calls) == 4  # an hour left: served as held
+    finally:
+        tables.close()
     assert job.spark_path(CURATED_LOCATION) == f"s3a://{BUCKET}/curated/tables/risk_factor_instructions"
     assert "secret" not in repr(tables.vended)

@@ -34,8 +34,9 @@ def test_revoked_select_refuses_preprocessing_and_training_until_granted_again(r
     from governed_ft_dagster.stack.bootstrap import bootstrap
 
     raw_risk_factors = raw_risk_factors_asset(raw_partitions((2023, 2024)))
-    if not (running_stack.home / "jars" / "spark").exists():
-        link_group(running_stack.home, spark_home, "spark")
+    for group in ("spark", "hadoop"):
+        if not (running_stack.home / "jars" / group).exists():
+            link_group(running_stack.home, spark_home, group)
     bootstrap(running_stack)
     settings = running_stack.settings
     resources = {**local_resources(settings), "edgar": edgar, "base_model": BaseModelResource(model_ref=str(tiny_base))}

@@ -140,6 +140,7 @@ def demo(tmp_path_factory, uc_server_jars, spark_home, installed_wheel) -> Itera
     stack = LocalStack(load_settings(stack_env))
     link_group(stack.home, uc_server_jars, "uc-server")
     link_group(stack.home, spark_home, "spark")
+    link_group(stack.home, spark_home, "hadoop")
     env = {key: value for key, value in {**os.environ, **stack_env}.items()
            if key not in ("DAGSTER_HOME", "PYTHONPATH")}  # the wheel's own files, never a checkout's
     empty = root / "empty"

@@ -22,7 +22,6 @@ from pyspark.sql import functions as F  # noqa: E402
 from governed_ft_dagster.preprocess import spark as P  # noqa: E402
 from governed_ft_dagster.preprocess import text as T  # noqa: E402
 from governed_ft_dagster.stack import jars  # noqa: E402
-from governed_ft_dagster.stack.errors import StackError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "sec_samples"
@@ -97,13 +96,8 @@ def apple_restatement(apple_10k_text: str) -> tuple[dict[str, Any], str]:
 
 
 @pytest.fixture(scope="session")
-def spark_jar_paths(tmp_path_factory) -> list[Path]:
-    home = tmp_path_factory.mktemp("preprocess-jars")
-    try:
-        jars.fetch_group(home, "spark")
-    except StackError as exc:
-        pytest.skip(f"the Delta jars cannot be fetched here: {exc}")
-    return jars.classpath(home, "spark")
+def spark_jar_paths(spark_home) -> list[Path]:
+    return jars.classpath(spark_home, "spark")
 
 
 @pytest.fixture(scope="session")

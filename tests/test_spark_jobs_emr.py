@@ -136,7 +136,8 @@ def code(aws, tmp_path) -> dict[str, Path]:
     s3 = aws.client("s3")
     uris = [staging.code_uri(CODE_PREFIX, staging.KIND_SCRIPT, staging.sha256_file(script), script.name),
             staging.code_uri(CODE_PREFIX, staging.KIND_WHEEL, staging.sha256_file(project_zip), project_zip.name),
-            staging.env_uri(CODE_PREFIX), *(staging.jar_uri(CODE_PREFIX, name) for name in versions.EMR_JARS)]
+            staging.env_uri(CODE_PREFIX), *(staging.jar_uri(CODE_PREFIX, name) for name in versions.EMR_JARS),
+            staging.provider_jar_uri(CODE_PREFIX)]
     for uri in uris:
         s3.put_object(Bucket=BUCKET, Key=staging.split_s3_uri(uri)[1], Body=uri.encode())
     aws.put_keys.clear()

@@ -1,14 +1,12 @@
-"""LocalSparkResource runs a real PySpark script with pyspark's spark-submit, offline jars and Dagster Pipes."""
+"""LocalSparkResource runs a real PySpark script with spark-submit on the EMR release's Hadoop, offline jars and Dagster
+Pipes."""
 
 import textwrap
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from governed_ft_dagster.defs.resources.spark_jobs import LocalSparkResource, SparkJobResource, SparkJobSpec
-from governed_ft_dagster.stack import jars
-from governed_ft_dagster.stack.errors import StackError
 
 WRITE_DELTA = """
 import os
@@ -27,6 +25,7 @@ with open_dagster_pipes() as pipes:
     pipes.report_asset_materialization(metadata={
         "rows_out": rows, "delta_version": int(version), "marker": os.environ["GOVERNED_FT_MARKER"],
         "asset_key_seen": pipes.asset_key,
+        "hadoop": spark._jvm.org.apache.hadoop.util.VersionInfo.getVersion(),
     })
     spark.stop()
 """
@@ -37,16 +36,6 @@ from dagster_pipes import open_dagster_pipes
 with open_dagster_pipes() as pipes:
     raise ValueError("planted failure 7731: no rows survived curation")
 """
-
-
-@pytest.fixture(scope="module")
-def spark_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("spark-home")
-    try:
-        jars.fetch_group(home, "spark")
-    except StackError as exc:
-        pytest.skip(f"the Spark jars are not available offline: {exc}")
-    return home
 
 
 def _materialize(home: Path, script: Path, args: list[str], raise_on_error: bool = True):
@@ -74,6 +63,7 @@ def test_script_writes_delta_offline_and_reports_through_pipes(spark_home, tmp_p
     assert metadata["delta_version"].value == 0
     assert metadata["marker"].value == "m-42"
     assert metadata["asset_key_seen"].value == "curated_training_table"
+    assert metadata["hadoop"].value == metadata["hadoop_version"].value == "3.4.1"  # the release's, not pyspark's 3.3.4
     assert metadata["job_kind"].value == "LocalSparkJobRun"
     assert metadata["exit_code"].value == "0"
     assert (table / "_delta_log" / "00000000000000000000.json").is_file()

@@ -99,7 +99,8 @@ def test_the_real_job_runs_from_the_staged_bytes_and_reports_through_cloudwatch(
     assert {t.split("=", 1)[0] for t in pipes_tail if t != "--conf"} == {
         "spark.emr-serverless.driverEnv.DAGSTER_PIPES_CONTEXT", "spark.emr-serverless.driverEnv.DAGSTER_PIPES_MESSAGES"}
     code = re.findall(r"s3://[^,#\s]+", submit["sparkSubmitParameters"] + " " + submit["entryPoint"])
-    assert len(code) == 6 and all(u.startswith(CODE_PREFIX) for u in code)
+    assert len(code) == 7 and all(u.startswith(CODE_PREFIX) for u in code)
+    assert staging.provider_jar_uri(CODE_PREFIX) in code  # the S3A credentials provider, built from source
     assert "--packages" not in submit["sparkSubmitParameters"] and "pypi" not in json.dumps(request)
     tokenizer_arg = submit["entryPointArguments"][submit["entryPointArguments"].index("--tokenizer-dir") + 1]
     assert tokenizer_arg == staging.TOKENIZER_ALIAS
@@ -108,6 +109,8 @@ def test_the_real_job_runs_from_the_staged_bytes_and_reports_through_cloudwatch(
     metadata = result.asset_materializations_for_node("curated_training_table")[0].metadata
     assert metadata["job_run_kind"].value == "EMRServerlessJobRun"
     assert metadata["rows_out"].value > 0 and metadata["delta_version"].value == 0
+    # The release's Hadoop (3.4.1-amzn-2 on emr-7.10.0) with S3A on SDK v2 of its 2.31 line; pyspark 3.5.3 (EMR: 3.5.5).
+    assert metadata["runtime"].value == {"spark": "3.5.3", "hadoop": "3.4.1", "aws_sdk_java": "2.31.16"}
     assert metadata["catalog_table"].value == f"{CATALOG}.curated.risk_factor_instructions"
     assert world.boto("s3").list_objects_v2(Bucket=BUCKET, Prefix="curated/tables/")["KeyCount"] > 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import re
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Literal, Sequence
@@ -108,16 +109,21 @@ RENEW_WITHIN_S = 15 * 60
 
 
 class RenewingCredentials:
-    """Credentials for one table or path, vended now and again whenever they come within renew_within_s of expiry."""
+    """Credentials for one table or path, vended now and again whenever they come within renew_within_s of expiry;
+    safe to share between threads (one vend at a time)."""
 
     def __init__(self, vend: Callable[[], VendedCredentials], renew_within_s: float = RENEW_WITHIN_S):
         self._vend, self.renew_within_s = vend, renew_within_s
+        self._lock = threading.Lock()
         self._creds = vend()
+        self.vends = 1
 
     def current(self) -> VendedCredentials:
-        if self._creds.expires_within(self.renew_within_s):
-            self._creds = self._vend()
-        return self._creds
+        with self._lock:
+            if self._creds.expires_within(self.renew_within_s):
+                self._creds = self._vend()
+                self.vends += 1
+            return self._creds
 
     @property
     def latest(self) -> VendedCredentials:

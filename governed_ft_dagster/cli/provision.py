@@ -382,6 +382,20 @@ def _staged(prefix: Any, uri: str) -> bool:
         raise ProvisionError(str(exc)) from None
 
 
+def _provider_jar() -> "Path":
+    """The S3A credentials provider, built from source in the state folder against the release's Hadoop and SDK."""
+    from governed_ft_dagster.settings import load_settings
+    from governed_ft_dagster.stack import jars, spark_runtime
+    from governed_ft_dagster.stack.errors import StackError
+
+    settings = load_settings()
+    try:
+        jars.fetch_groups(settings.home, ("hadoop", "s3a"), mirror=settings.jar_mirror)
+        return spark_runtime.credentials_provider_jar(settings.home)
+    except StackError as exc:
+        raise ProvisionError(str(exc)) from None
+
+
 def staging_jobs() -> tuple[str, ...]:
     from governed_ft_dagster.provision.staging import JOBS
 
@@ -429,6 +443,7 @@ def aws_stage(tokenizer_dir: str | None, only: str | None, cache_dir: str, dry_r
         with tempfile.TemporaryDirectory(prefix="governed-ft-stage-") as tmp:
             artifacts = staging.plan(code_prefix, Path(tmp), tokenizer_dir=Path(tokenizer_dir) if tokenizer_dir else None,
                                      jar_files=_jar_files(versions.EMR_JARS),
+                                     provider_jar=_provider_jar() if only in (None, "emr") else None,
                                      cache_dir=Path(cache_dir).expanduser(), log=log,
                                      jobs=[only] if only else staging.JOBS)
             actions, unreachable = _compare(prefix, artifacts, dry_run, unreachable)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 REFUSALS = frozenset({"AccessDenied", "AccessDeniedException", "ExpiredToken", "ExpiredTokenException",
-                      "InvalidToken", "SignatureDoesNotMatch", "403"})
+                      "InvalidToken", "SignatureDoesNotMatch", "XAmzContentSHA256Mismatch", "BadDigest", "403"})
 
 
 @dataclass(frozen=True)

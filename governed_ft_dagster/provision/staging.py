@@ -143,6 +143,13 @@ def jar_uri(code_prefix: str, name: str) -> str:
     return code_uri(code_prefix, KIND_JAR, versions.EMR_JAR_SHA256[name], name)
 
 
+def provider_jar_uri(code_prefix: str) -> str:
+    """The staged URI of the S3A credentials provider, addressed by what decides its content (source and toolchain)."""
+    from governed_ft_dagster.stack import spark_runtime
+
+    return code_uri(code_prefix, KIND_JAR, spark_runtime.provider_key(), spark_runtime.PROVIDER_JAR)
+
+
 def model_uri(code_prefix: str, model_id: str, revision: str) -> str:
     """The staged prefix of the base model at one revision (a folder; SageMaker copies it into a channel)."""
     return f"{code_prefix.rstrip('/')}/{KIND_MODEL}/{model_id}/{revision}/"
@@ -368,7 +375,7 @@ JOBS = ("emr", "sagemaker")
 
 def plan(code_prefix: str, work_dir: Path, *, tokenizer_dir: Optional[Path], jar_files: dict[str, Path],
          cache_dir: Path, log: Callable[[str], None] = lambda line: None,
-         jobs: Iterable[str] = JOBS) -> list[Artifact]:
+         jobs: Iterable[str] = JOBS, provider_jar: Optional[Path] = None) -> list[Artifact]:
     """Every artifact the jobs run from, built locally (the environment once per recipe) under work_dir."""
     from governed_ft_dagster.job_code import (
         PREPROCESS_SCRIPT,
@@ -409,6 +416,13 @@ def plan(code_prefix: str, work_dir: Path, *, tokenizer_dir: Optional[Path], jar
             raise NotStaged(f"{jar_files[name]} has sha256 {artifact.sha256}, not the pinned "
                             f"{versions.EMR_JAR_SHA256[name]}")
         artifacts.append(artifact)
+    if provider_jar is None:
+        raise NotStaged("the Spark job needs the S3A credentials provider jar (built from source by "
+                        "`governed-ft aws stage` with a JDK and the release's Hadoop and SDK jars)")
+    from governed_ft_dagster.stack import spark_runtime
+
+    artifacts.append(file_artifact(code_prefix, "S3A credentials provider (--jars)", KIND_JAR, provider_jar,
+                                   content_key=spark_runtime.provider_key()))
     return artifacts
 
 

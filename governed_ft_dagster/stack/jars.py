@@ -91,22 +91,42 @@ def copy_from_mirror(home: Path, group: str, mirror: Path) -> JarGroupStatus | N
 def fetch_group(home: Path, group: str, mvn: str | None = None, timeout_s: float = 900,
                 mirror: Path | None = None) -> JarGroupStatus:
     """Install one group from the jar mirror if it has it, else resolve it with Maven; a complete group is left alone."""
-    current = group_status(home, group)
-    if current.complete:
-        return current
-    if mirror is not None:
-        copied = copy_from_mirror(home, group, mirror)
-        if copied is not None:
-            return copied
-    artifacts = JAR_GROUPS[group]
+    return fetch_groups(home, (group,), mvn, timeout_s, mirror)[group]
+
+
+def fetch_groups(home: Path, groups: tuple[str, ...], mvn: str | None = None, timeout_s: float = 900,
+                 mirror: Path | None = None) -> dict[str, JarGroupStatus]:
+    """fetch_group for several groups; the groups of single artifacts (no dependencies) that Maven must resolve share
+    one Maven run, which costs a JVM start."""
+    statuses: dict[str, JarGroupStatus] = {}
+    together: list[str] = []
+    for group in groups:
+        current = group_status(home, group)
+        if not current.complete and mirror is not None:
+            current = copy_from_mirror(home, group, mirror) or current
+        if current.complete:
+            statuses[group] = current
+        elif any(a.transitive for a in JAR_GROUPS[group]):
+            statuses.update(_resolve(home, [group], mvn, timeout_s))
+        else:
+            together.append(group)
+    if together:
+        statuses.update(_resolve(home, together, mvn, timeout_s))
+    return {group: statuses[group] for group in groups}
+
+
+def _resolve(home: Path, groups: list[str], mvn: str | None, timeout_s: float) -> dict[str, JarGroupStatus]:
+    """One Maven run for the groups' artifacts; each group gets its own folder (a group with dependencies is alone)."""
+    artifacts = tuple(a for group in groups for a in JAR_GROUPS[group])
+    label = "', '".join(groups)
     mvn = mvn or shutil.which("mvn")
     if not mvn:
         raise StackError(
             "Maven (mvn) is not on PATH; install it (`apt-get install -y maven`) so the stack can fetch its jars"
         )
-    target = group_dir(home, group)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{group}-") as tmp:
+    parent = group_dir(home, groups[0]).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=f".{groups[0]}-") as tmp:
         work = Path(tmp)
         (work / "pom.xml").write_text(_pom(artifacts))
         out = work / "jars"
@@ -115,14 +135,21 @@ def fetch_group(home: Path, group: str, mvn: str | None = None, timeout_s: float
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise StackError(f"Maven did not finish fetching the '{group}' jars in {timeout_s:.0f} s; check the network and run `governed-ft stack fetch` again") from None
+            raise StackError(f"Maven did not finish fetching the '{label}' jars in {timeout_s:.0f} s; check the network and run `governed-ft stack fetch` again") from None
         if proc.returncode != 0:
-            raise StackError(_explain_failure(group, artifacts, proc.stdout + proc.stderr, target))
-        (out / MARKER).write_text("\n".join(a.coordinate for a in artifacts) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        out.rename(target)
-    return group_status(home, group)
+            raise StackError(_explain_failure(label, artifacts, proc.stdout + proc.stderr, group_dir(home, groups[0])))
+        for group in groups:
+            folder = out if len(groups) == 1 else work / group
+            if folder is not out:
+                folder.mkdir()
+                for artifact in JAR_GROUPS[group]:
+                    (out / artifact.jar_name).rename(folder / artifact.jar_name)
+            (folder / MARKER).write_text("\n".join(a.coordinate for a in JAR_GROUPS[group]) + "\n")
+            target = group_dir(home, group)
+            if target.exists():
+                shutil.rmtree(target)
+            folder.rename(target)
+    return {group: group_status(home, group) for group in groups}
 
 
 def _explain_failure(group: str, artifacts: tuple[Artifact, ...], output: str, target: Path) -> str:

@@ -10,7 +10,8 @@ from governed_ft_dagster.stack import jars, server
 from governed_ft_dagster.stack.errors import StackError
 from governed_ft_dagster.stack.versions import JAR_GROUPS
 
-REQUIRED_GROUPS = ("uc-server", "spark")
+# hadoop: local Spark runs on the EMR release's Hadoop client (stack/spark_runtime.py).
+REQUIRED_GROUPS = ("uc-server", "spark", "hadoop")
 # uc-spark: the local Spark job reads and writes its tables through the catalog's Spark connector; where it
 # cannot be fetched, `stack fetch` says so and the curated job stops with the sentence naming the fix.
 OPTIONAL_GROUPS = ("uc-spark",)
@@ -55,16 +56,15 @@ class LocalStack:
 
     def fetch(self, groups: tuple[str, ...] = REQUIRED_GROUPS + OPTIONAL_GROUPS) -> dict[str, str]:
         """Fetch every group; optional groups that cannot be fetched are reported, not raised."""
-        outcome: dict[str, str] = {}
-        for group in groups:
+        required = tuple(g for g in groups if g in REQUIRED_GROUPS)
+        outcome = {g: "present" for g in jars.fetch_groups(self.home, required, mirror=self.settings.jar_mirror)}
+        for group in (g for g in groups if g not in REQUIRED_GROUPS):
             try:
                 jars.fetch_group(self.home, group, mirror=self.settings.jar_mirror)
                 outcome[group] = "present"
             except StackError as exc:
-                if group in REQUIRED_GROUPS:
-                    raise
                 outcome[group] = f"missing: {exc}"
-        return outcome
+        return {g: outcome[g] for g in groups}
 
     def up(self) -> int:
         """Create the state folder, fetch what is missing, start the catalog and wait for it."""

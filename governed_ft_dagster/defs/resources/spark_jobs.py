@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr
 
 from governed_ft_dagster.defs.resources.pipes_subprocess import run_pipes_subprocess
 from governed_ft_dagster.provision import staging
-from governed_ft_dagster.stack import jars, versions
+from governed_ft_dagster.stack import jars, spark_runtime, versions
 from governed_ft_dagster.stack.errors import StackError
 
 DELTA_CONF = {
@@ -72,13 +72,18 @@ class SparkJobResource(dg.ConfigurableResource, abc.ABC):
 
 
 class LocalSparkResource(SparkJobResource):
-    """pyspark's own spark-submit on this machine, with the Delta jars from the offline jar cache."""
+    """spark-submit on this machine: pyspark's Spark on the EMR release's Hadoop, jars from the offline jar cache."""
 
     home: str = Field(description="State folder: holds the jar cache and one folder per job run.")
-    master: str = Field(default="local[2]", description="Spark master URL.")
+    master: str = Field(default="local[2]", description=(
+        "Spark master URL; with executors in JVMs of their own (local-cluster[...]) the job's folders travel to them "
+        "as spark.archives, as on EMR."))
     driver_memory: str = Field(default="2g", description="spark-submit --driver-memory.")
     shuffle_partitions: int = Field(default=4, description="spark.sql.shuffle.partitions.")
     jar_groups: list[str] = Field(default_factory=lambda: ["spark"], description="Cached jar groups put on --jars.")
+    s3a: bool = Field(default=False, description=(
+        "Read and write s3:// tables: the release's S3A and AWS SDK v2 (jar group 's3a') on the Spark home and the "
+        "project's credentials provider on --jars, as on EMR."))
     log_level: str = Field(default="WARN", description="Root log4j level of the Spark JVM.")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark conf; overrides the defaults.")
 
@@ -92,11 +97,14 @@ class LocalSparkResource(SparkJobResource):
             (run_dir / alias).symlink_to(Path(folder).resolve(), target_is_directory=True)
         output_log, exit_code_file = run_dir / "output.log", run_dir / "exit_code"
         script = Path(spec.script).resolve()
-        command = [sys.executable, "-c", _TEE, str(output_log), str(exit_code_file), *self.submit_command(spec)]
+        submit = self.submit_command(spec, run_dir)
+        command = [sys.executable, "-c", _TEE, str(output_log), str(exit_code_file), *submit]
         env = {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+               "SPARK_HOME": str(Path(submit[0]).parents[1]),
                "SPARK_CONF_DIR": str(_log4j_conf_dir(home, self.log_level)), "SPARK_LOCAL_IP": "127.0.0.1",
                **spec.env}
         properties = {"master": self.master, "spark_version": _pyspark_version(),
+                      "hadoop_version": versions.HADOOP_VERSION,
                       "delta_spark_version": versions.DELTA_VERSION, "log_location": str(output_log),
                       "code_version": _sha256(script)[:16]}
         started = time.monotonic()
@@ -113,18 +121,27 @@ class LocalSparkResource(SparkJobResource):
         properties.update(exit_code="0", duration_s=f"{time.monotonic() - started:.1f}")
         return SparkJobResult("LocalSparkJobRun", run_id, "SUCCEEDED", properties, _materialize_result(invocation))
 
-    def submit_command(self, spec: SparkJobSpec) -> list[str]:
+    def submit_command(self, spec: SparkJobSpec, run_dir: Optional[Path] = None) -> list[str]:
         """The spark-submit command line (offline: cached jars, never --packages)."""
         home = Path(self.home).resolve()
         try:
             jar_paths = [str(p) for group in self.jar_groups for p in jars.classpath(home, group)]
+            if self.s3a:
+                jar_paths.append(str(spark_runtime.credentials_provider_jar(home)))
+            spark_home = spark_runtime.spark_home(home, s3a=self.s3a)
         except StackError as exc:
             raise dg.Failure(description=f"cannot run Spark locally: {exc}") from None
         conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
                 "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                 "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
                 "spark.databricks.delta.snapshotPartitions": str(self.shuffle_partitions), **DELTA_CONF, **self.spark_conf}
-        command = [str(spark_submit_path()), "--master", self.master, "--name", spec.job_name,
+        if spec.archives and run_dir is not None and not self.master.startswith("local["):
+            shipped = []
+            for alias, folder in spec.archives.items():
+                (run_dir / f"{alias}.tar.gz").write_bytes(staging.tree_tarball(Path(folder)))
+                shipped.append(f"{run_dir / alias}.tar.gz#{alias}")
+            conf["spark.archives"] = ",".join(shipped)
+        command = [str(spark_runtime.spark_submit(spark_home)), "--master", self.master, "--name", spec.job_name,
                    "--driver-memory", self.driver_memory, "--jars", ",".join(jar_paths)]
         for key, value in conf.items():
             command += ["--conf", f"{key}={value}"]
@@ -222,6 +239,7 @@ class EmrServerlessResource(SparkJobResource):
             entry_point = prefix.file(staging.KIND_SCRIPT, Path(spec.script), f"job script {Path(spec.script).name}")
             py_files = [prefix.file(staging.KIND_WHEEL, Path(p), f"Python code {Path(p).name}") for p in spec.py_files]
             jars = [prefix.require(staging.jar_uri(self.code_prefix, name), f"jar {name}") for name in self.jars]
+            jars.append(prefix.require(staging.provider_jar_uri(self.code_prefix), "the S3A credentials provider jar"))
             env = (prefix.require(staging.env_uri(self.code_prefix), "the EMR Python environment")
                    if self.python_env == "staged" else self.python_env)
             archives = {staging.ENV_ALIAS: env}
@@ -274,12 +292,6 @@ def driver_log_stream(application_id: str, job_run_id: str, attempt: Optional[in
 def console_url(region: str, application_id: str, job_run_id: str) -> str:
     return (f"https://{region}.console.aws.amazon.com/emr/home?region={region}"
             f"#/serverless-applications/{application_id}/job-runs/{job_run_id}")
-
-
-def spark_submit_path() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).parent / "bin" / "spark-submit"
 
 
 def _materialize_result(invocation) -> Optional[dg.MaterializeResult]:
