@@ -242,17 +242,6 @@ def spark_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    """The tiny Ministral3 base and its tokenizer, trained on the shared filings, once per session."""
-    from lxml import html
-
-    from governed_ft_dagster.training.base_model import build_tiny_base
-
-    texts = [html.fromstring(p.read_bytes()).text_content() for p in sorted((SHARED_SAMPLES / "filings").glob("*.htm*"))]
-    return build_tiny_base(texts, tmp_path_factory.mktemp("tiny-base") / "model")
-
-
-@pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory) -> Path:
     """The bin folder of a fresh venv holding the project installed from its wheel, not from this checkout.
 
