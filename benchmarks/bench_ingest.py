@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -83,9 +84,10 @@ def start_replay(companies: int, lockout_s: float, log: Path) -> tuple[subproces
     return process, line.split()[0]
 
 
-def launch_schedule_tick(instance: dg.DagsterInstance, universe: str | None, logs: Path) -> tuple[list, float]:
+def launch_schedule_tick(instance: dg.DagsterInstance, universe: str | None,
+                         logs: Path) -> tuple[list, float, float]:
     """Evaluate the refresh schedule's tick and start a run worker process per run request, all at once, as the
-    daemon's run launcher does; the finished runs and the launch time."""
+    daemon's run launcher does; the finished runs, the launch time and the CPU seconds the run processes used."""
     defs = bench_definitions()
     schedule = defs.resolve_schedule_def("edgar_refresh_schedule")
     job = defs.resolve_job_def("raw_refresh_job")
@@ -96,6 +98,7 @@ def launch_schedule_tick(instance: dg.DagsterInstance, universe: str | None, log
     if universe:
         run_config["ops"] = {"raw_risk_factors": {"config": {"universe": universe}}}
     workers = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     tick = {"governed_ft/bench_tick": context.scheduled_execution_time.isoformat()}
     for request in requests:
@@ -105,8 +108,16 @@ def launch_schedule_tick(instance: dg.DagsterInstance, universe: str | None, log
             {"tags": tags, "run_config": run_config})], stdout=log.open("wb"), stderr=subprocess.STDOUT))
     for worker in workers:
         worker.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     runs = instance.get_runs(dg.RunsFilter(tags=tick))
-    return sorted(runs, key=lambda r: r.tags.get("dagster/partition", "")), started
+    return sorted(runs, key=lambda r: r.tags.get("dagster/partition", "")), started, cpu
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_worker(spec: str) -> int:
@@ -150,7 +161,6 @@ def table_rows(settings) -> list[dict]:
 def run_curated(instance: dg.DagsterInstance, home: Path) -> dict:
     """Materialize the curated table from the raw table just written: the real step (spark-submit), timed."""
     from governed_ft_dagster.defs.resources.base_model import BaseModelResource
-    from governed_ft_dagster.edgar.extract import extract_risk_factors  # noqa: F401  (same imports as the job)
     from governed_ft_dagster.training.base_model import build_tiny_base
     from edgar_replay import SHARED_SAMPLES
     from lxml import html
@@ -163,13 +173,25 @@ def run_curated(instance: dg.DagsterInstance, home: Path) -> dict:
     resources = {**defs.resources, "base_model": BaseModelResource(model_ref=str(base))}
     curated = defs.get_assets_def("curated_training_table")
     started = time.time()
-    result = dg.materialize([curated], instance=instance, resources=resources, raise_on_error=False)
+    result = dg.materialize([curated], instance=instance, resources=resources, raise_on_error=False,
+                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
     seconds = time.time() - started
     metadata = {}
     for event in result.get_asset_materialization_events():
         metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     failures = [str(f.event_specific_data.error.message).splitlines()[0] for f in result.get_step_failure_events()]
-    return {"seconds": seconds, "metadata": metadata, "failures": failures}
+    return {"seconds": seconds, "metadata": metadata, "failures": failures,
+            "job_seconds": float(metadata.get("seconds") or 0.0)}
+
+
+def profile_curation(home: Path) -> str:
+    """bench_preprocess.py's stage table on the raw table just written (where the job's time goes)."""
+    location = home / "warehouse" / "raw" / "tables" / "risk_factors"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_preprocess.py"), "--raw-location",
+                           location.as_uri()], capture_output=True, text=True, timeout=3600)
+    table = done.stdout[done.stdout.find("\nlocal["):] if "\nlocal[" in done.stdout else done.stdout[-3000:]
+    causes = [line for line in done.stderr.splitlines() if "Error" in line or "Exception:" in line][:5]
+    return table if done.returncode == 0 else f"stage profile failed (exit {done.returncode}): " + "\n".join(causes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,16 +237,20 @@ def main(argv: list[str] | None = None) -> int:
               f"and {len(expected)} filings in 2023-2024: {time.monotonic() - started:.0f} s", flush=True)
 
         with dg.DagsterInstance.get() as instance:
-            results, launched = launch_schedule_tick(instance, universe_config, home)
+            replay_cpu = process_cpu_seconds(replay.pid)
+            results, launched, runs_cpu = launch_schedule_tick(instance, universe_config, home)
             wall = time.time() - launched
+            cpu = {"runs": runs_cpu, "replay": process_cpu_seconds(replay.pid) - replay_cpu}
             stats = replay_stats(url)
             records = replay_stats(url, "records")
             timelines = {r.run_id: step_timeline(instance, r.run_id) for r in results}
             metadata = {r.run_id: run_metadata(instance, r.run_id) for r in results}
             rows = table_rows(settings)
             curated = run_curated(instance, home) if options.curate else None
+        if curated is not None:
+            curated["profile"] = profile_curation(home)
 
-        report(options.companies, results, launched, wall, stats, records, timelines, metadata, rows, expected,
+        report(options.companies, results, launched, wall, cpu, stats, records, timelines, metadata, rows, expected,
                curated)
         ok = (stats["refused"] == 0 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in results)
               and len(rows) == len(expected))
@@ -245,7 +271,7 @@ def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
     return {}
 
 
-def report(companies: int, results: list, launched: float, wall: float, stats: dict, records: list,
+def report(companies: int, results: list, launched: float, wall: float, cpu: dict, stats: dict, records: list,
            timelines: dict, metadata: dict, rows: list[dict], expected: set[str], curated: dict | None) -> None:
     from collections import Counter
 
@@ -263,8 +289,18 @@ def report(companies: int, results: list, launched: float, wall: float, stats: d
     print(f"wall: {wall:.1f} s; physical minimum at {SEC_RPS:.0f}/s: {minimum:.1f} s; share {minimum / wall:.3f}")
     print(f"  launch to first request: {first - launched:.1f} s (run process start-up, imports, catalog preflight)")
     print(f"  first to last request: {last - first:.1f} s ({(requests - 1) / max(last - first, 1e-9):.2f} requests/s)")
+    times = sorted(r[0] for r in records)
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    if gaps:
+        pick = lambda q: gaps[min(len(gaps) - 1, int(q * len(gaps)))] * 1000  # noqa: E731
+        print(f"    gaps between arrivals (ms): p10 {pick(0.1):.0f}, p50 {pick(0.5):.0f}, p90 {pick(0.9):.0f}, "
+              f"p99 {pick(0.99):.0f}; {sum(g for g in gaps if g > 0.2):.1f} s in gaps over 200 ms")
     print(f"  last request to the end: {launched + wall - last:.1f} s (extraction backlog, Delta merge, checks)")
     columns = ("listed", "extracted", "materialized", "raw step end", "checks end")
+    print(f"  CPU: the four run processes {cpu['runs']:.0f} s ({cpu['runs'] / max(len(expected), 1) * 1000:.0f} ms a "
+          f"filing), the replay server {cpu['replay']:.0f} s; {os.cpu_count()} CPUs x {wall:.0f} s wall = "
+          f"{os.cpu_count() * wall:.0f} CPU-seconds, shared with whatever else runs (load average "
+          f"{os.getloadavg()[0]:.1f})")
     print("\n| partition | run | filings | rows | " + " | ".join(columns) + " |")
     print("|---|---|---:|---:|" + "---:|" * len(columns))
     for run in results:
@@ -288,8 +324,11 @@ def report(companies: int, results: list, launched: float, wall: float, stats: d
               f" -> {records} records; {len(rows) / curated['seconds']:.1f} raw rows/s, {text_mb / curated['seconds']:.2f}"
               f" MB/s; {'less' if curated['seconds'] < wall else 'MORE'} than the ingest's {wall:.1f} s"
               + (f"; FAILED: {curated['failures'][0]}" if curated["failures"] else ""))
-        print("curated metadata: " + json.dumps({k: v for k, v in meta.items()
-                                                  if isinstance(v, (int, float, str, dict)) and len(str(v)) < 400}))
+        print(f"  of which the Spark job itself (read to write, after Spark start-up): {curated['job_seconds']:.1f} s; "
+              f"the rest: building the job's code wheel, spark-submit and JVM start-up, catalog calls")
+        print("  curated metadata: " + json.dumps({k: v for k, v in meta.items() if k in (
+            "rows_in", "risk_factors", "records_in", "rows_out", "rejects", "token_length")}))
+        print(curated["profile"])
     load = os.getloadavg()[0]
     print(f"\n{os.cpu_count()} CPUs, load average at the end {load:.1f}")
     print(f"companies={companies} filings={len(expected)} rows={len(rows)} requests={requests} refused={refused} "

@@ -8,10 +8,11 @@ What it serves (www.sec.gov and data.sec.gov paths on one loopback port):
 The universe has N companies (S&P 500 tickers under new CIKs from 0009700001), each with its 10-Ks and 10-Qs for
 the fiscal years asked, its other filings (8-K, DEF 14A, Form 4; one company in ten files 424B2s daily, so its
 `recent` block ends within the period and the rest sits on an older page, as EDGAR pages long histories). Each
-10-K and 10-Q is one of the real primary documents in `../shared/sec_samples/{filings,more}` with about a fifth of
-its adjacent lower-case word pairs swapped, seeded by the accession number: no two copies share their 5-word
-shingles, so the curated job's exact and near de-duplication keep every copy, while the words that decide an
-extraction's status (Item, Risk Factors, "no material changes", "incorporated by reference", ...) stay in place.
+10-K and 10-Q is one of the real primary documents in `../shared/sec_samples/{filings,more}` in which, within each
+run of text, every other pair of successive lower-case content words is swapped, seeded by the accession number:
+two copies share about a tenth of their 5-word shingles, as risk factors of different companies do, so the curated
+job's exact and near de-duplication keep every copy, while the words that decide an extraction's status (Item,
+Risk Factors, "no material changes", "incorporated by reference", ...) stay in place.
 
 How it refuses, from SEC's fair-access rules (sec.gov, "Accessing EDGAR Data" and the developer resources):
 - "Current max request rate: 10 requests/second", per user "regardless of the number of machines used": every
@@ -65,8 +66,8 @@ CONTROL = "/__replay__/"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _SAMPLE_FORM = re.compile(r"10-([kq])", re.I)
 _TEXT = re.compile(rb">([^<]+)<")
-_PAIR = re.compile(rb"(?<![&#\w])([a-z]{2,})(\s+)([a-z]{2,})(?![\w;])")
-# Words an extractor reads to decide a section's status or boundaries; a pair holding one is never swapped.
+_WORD = re.compile(rb"(?<![&#\w-])[a-z]{2,}(?![\w;-])")
+# Words an extractor reads to decide a section's status or boundaries: they never move.
 _KEEP = frozenset(word.encode() for word in """
 a an and any appear appears as back be been below by can change changed changes company consider contained contents
 continued corporation described developments disclosed discussed document except exhibit factor factors following
@@ -86,7 +87,7 @@ def declared(user_agent: str | None) -> bool:
 
 
 class Template:
-    """A real document with the positions of its swappable word pairs, rendered as a distinct copy per seed."""
+    """A real document with its swappable word pairs, rendered as a distinct copy per seed."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -94,10 +95,9 @@ class Template:
         spans = []
         for segment in _TEXT.finditer(data, body.start() if body else 0):
             base = segment.start(1)
-            for pair in _PAIR.finditer(segment.group(1)):
-                if pair.group(1) in _KEEP or pair.group(3) in _KEEP:
-                    continue
-                spans.append((base + pair.start(1), base + pair.end(1), base + pair.start(3), base + pair.end(3)))
+            words = [w.span() for w in _WORD.finditer(segment.group(1)) if w.group() not in _KEEP]
+            for (a0, a1), (b0, b1) in zip(words[0::2], words[1::2]):
+                spans.append((base + a0, base + a1, base + b0, base + b1))
         self.spans = np.array(spans, dtype=np.int64).reshape(-1, 4)
 
     def render(self, seed: int) -> bytes:

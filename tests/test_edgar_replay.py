@@ -139,7 +139,7 @@ def test_copies_of_one_filing_keep_its_status_but_share_few_shingles(universe):
     copies = [extract_risk_factors(universe.template(source).render(seed), "10-Q") for seed in (1, 2)]
     assert [c.status for c in copies] == [original.status] * 2 and original.status.value == "extracted"
     a, b = (_shingles(c.text) for c in copies)
-    assert len(a & b) / len(a | b) < 0.6  # the curated job's near-duplicate threshold is 0.8
+    assert len(a & b) / len(a | b) < 0.3  # the curated job's near-duplicate threshold is 0.8
 
 
 # --- the live client against it -----------------------------------------------------------------------------------

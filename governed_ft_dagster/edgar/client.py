@@ -468,11 +468,11 @@ class EdgarClient(_SubmissionsSource):
         backoff_base: float = 0.5,
         timeout: float = 30,
         max_retry_after: float = 600.0,
-        headroom: float = 0.03,
+        headroom: float = 0.01,
         throttle_cooldown: float = 30.0,
         submissions_max_age: float = SUBMISSIONS_MAX_AGE_S,
         prefetch_threads: int = 4,
-        prefetch_ahead: int = 64,
+        prefetch_ahead: int = 256,
     ) -> None:
         super().__init__()
         user_agent = (user_agent or os.environ.get(USER_AGENT_ENV, "")).strip()
@@ -520,8 +520,7 @@ class EdgarClient(_SubmissionsSource):
         return min(self.throttle_cooldown * (2**attempt), self.max_retry_after)
 
     def get(self, url: str) -> bytes:
-        """GET a URL within the shared rate limit; 403/429 cool every process down, 5xx and connection errors back
-        off; returns the decoded body."""
+        """GET within the shared limit (403/429 cool every process down; 5xx and connection errors back off)."""
         status: int | None = None
         detail = ""
         for attempt in range(self.max_retries + 1):

@@ -1,19 +1,9 @@
-"""SEC fair access shared by every process of one state folder: one request schedule, one cool-down (no Dagster).
+"""SEC fair access for every process of one state folder: one pace, one request window, one cool-down (no Dagster).
 
-SEC allows a user at most 10 requests per second "regardless of the number of machines used", and answers a user
-above it with 403 (or 429) for a while. The refresh schedule and the new-filings sensor start one process per
-partition run, so the limit cannot live in one process: it lives in a small file that every process of the
-deployment opens, under an exclusive `fcntl` lock held for microseconds.
-
-Two rules, both kept in that file:
-- Pace: requests start `(1 + headroom) / max_rps` apart. A caller takes the next slot (so callers queue in order
-  without holding the lock), sleeps until it, and starts only once the latest request started that long ago: a
-  process that was not scheduled for a while never sends its late requests in a burst.
-- Window: a request counts against the limit from before it is sent until `window_s` after its response began, and
-  no more than `max_rps * window_s` may count at once. SEC receives a request between those two moments whatever
-  the scheduling delays on either side, so no sliding second at SEC can hold more than `max_rps` of them. The pace
-  keeps requests apart when all is well; the window holds when a loaded machine delays them.
-A refusal (403/429) sets a cool-down in the same file, so every process pauses, not only the refused one.
+The state lives in a small file under an exclusive `fcntl` lock held for microseconds. Pace: requests start
+`(1 + headroom) / max_rps` apart, and never sooner than that after the latest start. Window: a request counts from
+before it is sent until `window_s` after its response began, at most `max_rps * window_s` at once, so however late
+a loaded machine sends or SEC stamps a request, no sliding second at SEC holds more than `max_rps` of them.
 """
 
 from __future__ import annotations
