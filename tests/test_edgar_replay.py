@@ -145,12 +145,13 @@ def test_copies_of_one_filing_keep_its_status_but_share_few_shingles(universe):
 # --- the live client against it -----------------------------------------------------------------------------------
 
 PARTITION_RUN = textwrap.dedent("""
-    import json, sys, time
+    import json, pathlib, sys, time
     from governed_ft_dagster.edgar.client import EdgarClient
     from governed_ft_dagster.ingest import IngestReport, list_filings
-    url, cache, year, form, tickers, go = sys.argv[1:]
+    url, cache, year, form, tickers, ready, go = sys.argv[1:]
     client = EdgarClient(f"Partition {year} {form} ops@example.com", base_url=url, data_url=url, cache_dir=cache)
-    while time.time() < float(go):
+    pathlib.Path(ready).touch()
+    while not pathlib.Path(go).exists():  # all four start together, however long their imports took
         time.sleep(0.005)
     report = IngestReport()
     refs = list_filings(client, tickers.split(","), form, int(year), True, report, lambda message: None)
@@ -164,10 +165,15 @@ PARTITION_RUN = textwrap.dedent("""
 def test_four_partition_runs_in_separate_processes_stay_within_ten_requests_a_second(replay, universe, tmp_path):
     partitions = [(2023, "10-K"), (2023, "10-Q"), (2024, "10-K"), (2024, "10-Q")]
     tickers = ",".join(c.ticker for c in universe.companies)
-    go = time.time() + 2.0
+    go = tmp_path / "go"
     runs = [subprocess.Popen([sys.executable, "-c", PARTITION_RUN, replay.url, str(tmp_path / "edgar_cache"),
-                              str(year), form, tickers, str(go)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                              str(year), form, tickers, str(tmp_path / f"ready-{year}-{form}"), str(go)],
+                             cwd=REPO, stdout=subprocess.PIPE, text=True)
             for year, form in partitions]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    go.touch()
     outputs = [json.loads(run.communicate(timeout=120)[0]) for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0, 0]
 

@@ -79,10 +79,11 @@ def test_a_damaged_state_file_is_started_afresh(tmp_path):
 
 
 WORKER = textwrap.dedent("""
-    import json, sys, time
+    import json, pathlib, sys, time
     from governed_ft_dagster.edgar.fair_access import FairAccessLimiter
     gate = FairAccessLimiter(sys.argv[1], max_rps=20.0)
-    while time.time() < float(sys.argv[2]):
+    pathlib.Path(sys.argv[2]).touch()
+    while not pathlib.Path(sys.argv[3]).exists():
         time.sleep(0.005)
     starts = []
     for _ in range(12):
@@ -93,9 +94,13 @@ WORKER = textwrap.dedent("""
 
 
 def test_processes_sharing_a_state_folder_share_one_limit(tmp_path):
-    go = time.time() + 2.0
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "state"), str(go)], cwd=REPO,
-                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    go = tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "state"), str(tmp_path / f"ready-{i}"),
+                                 str(go)], cwd=REPO, stdout=subprocess.PIPE, text=True) for i in range(3)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    go.touch()
     starts = sorted(t for w in workers for t in json.loads(w.communicate(timeout=60)[0]))
     assert all(w.returncode == 0 for w in workers)
     assert len(starts) == 36
