@@ -4,8 +4,8 @@ Set-up (not timed): a fresh state folder with the local stack (the real catalog 
 EDGAR replay server (`tests/edgar_replay.py`) in its own process with N companies built from the shared real
 filings, refusing as SEC does. Timed: the refresh schedule's tick, evaluated as the daemon would, and its run
 requests (one per raw partition, 2023-2024 x 10-K/10-Q) launched at once against one Dagster instance, each run in
-its own process as the daemon's run launcher starts it. The live EDGAR client reaches the replay
-server instead of sec.gov; nothing else differs from the `local` deployment. Printed: requests made and refused
+its own process as the daemon's run launcher starts it. The live EDGAR client reaches the replay server instead of
+sec.gov; nothing else differs from the `local` deployment. Printed: requests made and refused
 (the server's own record), wall time and its share of the physical minimum (requests / 10 per second), where the
 time went, whether the raw table holds exactly one row per filing, and with --curate the curated step on that table.
 
@@ -40,7 +40,6 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 REPLAY_URL_ENV = "GOVERNED_FT_BENCH_EDGAR_REPLAY"
-UNIVERSE_ENV = "GOVERNED_FT_BENCH_UNIVERSE"
 USER_AGENT = "Governed FT Benchmark bench@example.com"
 SEC_RPS = 10.0
 
@@ -62,7 +61,7 @@ def bench_definitions() -> dg.Definitions:
 
 
 def raw_refresh_job() -> dg.JobDefinition:
-    """The job the refresh schedule launches (reconstructed in each step process)."""
+    """The job the refresh schedule launches (reconstructed in each run process)."""
     return bench_definitions().resolve_job_def("raw_refresh_job")
 
 
@@ -206,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     if options.run_worker:
         return run_worker(options.run_worker)
 
-    from governed_ft_dagster.processes import end_group  # noqa: F401  (the stack's own process handling)
     from governed_ft_dagster.settings import load_settings
     from governed_ft_dagster.stack.bootstrap import bootstrap
     from governed_ft_dagster.stack.local import LocalStack
@@ -246,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             timelines = {r.run_id: step_timeline(instance, r.run_id) for r in results}
             metadata = {r.run_id: run_metadata(instance, r.run_id) for r in results}
             rows = table_rows(settings)
+            summary = report(options.companies, results, launched, wall, cpu, stats, records, timelines, metadata,
+                             rows, expected)
             curated = run_curated(instance, home) if options.curate else None
         if curated is not None:
-            curated["profile"] = profile_curation(home)
-
-        report(options.companies, results, launched, wall, cpu, stats, records, timelines, metadata, rows, expected,
-               curated)
+            report_curated(curated, rows, wall, profile_curation(home))
+        print(f"\n{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
+        print(summary)
         ok = (stats["refused"] == 0 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in results)
               and len(rows) == len(expected))
         return 0 if ok else 1
@@ -272,7 +271,8 @@ def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
 
 
 def report(companies: int, results: list, launched: float, wall: float, cpu: dict, stats: dict, records: list,
-           timelines: dict, metadata: dict, rows: list[dict], expected: set[str], curated: dict | None) -> None:
+           timelines: dict, metadata: dict, rows: list[dict], expected: set[str]) -> str:
+    """Print the ingest's figures; return the summary line."""
     from collections import Counter
 
     requests, refused = stats["requests"], stats["refused"]
@@ -315,25 +315,25 @@ def report(companies: int, results: list, launched: float, wall: float, cpu: dic
     complete = set(accessions) == expected and len(accessions) == len(set(accessions))
     print(f"\nraw table: {len(rows)} rows, {len(set(accessions))} distinct accession numbers, {len(expected)} filings "
           f"served; {'complete, one row per filing' if complete else 'NOT one row per filing'}; "
-          f"by status: {dict(sorted(statuses.items()))}")
-    if curated is not None:
-        text_mb = sum(len((r["risk_factors_text"] or "").encode()) for r in rows) / 1e6
-        meta = curated["metadata"]
-        records = meta.get("rows_out") or meta.get("records") or 0
-        print(f"\ncurated step: {curated['seconds']:.1f} s for {len(rows)} raw rows ({text_mb:.1f} MB of section text)"
-              f" -> {records} records; {len(rows) / curated['seconds']:.1f} raw rows/s, {text_mb / curated['seconds']:.2f}"
-              f" MB/s; {'less' if curated['seconds'] < wall else 'MORE'} than the ingest's {wall:.1f} s"
-              + (f"; FAILED: {curated['failures'][0]}" if curated["failures"] else ""))
-        print(f"  of which the Spark job itself (read to write, after Spark start-up): {curated['job_seconds']:.1f} s; "
-              f"the rest: building the job's code wheel, spark-submit and JVM start-up, catalog calls")
-        print("  curated metadata: " + json.dumps({k: v for k, v in meta.items() if k in (
-            "rows_in", "risk_factors", "records_in", "rows_out", "rejects", "token_length")}))
-        print(curated["profile"])
-    load = os.getloadavg()[0]
-    print(f"\n{os.cpu_count()} CPUs, load average at the end {load:.1f}")
-    print(f"companies={companies} filings={len(expected)} rows={len(rows)} requests={requests} refused={refused} "
-          f"rate_share={minimum / wall:.2f}")
+          f"by status: {dict(sorted(statuses.items()))}", flush=True)
+    return (f"companies={companies} filings={len(expected)} rows={len(rows)} requests={requests} refused={refused} "
+            f"rate_share={minimum / wall:.2f}")
 
+
+def report_curated(curated: dict, rows: list[dict], ingest_wall: float, profile: str) -> None:
+    """Print the curated step's figures and the stage profile of its job."""
+    seconds, meta = curated["seconds"], curated["metadata"]
+    text_mb = sum(len((r["risk_factors_text"] or "").encode()) for r in rows) / 1e6
+    records = meta.get("rows_out") or 0
+    print(f"\ncurated step: {seconds:.1f} s for {len(rows)} raw rows ({text_mb:.1f} MB of section text) -> {records} "
+          f"records; {records / seconds:.1f} records/s, {len(rows) / seconds:.1f} raw rows/s, {text_mb / seconds:.2f} "
+          f"MB/s; {'less' if seconds < ingest_wall else 'MORE'} than the ingest's {ingest_wall:.1f} s"
+          + (f"; FAILED: {curated['failures'][0]}" if curated["failures"] else ""))
+    print(f"  of which the Spark job itself (read to write, after Spark start-up): {curated['job_seconds']:.1f} s; "
+          f"the rest: building the job's code wheel, spark-submit and JVM start-up, catalog calls")
+    print("  curated metadata: " + json.dumps({k: v for k, v in meta.items() if k in (
+        "rows_in", "risk_factors", "records_in", "rows_out", "rejects", "token_length")}))
+    print(profile, flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())

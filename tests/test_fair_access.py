@@ -9,8 +9,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from governed_ft_dagster.edgar.fair_access import FairAccessLimiter
 
 REPO = Path(__file__).resolve().parents[1]

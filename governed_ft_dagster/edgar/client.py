@@ -602,7 +602,8 @@ class EdgarClient(_SubmissionsSource):
         missing = [ref for ref in refs if not self.cached_path(ref).is_file()]
         if self._prefetch is not None:
             self._prefetch.stop()
-        self._prefetch = _Prefetch(self._fetch, missing, self.prefetch_threads, self.prefetch_ahead) if missing else None
+        self._prefetch = (_Prefetch(self._fetch, missing, self.prefetch_threads, self.prefetch_ahead) if missing
+                          else None)
 
     def download(self, ref: FilingRef) -> Path:
         """The primary document in the cache, fetched unless it is already there; returns its path."""
