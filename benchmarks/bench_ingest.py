@@ -200,10 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds the replay server refuses everything after the rate is exceeded (SEC: 600)")
     parser.add_argument("--curate", action="store_true", help="then run the curated step on the raw table")
     parser.add_argument("--home", type=Path, help="state folder (default: a temporary one, removed at the end)")
+    parser.add_argument("--curate-only", action="store_true",
+                        help="only the curated step, on the raw table a run with this --home left")
     parser.add_argument("--run-worker", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.run_worker:
         return run_worker(options.run_worker)
+    if options.curate_only:
+        return curate_only(options.home)
 
     from governed_ft_dagster.settings import load_settings
     from governed_ft_dagster.stack.bootstrap import bootstrap
@@ -263,6 +267,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
 
 
+def curate_only(home: Path | None) -> int:
+    """The curated step again on a kept state folder's raw table (after a change to the curated job)."""
+    from governed_ft_dagster.settings import load_settings
+    from governed_ft_dagster.stack.local import LocalStack
+    from governed_ft_dagster.stack.server import free_port_pair
+
+    if home is None or not (home / "warehouse").is_dir():
+        raise SystemExit("--curate-only needs --home with the state folder of an earlier run")
+    os.environ.update({"GOVERNED_FT_HOME": str(home), "GOVERNED_FT_DEPLOYMENT": "local",
+                       "GOVERNED_FT_UC_PORT": str(free_port_pair()), REPLAY_URL_ENV: "http://127.0.0.1:9"})
+    os.environ.pop("DAGSTER_HOME", None)
+    settings = load_settings()
+    settings.prepare_dagster_home()
+    stack = LocalStack(settings)
+    try:
+        stack.up()
+        with dg.DagsterInstance.get() as instance:
+            rows = table_rows(settings)
+            curated = run_curated(instance, home)
+        report_curated(curated, rows, None, profile_curation(home))
+        return 1 if curated["failures"] else 0
+    finally:
+        stack.down()
+
+
 def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
     """The raw materialization's metadata in one run."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
@@ -320,14 +349,15 @@ def report(companies: int, results: list, launched: float, wall: float, cpu: dic
             f"rate_share={minimum / wall:.2f}")
 
 
-def report_curated(curated: dict, rows: list[dict], ingest_wall: float, profile: str) -> None:
+def report_curated(curated: dict, rows: list[dict], ingest_wall: float | None, profile: str) -> None:
     """Print the curated step's figures and the stage profile of its job."""
     seconds, meta = curated["seconds"], curated["metadata"]
     text_mb = sum(len((r["risk_factors_text"] or "").encode()) for r in rows) / 1e6
     records = meta.get("rows_out") or 0
     print(f"\ncurated step: {seconds:.1f} s for {len(rows)} raw rows ({text_mb:.1f} MB of section text) -> {records} "
           f"records; {records / seconds:.1f} records/s, {len(rows) / seconds:.1f} raw rows/s, {text_mb / seconds:.2f} "
-          f"MB/s; {'less' if seconds < ingest_wall else 'MORE'} than the ingest's {ingest_wall:.1f} s"
+          f"MB/s" + (f"; {'less' if seconds < ingest_wall else 'MORE'} than the ingest's {ingest_wall:.1f} s"
+                     if ingest_wall is not None else "")
           + (f"; FAILED: {curated['failures'][0]}" if curated["failures"] else ""))
     print(f"  of which the Spark job itself (read to write, after Spark start-up): {curated['job_seconds']:.1f} s; "
           f"the rest: building the job's code wheel, spark-submit and JVM start-up, catalog calls")

@@ -102,12 +102,12 @@ def load_job():
     return module
 
 
-def spark_session(jar_paths: list[Path]):
-    """A warm Delta-enabled local[2] session with the local job's 2 GB of driver memory."""
+def spark_session(jar_paths: list[Path], driver_memory: str = "2g"):
+    """A warm Delta-enabled local[2] session (2 GB of driver memory, as the local job has)."""
     from pyspark.sql import SparkSession
 
     builder = (SparkSession.builder.master("local[2]").config("spark.jars", ",".join(map(str, jar_paths)))
-               .config("spark.driver.memory", "2g"))
+               .config("spark.driver.memory", driver_memory))
     for key, value in CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -157,7 +157,7 @@ def profile_table(raw_location: str, work: Path) -> int:
 
     texts = [extract_risk_factors(p.read_bytes(), "10-K").text for p in sorted((SAMPLES / "filings").glob("*10-K*"))]
     tokenizer_dir = build_tiny_base([t for t in texts if t], work / "base")
-    spark = spark_session(jars.classpath(work, "spark"))
+    spark = spark_session(jars.classpath(work, "spark"), driver_memory="4g")  # it caches each stage's output
     megabytes = spark.read.format("delta").load(raw_location).select(
         text_bytes("risk_factors_text")).first()[0] / 1e6
     stages = profile_stages(spark, raw_location, tokenizer_dir, work / "curated")
