@@ -27,8 +27,9 @@ class EdgarResource(dg.ConfigurableResource):
     base_url: str = "https://www.sec.gov"
     data_url: str = "https://data.sec.gov"
     max_rps: float = Field(default=10.0, description="SEC's limit: requests per second of all processes together.")
-    submissions_max_age_s: float = Field(default=SUBMISSIONS_MAX_AGE_S, description="Seconds a cached submissions page is reused "
-                                                                    "before it is fetched again (live only).")
+    submissions_max_age_s: float = Field(default=SUBMISSIONS_MAX_AGE_S,
+                                         description="Seconds a cached submissions page is reused by every run "
+                                                     "before it is fetched again (live only).")
     sample_companies: int = 12
     sample_fiscal_years: list[int] = Field(default=[2023, 2024],
                                            description="Fiscal years the generated corpus covers ('sample' only).")
