@@ -73,6 +73,7 @@ def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_
     refs = list_filings(source, tickers, form_type, fiscal_year, include_amendments, report, log)
     report.filings_in = len(refs) + len(report.rejects)
     log(f"{len(refs)} {form_type} filings for fiscal year {fiscal_year} from {len(tickers)} tickers")
+    source.prefetch(refs)
     landing = RenewingCredentials(lambda: client.temporary_path_credentials(target.landing_root, "PATH_READ_WRITE"))
     records: list[dict] = []
     started = time.monotonic()

@@ -14,6 +14,8 @@ Deployment = Literal["local", "aws"]
 DEPLOYMENTS: tuple[Deployment, ...] = ("local", "aws")
 DEFAULT_STACK = "governed-ft"
 STACK_NAME = re.compile(r"^[a-z][a-z0-9-]{1,22}[a-z0-9]$")
+# At most 4 steps of a pool at once; the only pool is 'edgar' (the raw partitions, which share 10 requests/s).
+DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 4\n"
 
 
 class SettingsError(ValueError):
@@ -65,11 +67,11 @@ class Settings:
         return self.home / "logs"
 
     def prepare_dagster_home(self) -> Path:
-        """Create the instance folder (telemetry off) unless DAGSTER_HOME names another one; return the folder used."""
+        """Create the instance folder (telemetry off, pools limited) unless DAGSTER_HOME names another; return it."""
         home = Path(os.environ.get("DAGSTER_HOME") or self.dagster_home)
         home.mkdir(parents=True, exist_ok=True)
         if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+            (home / "dagster.yaml").write_text(DAGSTER_YAML)
         os.environ["DAGSTER_HOME"] = str(home)
         return home
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import sys
@@ -195,6 +196,15 @@ def test_minhash_estimates_jaccard_on_a_real_restatement(sections) -> None:
     other = T.shingle_hashes(annual["Climate change may have a long-term impact on our business."])
     assert T.jaccard(a, other) < 0.1
     assert not set(T.lsh_band_keys(sa)) & set(T.lsh_band_keys(T.minhash_signature(other)))
+
+
+def test_minhash_is_exactly_the_universal_hash_formula() -> None:
+    rng = random.Random(3)
+    mersenne = (1 << 61) - 1
+    for size in (1, 2, 5, 400):
+        values = [rng.randrange(0, 1 << 63) for _ in range(size)] + [(1 << 63) - 1, mersenne, mersenne - 1, 0]
+        expected = [min((a * x + b) % mersenne for x in values) for a, b in T._permutations(T.NUM_PERM, 1)]
+        assert T.minhash_signature(values) == expected
 
 
 def test_minhash_is_deterministic_across_processes() -> None:

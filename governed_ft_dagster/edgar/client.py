@@ -12,14 +12,16 @@ import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import requests
+
+from governed_ft_dagster.edgar.fair_access import FairAccessLimiter, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,13 @@ DEFAULT_FISCAL_YEARS = range(2023, 2025)
 FISCAL_YEAR_END_SLACK_DAYS = 10
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _PAGE_MEMO_SIZE = 16
+# How long cached copies stay fresh: the main submissions page gains each new filing, the older pages and the
+# ticker list change rarely.
+SUBMISSIONS_MAX_AGE_S = 600.0
+OLDER_PAGES_MAX_AGE_S = 7 * 24 * 3600.0
+COMPANY_TICKERS_MAX_AGE_S = 24 * 3600.0
+THROTTLED = (403, 429)
+FAIR_ACCESS_FILE = "fair_access.state"
 _TRANSIENT_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -333,6 +342,8 @@ class FilingSource(Protocol):
 
     def download(self, ref: FilingRef) -> Path: ...
 
+    def prefetch(self, refs: Sequence[FilingRef]) -> None: ...
+
 
 class _SubmissionsSource:
     """The EDGAR JSON logic shared by the HTTP client and the local source; subclasses supply raw reads."""
@@ -410,31 +421,8 @@ class _SubmissionsSource:
     def _listable(self, ref: FilingRef) -> bool:
         return True
 
-
-class _SpacingLimiter:
-    """Process-wide request spacing: successive requests start at least 1/rps apart, whoever sends them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def acquire(self, max_rps: float) -> None:
-        """Block until this caller may send a request."""
-        # 1% margin so that arrival jitter cannot squeeze max_rps + 1 requests into one second.
-        interval = 1.01 / max_rps
-        with self._lock:
-            wait = self._next - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            self._next = time.monotonic() + interval
-
-    def defer(self, seconds: float) -> None:
-        """Hold every caller back for `seconds` from now (used on HTTP 429)."""
-        with self._lock:
-            self._next = max(self._next, time.monotonic() + seconds)
-
-
-_LIMITER = _SpacingLimiter()
+    def prefetch(self, refs: Sequence[FilingRef]) -> None:
+        """Start fetching these filings' documents ahead of `download` (nothing to fetch for a local folder)."""
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -467,7 +455,7 @@ def atomic_write(path: Path, content: bytes) -> None:
 
 
 class EdgarClient(_SubmissionsSource):
-    """Live EDGAR client: fair-access User-Agent, process-wide rate limit, retries, on-disk document cache."""
+    """Live EDGAR client: fair-access User-Agent, one rate limit per state folder, cool-downs, shared caches."""
 
     def __init__(
         self,
@@ -480,6 +468,11 @@ class EdgarClient(_SubmissionsSource):
         backoff_base: float = 0.5,
         timeout: float = 30,
         max_retry_after: float = 600.0,
+        headroom: float = 0.01,
+        throttle_cooldown: float = 30.0,
+        submissions_max_age: float = SUBMISSIONS_MAX_AGE_S,
+        prefetch_threads: int = 4,
+        prefetch_ahead: int = 256,
     ) -> None:
         super().__init__()
         user_agent = (user_agent or os.environ.get(USER_AGENT_ENV, "")).strip()
@@ -501,7 +494,14 @@ class EdgarClient(_SubmissionsSource):
         self.backoff_base = backoff_base
         self.timeout = timeout
         self.max_retry_after = max_retry_after
+        self.throttle_cooldown = throttle_cooldown
+        self.submissions_max_age = submissions_max_age
+        self.prefetch_threads = prefetch_threads
+        self.prefetch_ahead = prefetch_ahead
+        self.limiter = FairAccessLimiter(self.cache_dir / FAIR_ACCESS_FILE, max_rps=max_rps, headroom=headroom,
+                                         hold_s=max(60.0, 2 * timeout))
         self._local = threading.local()
+        self._prefetch: _Prefetch | None = None
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -514,66 +514,181 @@ class EdgarClient(_SubmissionsSource):
     def _backoff(self, attempt: int) -> float:
         return self.backoff_base * (2**attempt) + random.uniform(0, self.backoff_base)
 
+    def _throttle_delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        return min(self.throttle_cooldown * (2**attempt), self.max_retry_after)
+
     def get(self, url: str) -> bytes:
-        """GET a URL within the rate limit, retrying 429/5xx/connection errors; returns the decoded body."""
+        """GET within the shared limit (403/429 cool every process down; 5xx and connection errors back off)."""
         status: int | None = None
         detail = ""
         for attempt in range(self.max_retries + 1):
-            _LIMITER.acquire(self.max_rps)
             try:
-                resp = self._session().get(url, timeout=self.timeout)
+                with self.limiter.request():  # counts until the response began, as SEC sees the request
+                    resp = self._session().get(url, timeout=self.timeout, stream=True)
+                body = resp.content
             except _TRANSIENT_ERRORS as exc:
                 status, detail = None, f"{type(exc).__name__}: {exc}"
                 if attempt < self.max_retries:
                     time.sleep(self._backoff(attempt))
                 continue
             if resp.status_code == 200:
-                return resp.content
+                return body
             status, detail = resp.status_code, resp.reason or ""
             if resp.status_code == 404:
                 raise EdgarNotFoundError(url, detail)
-            if resp.status_code != 429 and resp.status_code < 500:
-                if resp.status_code == 403:
-                    detail += "; SEC refuses requests without a descriptive User-Agent or above 10 requests/s"
+            if resp.status_code not in THROTTLED and resp.status_code < 500:
                 raise EdgarHTTPError(url, resp.status_code, detail)
             if attempt == self.max_retries:
                 break
-            delay = self._backoff(attempt)
-            retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.max_retry_after))
-            log.warning("EDGAR %s for %s; retry %d/%d in %.2fs", status, url, attempt + 1, self.max_retries, delay)
-            if resp.status_code == 429:
-                _LIMITER.defer(delay)
+            if resp.status_code in THROTTLED:
+                delay = self.limiter.cool_down(
+                    self._throttle_delay(attempt, _retry_after_seconds(resp.headers.get("Retry-After"))))
+                log.warning("EDGAR refused %s with %s (SEC's answer above 10 requests/s or to an undeclared "
+                            "User-Agent); every process of this deployment pauses %.1f s, then retry %d/%d",
+                            url, status, delay, attempt + 1, self.max_retries)
             else:
+                delay = self._backoff(attempt)
+                retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
+                if retry_after is not None:
+                    delay = max(delay, min(retry_after, self.max_retry_after))
+                log.warning("EDGAR %s for %s; retry %d/%d in %.2fs", status, url, attempt + 1, self.max_retries,
+                            delay)
                 time.sleep(delay)
+        if status in THROTTLED:
+            detail += (f"; SEC refuses requests above 10 requests/s or without a declared User-Agent (name and "
+                       f"contact address, {USER_AGENT_ENV})")
         raise EdgarHTTPError(url, status, f"gave up after {self.max_retries + 1} attempts; {detail}".rstrip("; "))
 
     def get_json(self, url: str) -> Any:
         """GET and parse JSON."""
-        body = self.get(url)
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise EdgarError(f"EDGAR returned invalid JSON from {url}: {exc}") from exc
+        return _parse_json(self.get(url), url)
+
+    def _cached_json(self, relative: str, url: str, max_age: float) -> Any:
+        """JSON from the state folder's cache while younger than max_age, else fetched once for every process."""
+        path = self.cache_dir / relative
+        data = _fresh_json(path, max_age)
+        if data is not None:
+            return data
+        with file_lock(path.with_name(f".{path.name}.lock")):
+            data = _fresh_json(path, max_age)  # another process may have fetched it while this one waited
+            if data is None:
+                body = self.get(url)
+                data = _parse_json(body, url)
+                atomic_write(path, body)
+        return data
 
     def _read_company_tickers(self) -> Any:
-        return self.get_json(f"{self.base_url}/files/company_tickers.json")
+        return self._cached_json("files/company_tickers.json", f"{self.base_url}/files/company_tickers.json",
+                                 COMPANY_TICKERS_MAX_AGE_S)
 
     def _read_submissions_page(self, name: str) -> Any:
-        return self.get_json(f"{self.data_url}/submissions/{name}")
+        max_age = OLDER_PAGES_MAX_AGE_S if "-submissions-" in name else self.submissions_max_age
+        return self._cached_json(f"submissions/{name}", f"{self.data_url}/submissions/{name}", max_age)
 
     def cached_path(self, ref: FilingRef) -> Path:
         """Where `download` keeps a filing's primary document (an EDGAR-shaped tree under cache_dir)."""
         return self.cache_dir / ref.archive_path
 
-    def download(self, ref: FilingRef) -> Path:
-        """Fetch the primary document into the cache unless it is already there; returns its path."""
+    def _fetch(self, ref: FilingRef) -> Path:
         path = self.cached_path(ref)
-        if path.is_file():
-            return path
-        atomic_write(path, self.get(f"{self.base_url}/{ref.archive_path}"))
+        if not path.is_file():
+            atomic_write(path, self.get(f"{self.base_url}/{ref.archive_path}"))
         return path
+
+    def prefetch(self, refs: Sequence[FilingRef]) -> None:
+        """Download these documents in background threads, in order, at most prefetch_ahead ahead of `download`."""
+        missing = [ref for ref in refs if not self.cached_path(ref).is_file()]
+        if self._prefetch is not None:
+            self._prefetch.stop()
+        self._prefetch = (_Prefetch(self._fetch, missing, self.prefetch_threads, self.prefetch_ahead) if missing
+                          else None)
+
+    def download(self, ref: FilingRef) -> Path:
+        """The primary document in the cache, fetched unless it is already there; returns its path."""
+        if self._prefetch is not None and (path := self._prefetch.take(ref)) is not None:
+            return path
+        return self._fetch(ref)
+
+
+class _Prefetch:
+    """Background downloads in list order, at most `ahead` not yet taken; `take` waits for one that has started."""
+
+    def __init__(self, fetch: Callable[[FilingRef], Path], refs: Sequence[FilingRef], threads: int,
+                 ahead: int) -> None:
+        self._fetch = fetch
+        self._order = deque(refs)
+        self._pending = {ref.accession_number for ref in refs}
+        self._started: dict[str, tuple[threading.Event, list]] = {}
+        self._lock = threading.Lock()
+        self._room = threading.Semaphore(max(1, ahead))
+        self._stopped = False
+        for _ in range(max(1, min(threads, len(refs)))):
+            threading.Thread(target=self._work, daemon=True, name="edgar-prefetch").start()
+
+    def _next(self) -> tuple[FilingRef, threading.Event, list] | None:
+        with self._lock:
+            while self._order and self._order[0].accession_number not in self._pending:
+                self._order.popleft()
+            if self._stopped or not self._order:
+                return None
+            ref = self._order.popleft()
+            self._pending.discard(ref.accession_number)
+            event, outcome = self._started[ref.accession_number] = (threading.Event(), [])
+            return ref, event, outcome
+
+    def _work(self) -> None:
+        while True:
+            self._room.acquire()
+            item = self._next()
+            if item is None:
+                self._room.release()
+                return
+            ref, event, outcome = item
+            try:
+                outcome.append(self._fetch(ref))
+            except BaseException as exc:  # handed to the consumer by take()
+                outcome.append(exc)
+            event.set()
+
+    def take(self, ref: FilingRef) -> Path | None:
+        """The prefetched document's path (raising what its download raised); None if no worker has started it."""
+        with self._lock:
+            if ref.accession_number in self._pending:
+                self._pending.discard(ref.accession_number)
+                return None
+            entry = self._started.pop(ref.accession_number, None)
+        if entry is None:
+            return None
+        event, outcome = entry
+        event.wait()
+        self._room.release()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def stop(self) -> None:
+        """Start nothing more (a download under way finishes)."""
+        with self._lock:
+            self._stopped = True
+
+
+def _parse_json(body: bytes, url: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise EdgarError(f"EDGAR returned invalid JSON from {url}: {exc}") from exc
+
+
+def _fresh_json(path: Path, max_age: float) -> Any:
+    """The cached JSON at path if it is younger than max_age seconds and parses, else None."""
+    try:
+        if time.time() - path.stat().st_mtime > max_age:
+            return None
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 class LocalEdgarSource(_SubmissionsSource):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 __all__ = [
     "PREPROCESS_VERSION",
     "SYSTEM_PROMPT",
@@ -50,6 +52,8 @@ SHINGLE_WORDS = 5
 LSH_BANDS = 16
 _MERSENNE_61 = (1 << 61) - 1
 _MASK_63 = (1 << 63) - 1
+_MASK_31 = (1 << 31) - 1
+_MASK_30 = (1 << 30) - 1
 
 _TRANSLATE = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
@@ -372,12 +376,38 @@ def _permutations(num_perm: int, seed: int) -> tuple[tuple[int, int], ...]:
     return tuple((rng.randrange(1, _MERSENNE_61), rng.randrange(0, _MERSENNE_61)) for _ in range(num_perm))
 
 
+@lru_cache(maxsize=8)
+def _permutation_arrays(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The permutations' a split into 30 high and 31 low bits, and b, as columns."""
+    pairs = np.array(_permutations(num_perm, seed), dtype=np.uint64)
+    a = pairs[:, :1]
+    return a >> np.uint64(31), a & np.uint64(_MASK_31), pairs[:, 1:]
+
+
+def _mod_mersenne_61(values: np.ndarray) -> np.ndarray:
+    """values mod 2^61-1 for uint64 values (two folds of the high bits, then one subtraction)."""
+    p = np.uint64(_MERSENNE_61)
+    values = (values & p) + (values >> np.uint64(61))
+    values = (values & p) + (values >> np.uint64(61))
+    return np.where(values >= p, values - p, values)
+
+
 def minhash_signature(hashes: Iterable[int], num_perm: int = NUM_PERM, seed: int = 1) -> list[int]:
     """MinHash signature with universal hashing (a*x + b) mod 2^61-1; all-max for an empty set."""
     values = list(hashes)
     if not values:
         return [_MERSENNE_61] * num_perm
-    return [min((a * x + b) % _MERSENNE_61 for x in values) for a, b in _permutations(num_perm, seed)]
+    # The 122-bit products in 64-bit pieces: with 2^61 = 1 (mod 2^61-1), a*x = a1*x1*2^62 + (a1*x0 + a0*x1)*2^31
+    # + a0*x0 and 2^62 = 2, where a = a1*2^31 + a0 and x = x1*2^31 + x0 (x reduced first). Each term stays below
+    # 2^63 and their sum with b below 2^64, so one reduction at the end gives the exact value.
+    x = _mod_mersenne_61(np.array(values, dtype=np.uint64))[None, :]
+    x1, x0 = x >> np.uint64(31), x & np.uint64(_MASK_31)
+    a1, a0, b = _permutation_arrays(num_perm, seed)
+    middle = a1 * x0 + a0 * x1
+    total = (a1 * x1 << np.uint64(1)) + (middle >> np.uint64(30)) + ((middle & np.uint64(_MASK_30)) << np.uint64(31))
+    total += a0 * x0
+    total += b
+    return _mod_mersenne_61(total).min(axis=1).tolist()
 
 
 def lsh_band_keys(signature: Sequence[int], bands: int = LSH_BANDS) -> list[int]:

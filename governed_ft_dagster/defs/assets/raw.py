@@ -14,7 +14,7 @@ from governed_ft_dagster.edgar.universe import load_universe
 from governed_ft_dagster.governance import RAW_TABLE
 from governed_ft_dagster.ingest import RawTarget, ingest
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
-from governed_ft_dagster.defs.resources.edgar import EdgarResource
+from governed_ft_dagster.defs.resources.edgar import EDGAR_POOL, EdgarResource
 
 
 class RawRiskFactorsConfig(dg.Config):
@@ -38,6 +38,7 @@ def raw_risk_factors_asset(partitions_def: dg.PartitionsDefinition) -> dg.Assets
         kinds={"python", "delta", "unitycatalog"},
         owners=["team:governed-ft"],
         tags={"principal": Principal.INGEST.value},
+        pool=EDGAR_POOL,
     )
     def raw_risk_factors(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig, catalog: CatalogResource,
                          edgar: EdgarResource) -> dg.MaterializeResult:

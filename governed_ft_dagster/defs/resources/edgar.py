@@ -9,7 +9,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from governed_ft_dagster.edgar.client import EdgarClient, FilingSource, LocalEdgarSource
+from governed_ft_dagster.edgar.client import SUBMISSIONS_MAX_AGE_S, EdgarClient, FilingSource, LocalEdgarSource
+
+# The Dagster concurrency pool of every step that calls EDGAR (its limit: Settings.prepare_dagster_home).
+EDGAR_POOL = "edgar"
 
 
 class EdgarResource(dg.ConfigurableResource):
@@ -17,11 +20,16 @@ class EdgarResource(dg.ConfigurableResource):
 
     source: str = Field(default="sample", description="'live' for sec.gov, 'sample' for the generated local corpus, 'folder' for local_root.")
     user_agent: str | None = Field(default=None, description="Declared User-Agent with a contact address (live only).")
-    cache_dir: str = Field(description="Document cache, so a re-run downloads nothing it already has.")
+    cache_dir: str = Field(description="EDGAR cache in the state folder, shared by every run: documents (kept), "
+                                       "submissions pages (reused while fresh) and the fair-access state (one "
+                                       "request schedule and cool-down for all processes).")
     local_root: str = Field(description="Local EDGAR-shaped folder (generated on first use for 'sample').")
     base_url: str = "https://www.sec.gov"
     data_url: str = "https://data.sec.gov"
-    max_rps: float = 10.0
+    max_rps: float = Field(default=10.0, description="SEC's limit: requests per second of all processes together.")
+    submissions_max_age_s: float = Field(default=SUBMISSIONS_MAX_AGE_S,
+                                         description="Seconds a cached submissions page is reused by every run "
+                                                     "before it is fetched again (live only).")
     sample_companies: int = 12
     sample_fiscal_years: list[int] = Field(default=[2023, 2024],
                                            description="Fiscal years the generated corpus covers ('sample' only).")
@@ -31,7 +39,8 @@ class EdgarResource(dg.ConfigurableResource):
     def filing_source(self) -> FilingSource:
         if self.source == "live":
             return EdgarClient(self.user_agent or "", base_url=self.base_url, data_url=self.data_url,
-                               cache_dir=Path(self.cache_dir), max_rps=self.max_rps)
+                               cache_dir=Path(self.cache_dir), max_rps=self.max_rps,
+                               submissions_max_age=self.submissions_max_age_s)
         root = Path(self.local_root)
         if self.source == "sample":
             self._ensure_sample_corpus(root)
