@@ -208,12 +208,20 @@ def _padded_length(lengths: Sequence[int], multiple: int | None) -> int:
 
 @dataclass
 class PackedCollator:
-    """Batches packed rows: right padding, restarting position ids, no attention mask (document masking)."""
+    """Batches packed rows: right padding, restarting position ids, no attention mask (document masking).
+
+    flatten: the rows laid end to end in one row with no padding at all, for FlashAttention's variable-length
+    kernel, which finds every example's boundary in the position ids.
+    """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    flatten: bool = False
 
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        if self.flatten:
+            features = [{key: [item for feature in features for item in feature[key]]
+                         for key in ("input_ids", "labels", "position_ids")}]
         ids, labels, lengths = _right_padded(features, self.pad_token_id, self.pad_to_multiple_of)
         width = ids.shape[1]
         # Padding forms a segment of its own (positions from 0), so no real token can attend to it.
