@@ -223,8 +223,10 @@ def train_config(args: argparse.Namespace, snapshot: CuratedSnapshot) -> TrainCo
                        source_location=snapshot.location, use_cpu=args.num_gpus == 0)
 
 
-def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], checkpoint_dir: Path) -> float | None:
-    """The base model's loss on the validation rows, batched and weighted as the Trainer's eval loss is."""
+def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], checkpoint_dir: Path,
+                   world_size: int = 1) -> float | None:
+    """The base model's loss on the validation rows, batched and weighted as the Trainer's eval loss is (one batch:
+    the rows every rank evaluates together)."""
     import torch
     from transformers.utils.quantization_config import QuantizationMethod
 
@@ -232,6 +234,7 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
 
     from governed_ft_dagster.training.base_model import context_length, load_base_model, load_tokenizer
     from governed_ft_dagster.training.packing import (
+        IGNORE_INDEX,
         PackedCollator,
         PaddingCollator,
         model_inputs,
@@ -239,7 +242,12 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
         pack_examples,
         tokenize_records,
     )
-    from governed_ft_dagster.training.trainer import quantization_config, resolve_base_model, select_precision
+    from governed_ft_dagster.training.trainer import (
+        eval_batch_rows,
+        quantization_config,
+        resolve_base_model,
+        select_precision,
+    )
 
     model_path, revision, _ = resolve_base_model(config.base_model, config.base_model_revision)
     tokenizer = load_tokenizer(model_path, config.chat_template or None)
@@ -247,12 +255,13 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
     examples, _ = tokenize_records(tokenizer, records_val, max_length, config.overlong)
     if not examples:
         return None
-    sequences = pack_examples(examples, max_length) if config.packing else one_per_row(examples)
+    size = eval_batch_rows(config, world_size)
+    sequences = pack_examples(examples, max_length, size) if config.packing else one_per_row(examples)
     rows = [sequence.as_features() for sequence in sequences]
     precision, dtype = select_precision(config.use_cpu)
     on_cuda = not config.use_cpu and torch.cuda.is_available()
     quantization = config.quantization if on_cuda else "none"
-    key = hashlib.sha256(json.dumps([revision, rows, config.per_device_batch_size, precision, quantization])
+    key = hashlib.sha256(json.dumps([revision, rows, size, precision, quantization])
                          .encode()).hexdigest()
     cache = checkpoint_dir / BASE_EVAL_FILE
     if cache.exists():
@@ -268,13 +277,19 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
     model.eval()
     collator = (PackedCollator if config.packing else PaddingCollator)(
         tokenizer.pad_token_id, pad_to_multiple_of=8 if on_cuda else None)
-    total, count, size = 0.0, 0, config.per_device_batch_size
+    total, count = 0.0, 0
     autocast = torch.autocast("cuda", dtype=dtype) if precision == "bf16" else nullcontext()
     with torch.no_grad(), autocast:
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
-            inputs = {k: v.to(device) for k, v in model_inputs(collator(chunk)).items()}
-            total += float(model(**inputs, use_cache=False).loss) * len(chunk)
+            weighted, targets = 0.0, 0  # the batch's token-weighted loss, one rank's share at a time
+            for first in range(0, len(chunk), config.per_device_batch_size):
+                batch = collator(chunk[first:first + config.per_device_batch_size])
+                inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                weighted += float(model(**inputs, use_cache=False).loss) * n
+                targets += n
+            total += weighted / targets * len(chunk)
             count += len(chunk)
     del model
     gc.collect()
@@ -468,7 +483,7 @@ def run(args: argparse.Namespace, rank: Rank | None = None) -> int:
         config.summary_extras["adapter_location"] = args.adapter_location
         if pipes:
             config.summary_extras["dagster_run_id"] = pipes.run_id
-        base_loss = main_first(rank, lambda: base_eval_loss(config, records_val, checkpoint_dir),
+        base_loss = main_first(rank, lambda: base_eval_loss(config, records_val, checkpoint_dir, rank.world_size),
                                "evaluating the base model")
         config.summary_extras["base_eval_loss"] = base_loss
         if base_loss is not None:

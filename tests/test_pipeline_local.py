@@ -20,11 +20,13 @@ from conftest import link_group
 from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_training_asset import TINY_RUN
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
+from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
 from governed_ft_dagster.stack.bootstrap import read_token
 from governed_ft_dagster.stack.server import ServerPaths, free_port_pair
 
 CLI = Path(sys.executable).with_name("governed-ft")
+# The local deployment trains the tiny stand-in, so its adapters never become versions of the production model.
+LOCAL_MODEL_NAME = "ml.tiny_ministral3_sec_risk_factors"
 UI_QUERY = """{ runsOrError { ... on Runs { results { status } } }
   assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId metadataEntries { label } }
                assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization {
@@ -106,7 +108,7 @@ def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folde
                            cwd=empty, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(p).is_relative_to(installed_wheel.parent) for p in where), where
     catalog = local_stack.settings.catalog_name
-    model = f"{catalog}.{MODEL_NAME}"
+    model = f"{catalog}.{LOCAL_MODEL_NAME}"
     try:
         for command in (("stack", "up"), ("bootstrap",), ("run",)):
             done = governed_ft(*command, env=env, cli=cli, cwd=empty)

@@ -17,6 +17,7 @@ CONTEXT_LENGTH = 1024
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
 TINY_MARKER = "governed_ft_tiny_base.json"
+TINY_FAMILY = "ministral3"  # the architecture of the tiny local base: the production base's
 # Written by `governed-ft aws stage-model` into the staged folder: which hub model and revision the files are.
 STAGED_MARKER = "governed_ft_staged_model.json"
 # The tiny base starts from random weights: at the production learning rate its LoRA barely moves in one epoch
@@ -97,9 +98,15 @@ def build_tiny_base(texts: Iterable[str], out_dir: Path, vocab_size: int = 4096,
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / TINY_MARKER).write_text(json.dumps({"family": "ministral3", "production_base": BASE_MODEL_ID,
+    (out_dir / TINY_MARKER).write_text(json.dumps({"family": TINY_FAMILY, "production_base": BASE_MODEL_ID,
                                                    "seed": seed, "vocab_size": len(tokenizer)}))
     return out_dir
+
+
+def tiny_identity(model_dir: str | Path) -> dict[str, Any]:
+    """The tiny base's marker (its family, the production base it stands for); {} for any other folder."""
+    marker = Path(model_dir) / TINY_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def staged_identity(model_dir: str | Path) -> dict[str, str]:

@@ -24,6 +24,7 @@ def torchrun_arguments(nnodes: int, nproc_per_node: int, node_rank: int = 0, mas
 
 
 def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"rank {rank} exit code {f.exitcode}" for rank, f in sorted(failed.failures.items())),
               file=sys.stderr, flush=True)
         return 1
+    except SignalException as stopped:  # the launcher was stopped; torchrun has stopped its ranks
+        print(f"torchrun: stopped by {stopped.sigval.name}", file=sys.stderr, flush=True)
+        return 128 + int(stopped.sigval)
     return 0
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +20,12 @@ import torch
 
 from governed_ft_dagster.training.base_model import (
     BASE_MODEL_ID,
-    TINY_MARKER,
     context_length,
     load_base_model,
     load_tokenizer,
     staged_identity,
     text_config,
+    tiny_identity,
 )
 from governed_ft_dagster.training.distributed import Rank, all_reduce_sum, init_process_group, main_first
 from governed_ft_dagster.training.packing import (
@@ -176,8 +177,7 @@ def resolve_base_model(ref: str, revision: str | None,
     """
     path = Path(ref)
     if path.is_dir():
-        marker = path / TINY_MARKER
-        info = json.loads(marker.read_text()) if marker.exists() else {}
+        info = tiny_identity(path)
         revision = revision or staged_identity(path).get("revision")
         if revision:
             return str(path), revision, info
@@ -288,8 +288,9 @@ def _trainer_classes():
             self.stopped_by_signal = False
             self._pending = [0, 0]
             self._started: float | None = None
-            if stop_on_sigterm:
-                signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous_handler: Any = None
+            if stop_on_sigterm and threading.current_thread() is threading.main_thread():
+                self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
         def _on_sigterm(self, signum, frame) -> None:
             self.stop_requested = True
@@ -318,8 +319,8 @@ def _trainer_classes():
                 control.should_training_stop = True
 
         def on_train_end(self, args, state, control, **kwargs):
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if self._previous_handler is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, self._previous_handler)
 
         def state(self) -> dict:
             return {"args": {"stop_on_sigterm": False}, "attributes": {"tokens": self.tokens, "slots": self.slots}}
@@ -370,8 +371,13 @@ def _trainer_classes():
     return StepSync, ReportingCallback, StopAfterSteps, PackedTrainer
 
 
-def _rows(examples, packing: bool, max_length: int) -> list[dict[str, list[int]]]:
-    sequences = pack_examples(examples, max_length) if packing else one_per_row(examples)
+def eval_batch_rows(config: TrainConfig, world_size: int) -> int:
+    """Rows of one evaluation batch over all ranks."""
+    return config.per_device_batch_size * world_size
+
+
+def _rows(examples, packing: bool, max_length: int, row_multiple: int = 1) -> list[dict[str, list[int]]]:
+    sequences = pack_examples(examples, max_length, row_multiple) if packing else one_per_row(examples)
     return [sequence.as_features() for sequence in sequences]
 
 
@@ -421,8 +427,11 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
                      f"{report.refused_no_assistant_tokens} without assistant tokens")
     if not train_examples:
         raise ValueError("no training records left after tokenisation")
-    train_rows = _rows(train_examples, config.packing, max_length)
-    val_rows = _rows(val_examples, config.packing, max_length)
+    # Row counts that fill every global batch: the ranks then train and evaluate exactly the batches one process
+    # would, and no rank pads a last batch with repeated rows (which would also skew the eval loss).
+    global_rows = config.per_device_batch_size * config.gradient_accumulation_steps * rank.world_size
+    train_rows = _rows(train_examples, config.packing, max_length, global_rows)
+    val_rows = _rows(val_examples, config.packing, max_length, eval_batch_rows(config, rank.world_size))
     attention = attention_implementation(config.attention, on_cuda)
     flatten = config.packing and attention.startswith("flash")
     collator = (PackedCollator(tokenizer.pad_token_id, pad_to_multiple_of=None if flatten else 8 if on_cuda else None,
@@ -528,8 +537,7 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
         "device": "cuda" if on_cuda else "cpu", "precision": precision, "quantization": quantization,
         "gradient_checkpointing": config.gradient_checkpointing, "attention": attention, "liger": liger_note,
         "distributed": {"world_size": rank.world_size, "strategy": config.distributed_strategy
-                        if rank.distributed else "none", "global_batch_rows": config.per_device_batch_size
-                        * config.gradient_accumulation_steps * rank.world_size},
+                        if rank.distributed else "none", "global_batch_rows": global_rows},
         "attention_isolation": dataclasses.asdict(isolation) if isolation else None,
         "seed": config.seed,
         "versions": _versions(),
