@@ -199,6 +199,10 @@ def test_the_failure_names_the_rank_with_its_own_error_before_those_that_followe
         "rank 1 (local rank 1 on algo-1), pid 12, died without reporting an error (the out-of-memory killer, or a "
         "kill from outside); rank 2 ended before recording anything (it failed while starting; see its stderr "
         "lines); rank 0 then lost contact and stopped")
+    stopped = {r: {**statuses[r], "state": "running", "error": None} for r in (0, 1)}
+    assert explain_failure(stopped, 2, {0: -signal.SIGTERM, 1: -signal.SIGKILL}) == (  # torchrun stopped rank 0
+        "rank 1 (local rank 1 on algo-1), pid 12, was killed by signal 9 (SIGKILL) without reporting an error (the "
+        "out-of-memory killer, or a kill from outside)")
     done = {r: {**statuses[r], "state": "completed"} for r in statuses}
     assert explain_failure(done, 3) is None
 

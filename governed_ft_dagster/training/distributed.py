@@ -189,7 +189,9 @@ def explain_failure(statuses: Mapping[int, Mapping[str, Any]], world_size: int,
         return f"{_label(first)} failed: {first.get('error') or 'no error text'}"
     codes = dict(exit_codes or {})
     silent = [r for r in range(world_size) if statuses.get(r, {}).get("state", RUNNING) == RUNNING]
-    causes = [r for r in silent if codes.get(r, 0) < 0] or silent
+    # torchrun stops the ranks still running with SIGTERM: a rank that another signal ended came first.
+    signalled = [r for r in silent if codes.get(r, 0) < 0]
+    causes = [r for r in signalled if codes[r] != -signal.SIGTERM] or signalled or silent
     if not causes:
         return None
     followers = sorted(r for r, s in statuses.items() if s.get("state") == PEER_LOST)

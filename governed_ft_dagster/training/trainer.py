@@ -381,17 +381,21 @@ def _rows(examples, packing: bool, max_length: int, row_multiple: int = 1) -> li
     return [sequence.as_features() for sequence in sequences]
 
 
-def _fsdp_arguments(strategy: Strategy, rank: Rank, model: torch.nn.Module,
-                    gradient_checkpointing: bool) -> dict[str, Any]:
+def _fsdp_arguments(strategy: Strategy, rank: Rank, model: torch.nn.Module, gradient_checkpointing: bool,
+                    on_cuda: bool) -> dict[str, Any]:
     """TrainingArguments for the strategy: FSDP2 sharding each decoder block, or nothing (DDP, one process)."""
     if strategy == "ddp" or not rank.distributed:
         return {}
     if strategy != "fsdp":
         raise ValueError(f"unknown distributed_strategy {strategy!r}: use ddp or fsdp")
+    if not on_cuda:
+        raise ValueError("distributed_strategy fsdp shards the base model over GPUs and needs CUDA (accelerate "
+                         "runs FSDP on GPUs only); on CPU ranks use ddp")
     blocks = sorted({type(module).__name__ for name, module in model.named_modules()
                      if re.fullmatch(r".*\.(layers|h|blocks)\.\d+", name)})
-    return {"fsdp": "full_shard auto_wrap",
-            "fsdp_config": {"fsdp_version": 2, "transformer_layer_cls_to_wrap": blocks,
+    return {"fsdp": True,
+            "fsdp_config": {"fsdp_version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                            "transformer_layer_cls_to_wrap": blocks,
                             "activation_checkpointing": gradient_checkpointing, "reshard_after_forward": True,
                             "state_dict_type": "SHARDED_STATE_DICT", "cpu_ram_efficient_loading": False}}
 
@@ -462,6 +466,8 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
     callbacks = [counter, ReportingCallback(reporter)]
     if config.stop_after_steps:
         callbacks.append(StopAfterSteps(config.stop_after_steps))
+    fsdp = _fsdp_arguments(config.distributed_strategy, rank, model, config.gradient_checkpointing, on_cuda)
+    checkpointing = config.gradient_checkpointing and not fsdp  # FSDP checkpoints activations itself
     args = TrainingArguments(
         output_dir=str(checkpoint_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
@@ -469,18 +475,20 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
         per_device_train_batch_size=config.per_device_batch_size,
         per_device_eval_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         bf16=precision == "bf16", use_cpu=not on_cuda, seed=config.seed, data_seed=config.seed,
         eval_strategy="epoch" if val_rows else "no", save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, logging_strategy="steps", logging_steps=config.logging_steps,
         report_to="none", disable_tqdm=True, remove_unused_columns=False, label_names=["labels"],
         prediction_loss_only=True, use_cache=False, dataloader_num_workers=0,
         ddp_find_unused_parameters=False if rank.distributed else None, use_liger_kernel=use_liger,
-        **_fsdp_arguments(config.distributed_strategy, rank, model, config.gradient_checkpointing),
+        **fsdp,
     )
     trainer = PackedTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=val_rows or None,
                             data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
+    if config.distributed_strategy == "fsdp" and rank.distributed and not trainer.is_fsdp_enabled:
+        raise ValueError("distributed_strategy fsdp was asked for but accelerate did not enable FSDP")
     trainer.counter = counter
     trainer.remove_callback(PrinterCallback)  # the reporter prints; the Trainer's own printer would repeat it
     isolation = verify_attention_isolation(trainer.model, len(tokenizer)) if config.packing else None
@@ -536,8 +544,8 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
         "resumed_from_checkpoint": resume_from.name if resume_from else None,
         "device": "cuda" if on_cuda else "cpu", "precision": precision, "quantization": quantization,
         "gradient_checkpointing": config.gradient_checkpointing, "attention": attention, "liger": liger_note,
-        "distributed": {"world_size": rank.world_size, "strategy": config.distributed_strategy
-                        if rank.distributed else "none", "global_batch_rows": global_rows},
+        "distributed": {"world_size": rank.world_size, "global_batch_rows": global_rows,
+                        "strategy": "fsdp" if trainer.is_fsdp_enabled else "ddp" if rank.distributed else "none"},
         "attention_isolation": dataclasses.asdict(isolation) if isolation else None,
         "seed": config.seed,
         "versions": _versions(),
@@ -546,7 +554,7 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
     if not completed:
         reporter.log(f"stopped at step {state.global_step} of {state.max_steps}; checkpoint in {checkpoint_dir}")
         return TrainSummary("interrupted", state.global_step, resume_from is not None, summary, None)
-    if config.distributed_strategy == "fsdp" and rank.distributed:
+    if trainer.is_fsdp_enabled:
         trainer.save_model(str(output_dir))  # every rank takes part in gathering the shards; rank 0 writes
     elif rank.is_main:
         trainer.model.save_pretrained(output_dir)
