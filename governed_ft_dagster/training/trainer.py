@@ -438,9 +438,9 @@ def train(config: TrainConfig, records_train: Sequence[Mapping[str, Any]],
     val_rows = _rows(val_examples, config.packing, max_length, eval_batch_rows(config, rank.world_size))
     attention = attention_implementation(config.attention, on_cuda)
     flatten = config.packing and attention.startswith("flash")
-    collator = (PackedCollator(tokenizer.pad_token_id, pad_to_multiple_of=None if flatten else 8 if on_cuda else None,
-                               flatten=flatten) if config.packing
-                else PaddingCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_cuda else None))
+    pad_to = 8 if on_cuda and not flatten else None  # a flattened batch is one row: nothing to pad
+    collator = (PackedCollator(tokenizer.pad_token_id, pad_to, flatten=flatten) if config.packing
+                else PaddingCollator(tokenizer.pad_token_id, 8 if on_cuda else None))
 
     quantization = config.quantization
     if quantization != "none" and not on_cuda:
