@@ -187,7 +187,8 @@ CPU_SCALE = 8
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200", 989.0), ("H100", 989.0), ("GH200", 989.0),
                    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("A10G", 70.0), ("L4", 121.0))
 GPU_MODES = ("plain", "project")
-MODE_NAMES = {"plain": "plain HF + PEFT, padded", "project": "project path", "distributed": "project path, DDP"}
+MODE_NAMES = {"plain": "plain HF + PEFT, padded", "project": "project path",
+              "distributed": "project path, torchrun on every GPU (DDP)"}
 
 
 def production_config(scale: int):
@@ -411,7 +412,8 @@ def print_modes(results: list[dict]) -> None:
                 f"the Ministral-3-3B-Instruct-2512 text configuration scaled down {first['scale']}x")
         print(f"{what}: {first['config']}; {first['params']:,} parameters, {first['trainable']:,} trainable (LoRA r=16 "
               f"on every projection of the blocks); bf16 autocast; {CONTEXT_LENGTH}-token rows; data: "
-              f"{first['data']}, {first['mean_record_tokens']:.0f} tokens per record on average; {first['device_name']}; "
+              f"{first['data']}, {first['mean_record_tokens']:.0f} tokens per record on average; "
+              f"{first['device_name']}; "
               f"torch {first['torch']}; peak for MFU {first['peak_tflops']:.1f} TFLOPS ({first['peak_source']})")
     print("\n| mode | ranks | rows/step | timed steps | real tokens/s | MFU | peak memory/rank | padding share | "
           "attention | Liger |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -506,7 +508,8 @@ def main() -> int:
     parser.add_argument("--cpu-ranks", type=int, default=2, help="production on CPU: ranks of the distributed run")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU")
     parser.add_argument("--records-per-company", type=int, default=60)
-    parser.add_argument("--mode-timeout-s", type=int, default=150, help="each mode's process at most")
+    parser.add_argument("--mode-timeout-s", type=int, default=None,
+                        help="each mode's process at most; default 140 s on CUDA (three modes: under 8 minutes)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="tiny: best of this many runs per mode")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
@@ -528,6 +531,7 @@ def main() -> int:
     if args.device == "cuda" or args.config == "production":
         args.steps = args.steps or (10 if args.device == "cuda" else 3)
         args.warmup = 3 if args.warmup is None and args.device == "cuda" else args.warmup or 1
+        args.mode_timeout_s = args.mode_timeout_s or (140 if args.device == "cuda" else 1800)
         print_modes(run_modes(args))
         return 0
     if args.config == "ranks":

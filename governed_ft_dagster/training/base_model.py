@@ -170,7 +170,8 @@ def context_length(config: Any, tokenizer: Any = None, requested: int | None = N
     return min(CONTEXT_LENGTH, limit) if limit else CONTEXT_LENGTH
 
 
-def load_base_model(model_ref: str | Path, dtype=None, quantization_config=None, attn_implementation: str | None = None):
+def load_base_model(model_ref: str | Path, dtype=None, quantization_config=None,
+                    attn_implementation: str | None = None):
     """The base model's text decoder for causal-LM training, from a hub id or a local directory."""
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -259,15 +259,23 @@ def liger_plan(enabled: bool, on_cuda: bool, model_type: str) -> tuple[bool, str
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest checkpoint in checkpoint_dir that was written completely."""
+    """The newest checkpoint in checkpoint_dir that was written completely: its trainer state, written last, reads
+    whole (a job killed while writing it leaves an empty or cut file)."""
     if not checkpoint_dir.is_dir():
         return None
     found = []
     for item in checkpoint_dir.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", item.name)
-        if match and (item / "trainer_state.json").exists() and not (item / "checkpoint-is-incomplete.txt").exists():
+        if match and not (item / "checkpoint-is-incomplete.txt").exists() and _readable_state(item):
             found.append((int(match.group(1)), item))
     return max(found)[1] if found else None
+
+
+def _readable_state(checkpoint: Path) -> bool:
+    try:
+        return isinstance(json.loads((checkpoint / "trainer_state.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _trainer_classes():

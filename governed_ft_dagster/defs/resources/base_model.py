@@ -23,8 +23,10 @@ class BaseModelResource(dg.ConfigurableResource):
     build_tiny_if_missing: bool = Field(default=False, description="Build the tiny local base at model_ref when absent.")
     tiny_corpus_dir: Optional[str] = Field(default=None, description="Folder of documents the tiny tokenizer is trained on.")
     finetune_defaults: dict[str, Any] = Field(default_factory=dict, description="Fine-tuning values this base needs instead of the production defaults; values set in the run config still win.")
-    lora_target_modules: list[str] = Field(default_factory=list, description="Modules LoRA adapts; empty: every linear projection of the model's decoder blocks.")
-    chat_template: Optional[str] = Field(default=None, description="Chat template instead of the tokenizer's own: mistral, chatml, or a template file.")
+    lora_target_modules: list[str] = Field(default_factory=list, description="Modules LoRA adapts; empty: every "
+                                           "linear projection of the model's decoder blocks.")
+    chat_template: Optional[str] = Field(default=None, description="Chat template instead of the tokenizer's own: "
+                                         "mistral, chatml, or a template file.")
 
     def finetune_config(self, config: ConfigT) -> ConfigT:
         """config with this base's defaults for the fields the run config left unset."""
