@@ -468,6 +468,11 @@ def ranks(args: argparse.Namespace) -> None:
                 continue
             print(f"| {name} | {count} | {summary['tokens_per_s']:,.0f} | {summary['train_step_seconds']:.1f} | "
                   f"{summary['metrics']['loss_by_step'][-1]['loss']:.5f} |")
+        one, two = best[plans[0][0]], best[plans[-1][0]]
+        if not isinstance(one, str) and not isinstance(two, str):
+            print("\n| step | loss, 1 process | loss, 2 ranks | difference |\n| --- | --- | --- | --- |")
+            for a, b in zip(one["metrics"]["loss_by_step"], two["metrics"]["loss_by_step"]):
+                print(f"| {a['step']} | {a['loss']:.7f} | {b['loss']:.7f} | {b['loss'] - a['loss']:+.1e} |")
 
 
 def _job_summary(script: Path, out: Path, base: Path, curated: Path, count: int, global_rows: int, steps: int,
