@@ -228,9 +228,8 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
     """The base model's loss on the validation rows, batched and weighted as the Trainer's eval loss is (one batch:
     the rows every rank evaluates together)."""
     import torch
-    from transformers.utils.quantization_config import QuantizationMethod
-
     from transformers import AutoConfig
+    from transformers.utils.quantization_config import QuantizationMethod
 
     from governed_ft_dagster.training.base_model import context_length, load_base_model, load_tokenizer
     from governed_ft_dagster.training.packing import (
