@@ -27,7 +27,7 @@ def register_once(root: Path, server_url: str, adapter: tuple[Path, Path], track
     from conftest import free_port
 
     from governed_ft_dagster.catalog.base import Principal
-    from governed_ft_dagster.governance import MODEL_NAME
+    from governed_ft_dagster.governance import PRODUCTION_MODEL_NAME as MODEL_NAME
     from governed_ft_dagster.registry import register_adapter, registry_env_for_databricks
 
     with pytest.MonkeyPatch.context() as env:

@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import PurePosixPath
 
 from governed_ft_dagster.catalog.base import Principal, Privilege, SecurableType
 
 SCHEMAS = ("raw", "curated", "ml")
 RAW_TABLE = "raw.risk_factors"
 CURATED_TABLE = "curated.risk_factor_instructions"
-MODEL_NAME = "ml.ministral_3b_sec_risk_factors"
+MODEL_SCHEMA = "ml"
+# The registered model of adapters over Ministral-3-3B-Instruct-2512, the production base; every other base model
+# gets a name of its own (registered_model_name), so a stand-in never shares the production model's versions.
+PRODUCTION_MODEL_NAME = "ml.ministral_3b_sec_risk_factors"
+MODEL_NAME_SUFFIX = "_sec_risk_factors"
+_MODEL_NAME = re.compile(rf"^{MODEL_SCHEMA}\.[a-z][a-z0-9_]{{0,120}}$")
+
+
+class ModelNameError(ValueError):
+    """A registered model name the project cannot use."""
+
+
+def check_model_name(name: str) -> str:
+    """The name, when it is a registered model in the ml schema (where the registrar may create models)."""
+    if not _MODEL_NAME.match(name):
+        raise ModelNameError(f"{name!r} is not a registered model name the registrar may create: write it as "
+                             f"{MODEL_SCHEMA}.<name> with lower-case letters, digits and underscores")
+    return name
+
+
+def registered_model_name(base_model: str, *, production_base: str, tiny_family: str | None = None) -> str:
+    """The registered model for adapters over this base: the production name for the production base (a hub id or
+    a folder staged from it), ml.tiny_<family>_sec_risk_factors for a tiny stand-in, else one named after the base."""
+    if tiny_family:
+        stem = f"tiny_{tiny_family}"
+    elif base_model == production_base:
+        return PRODUCTION_MODEL_NAME
+    else:
+        stem = PurePosixPath(base_model.rstrip("/")).name or base_model
+    slug = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_") or "base"
+    if not slug[0].isalpha():
+        slug = f"m_{slug}"
+    return check_model_name(f"{MODEL_SCHEMA}.{slug[:100]}{MODEL_NAME_SUFFIX}")
 
 
 @dataclass(frozen=True)
@@ -52,12 +86,19 @@ def _grants() -> tuple[GrantSpec, ...]:
 GRANTS: tuple[GrantSpec, ...] = _grants()
 
 
-# Who creates, and therefore owns, each governed object.
+# Who creates, and therefore owns, each governed table; the registrar creates, and owns, every registered model.
 OWNERS: dict[str, Principal] = {
     RAW_TABLE: Principal.INGEST,
     CURATED_TABLE: Principal.PREPROCESS,
-    MODEL_NAME: Principal.REGISTRAR,
 }
+MODEL_OWNER = Principal.REGISTRAR
+
+
+def owner(securable: str) -> Principal | None:
+    """The principal that creates, and so owns, a governed table or registered model."""
+    if securable in OWNERS:
+        return OWNERS[securable]
+    return MODEL_OWNER if securable.startswith(f"{MODEL_SCHEMA}.") else None
 # What path vending needs, on one external location per storage prefix so no principal reaches another's prefix:
 # ingest lands JSON and creates the raw table; preprocess creates and writes the curated table (it reads the raw
 # table with table credentials, which SELECT covers); train writes the LoRA adapter under ml/ and reads its own
@@ -120,14 +161,14 @@ class Action:
         return f"{self.operation.value} {self.target}".strip()
 
 
-def pipeline_actions() -> tuple[Action, ...]:
-    """Every operation on every securable that the pipeline uses."""
+def pipeline_actions(model_name: str = PRODUCTION_MODEL_NAME) -> tuple[Action, ...]:
+    """Every operation on every securable that the pipeline uses (adapters registered under model_name)."""
     o = Operation
     tables = (RAW_TABLE, CURATED_TABLE)
     return (
         *(Action(op, table) for table in tables for op in (o.VEND_READ, o.VEND_READ_WRITE)),
         *(Action(o.CREATE_TABLE, schema) for schema in SCHEMAS),
-        Action(o.CREATE_MODEL_VERSION, MODEL_NAME),
+        Action(o.CREATE_MODEL_VERSION, model_name),
         Action(o.WRITE_ARTIFACT),
         Action(o.WRITE_LINEAGE),
     )
@@ -154,11 +195,11 @@ def allowed(principal: Principal, action: Action) -> bool:
     schema = action.target.split(".")[0]
     if not (_holds(principal, "catalog", "", s.USE_CATALOG) and _holds(principal, "schema", schema, s.USE_SCHEMA)):
         return False
-    owner = OWNERS.get(action.target) == principal
+    owns = owner(action.target) == principal
     if action.operation == o.VEND_READ:
-        return owner or _holds(principal, "table", action.target, s.SELECT)
+        return owns or _holds(principal, "table", action.target, s.SELECT)
     if action.operation == o.VEND_READ_WRITE:
-        return owner or all(_holds(principal, "table", action.target, p) for p in (s.SELECT, s.MODIFY))
+        return owns or all(_holds(principal, "table", action.target, p) for p in (s.SELECT, s.MODIFY))
     if action.operation == o.CREATE_TABLE:
         return _holds(principal, "schema", schema, s.CREATE_TABLE)
-    return owner and _holds(principal, "schema", schema, s.CREATE_MODEL)
+    return owns and _holds(principal, "schema", schema, s.CREATE_MODEL)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
+from governed_ft_dagster.governance import ModelNameError, check_model_name, registered_model_name
+from governed_ft_dagster.training.base_model import BASE_MODEL_ID, TINY_FAMILY, staged_identity, tiny_identity
 from governed_ft_dagster.training.tracking import local_mlflow_store
 
 Deployment = Literal["local", "aws"]
@@ -38,6 +40,31 @@ class Settings:
     uc_host: str = "127.0.0.1"
     stack_name: str = DEFAULT_STACK
     mlflow_ui_port: int = 5000
+    base_model: str = ""  # hub id or local folder; empty: the tiny local base (local) or the production base (aws)
+    base_model_revision: str = ""  # the pinned hub revision of base_model
+    model_name_override: str = ""
+
+    @property
+    def tiny_base(self) -> bool:
+        """Whether the deployment trains the tiny stand-in built in the state folder."""
+        return self.deployment == "local" and not self.base_model
+
+    @property
+    def base_model_ref(self) -> str:
+        """The base model the training job starts from: a hub id or a local folder."""
+        if self.base_model:
+            return self.base_model
+        return str(self.home / "models" / f"tiny-{TINY_FAMILY}") if self.tiny_base else BASE_MODEL_ID
+
+    @property
+    def model_name(self) -> str:
+        """The registered model the adapters go to: GOVERNED_FT_MODEL_NAME, else named after the base model."""
+        if self.model_name_override:
+            return self.model_name_override
+        folder = Path(self.base_model_ref)
+        tiny = TINY_FAMILY if self.tiny_base else tiny_identity(folder).get("family")
+        staged = staged_identity(folder).get("id") if folder.is_dir() else None
+        return registered_model_name(staged or self.base_model_ref, production_base=BASE_MODEL_ID, tiny_family=tiny)
 
     @property
     def uc_url(self) -> str:
@@ -94,6 +121,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if edgar_source not in ("sample", "live"):
         raise SettingsError(f"GOVERNED_FT_EDGAR_SOURCE={edgar_source!r} is not a source; set it to 'sample' or 'live'")
     fiscal_years = _years(env.get("GOVERNED_FT_FISCAL_YEARS", "2023-2024"))
+    revision = env.get("GOVERNED_FT_MODEL_REVISION", "").strip()
     mlflow_port_text = env.get("GOVERNED_FT_MLFLOW_UI_PORT", "5000")
     if not mlflow_port_text.isdigit():
         raise SettingsError(f"GOVERNED_FT_MLFLOW_UI_PORT={mlflow_port_text!r} is not a port number")
@@ -109,7 +137,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retrain_policy=_policy(env.get("GOVERNED_FT_RETRAIN_POLICY", "on_demand")),
         stack_name=_stack_name(env.get("GOVERNED_FT_STACK", DEFAULT_STACK)),
         mlflow_ui_port=int(mlflow_port_text),
+        base_model=_base_model(env.get("GOVERNED_FT_BASE_MODEL", "").strip(), revision),
+        base_model_revision=revision,
+        model_name_override=_model_name(env.get("GOVERNED_FT_MODEL_NAME", "").strip()),
     )
+
+
+def _base_model(ref: str, revision: str) -> str:
+    """A local folder, or a hub id with its revision pinned (a download is then always the same files)."""
+    if not ref or Path(ref).expanduser().is_dir():
+        return str(Path(ref).expanduser().resolve()) if ref else ""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+        raise SettingsError(f"GOVERNED_FT_BASE_MODEL={ref!r} is neither a folder nor a hub id (owner/name)")
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise SettingsError(f"GOVERNED_FT_BASE_MODEL={ref} is a hub id: pin its revision with "
+                            "GOVERNED_FT_MODEL_REVISION=<40-hex commit>")
+    return ref
+
+
+def _model_name(text: str) -> str:
+    try:
+        return check_model_name(text) if text else ""
+    except ModelNameError as exc:
+        raise SettingsError(f"GOVERNED_FT_MODEL_NAME: {exc}") from None
 
 
 def _stack_name(text: str) -> str:

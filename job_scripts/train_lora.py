@@ -1,4 +1,10 @@
-"""LoRA fine-tuning job in SageMaker script mode: the same file runs on SageMaker and as a local process."""
+"""LoRA fine-tuning job in SageMaker script mode: the same file runs on SageMaker and as a local process.
+
+Under torchrun (SageMaker's torch_distributed, or the local resource with several ranks) rank 0 alone reads the
+curated table with credentials vended to the job's principal and broadcasts the records; rank 0 alone writes the
+adapter, reports through Pipes and logs the MLflow run. Every rank records how it ended, so a launcher can name the
+rank that failed.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +33,13 @@ activate()  # on SageMaker: the staged packages ahead of the container's, before
 from governed_ft_dagster.catalog import connect  # noqa: E402
 from governed_ft_dagster.catalog.base import CatalogClient, CatalogError, VendedCredentials  # noqa: E402
 from governed_ft_dagster.storage import S3Endpoint, is_local, local_path, storage_options  # noqa: E402
+from governed_ft_dagster.training import distributed  # noqa: E402
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID  # noqa: E402
+from governed_ft_dagster.training.distributed import Rank, main_first  # noqa: E402
 from governed_ft_dagster.training.tracking import MLFLOW_ARTIFACT_LOCATION_ENV  # noqa: E402
 from governed_ft_dagster.training.trainer import (  # noqa: E402
     SUMMARY_FILE,
+    NullReporter,
     PrintReporter,
     Reporter,
     TrainConfig,
@@ -44,6 +53,7 @@ TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 MLFLOW_RUN_FILE = "mlflow_run_id.txt"
 BASE_EVAL_FILE = "base_eval.json"
 PIPES_MAX_LOSS_POINTS = 500
+RANKS_FOLDER = "ranks"  # under the output data folder: each rank's last state, unless GOVERNED_FT_RANK_STATUS_DIR
 _ACCESS_OPTIONS = ("catalog_kind", "catalog_url", "catalog_principal", "catalog_name")
 
 
@@ -75,7 +85,7 @@ def _optional_int(value: str | int | None) -> int | None:
 
 
 _NOT_HYPERPARAMETERS = {"summary_extras", "source_table", "source_version", "source_location", "use_cpu"}
-_OPTIONAL_TYPES = {"base_model_revision": str, "stop_after_steps": _optional_int}
+_OPTIONAL_TYPES = {"base_model_revision": str, "stop_after_steps": _optional_int, "max_length": _optional_int}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,13 +227,17 @@ def train_config(args: argparse.Namespace, snapshot: CuratedSnapshot) -> TrainCo
                        source_location=snapshot.location, use_cpu=args.num_gpus == 0)
 
 
-def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], checkpoint_dir: Path) -> float | None:
-    """The base model's loss on the validation rows, batched and weighted as the Trainer's eval loss is."""
+def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], checkpoint_dir: Path,
+                   world_size: int = 1) -> float | None:
+    """The base model's loss on the validation rows, batched and weighted as the Trainer's eval loss is (one batch:
+    the rows every rank evaluates together)."""
     import torch
+    from transformers import AutoConfig
     from transformers.utils.quantization_config import QuantizationMethod
 
-    from governed_ft_dagster.training.base_model import load_base_model, load_tokenizer
+    from governed_ft_dagster.training.base_model import context_length, load_base_model, load_tokenizer
     from governed_ft_dagster.training.packing import (
+        IGNORE_INDEX,
         PackedCollator,
         PaddingCollator,
         model_inputs,
@@ -231,19 +245,26 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
         pack_examples,
         tokenize_records,
     )
-    from governed_ft_dagster.training.trainer import quantization_config, resolve_base_model, select_precision
+    from governed_ft_dagster.training.trainer import (
+        eval_batch_rows,
+        quantization_config,
+        resolve_base_model,
+        select_precision,
+    )
 
     model_path, revision, _ = resolve_base_model(config.base_model, config.base_model_revision)
-    tokenizer = load_tokenizer(model_path)
-    examples, _ = tokenize_records(tokenizer, records_val, config.max_length, config.overlong)
+    tokenizer = load_tokenizer(model_path, config.chat_template or None)
+    max_length = context_length(AutoConfig.from_pretrained(model_path), tokenizer, config.max_length)
+    examples, _ = tokenize_records(tokenizer, records_val, max_length, config.overlong)
     if not examples:
         return None
-    sequences = pack_examples(examples, config.max_length) if config.packing else one_per_row(examples)
+    size = eval_batch_rows(config, world_size)
+    sequences = pack_examples(examples, max_length, size) if config.packing else one_per_row(examples)
     rows = [sequence.as_features() for sequence in sequences]
     precision, dtype = select_precision(config.use_cpu)
     on_cuda = not config.use_cpu and torch.cuda.is_available()
     quantization = config.quantization if on_cuda else "none"
-    key = hashlib.sha256(json.dumps([revision, rows, config.per_device_batch_size, precision, quantization])
+    key = hashlib.sha256(json.dumps([revision, rows, size, precision, quantization])
                          .encode()).hexdigest()
     cache = checkpoint_dir / BASE_EVAL_FILE
     if cache.exists():
@@ -259,13 +280,19 @@ def base_eval_loss(config: TrainConfig, records_val: list[dict[str, Any]], check
     model.eval()
     collator = (PackedCollator if config.packing else PaddingCollator)(
         tokenizer.pad_token_id, pad_to_multiple_of=8 if on_cuda else None)
-    total, count, size = 0.0, 0, config.per_device_batch_size
+    total, count = 0.0, 0
     autocast = torch.autocast("cuda", dtype=dtype) if precision == "bf16" else nullcontext()
     with torch.no_grad(), autocast:
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
-            inputs = {k: v.to(device) for k, v in model_inputs(collator(chunk)).items()}
-            total += float(model(**inputs, use_cache=False).loss) * len(chunk)
+            weighted, targets = 0.0, 0  # the batch's token-weighted loss, one rank's share at a time
+            for first in range(0, len(chunk), config.per_device_batch_size):
+                batch = collator(chunk[first:first + config.per_device_batch_size])
+                inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                weighted += float(model(**inputs, use_cache=False).loss) * n
+                targets += n
+            total += weighted / targets * len(chunk)
             count += len(chunk)
     del model
     gc.collect()
@@ -417,36 +444,55 @@ def _write_failure(reason: BaseException | str) -> None:
         (Path(output_dir) / "failure").write_text(text[:1024])
 
 
-def run(args: argparse.Namespace) -> int:
+def read_training_data(args: argparse.Namespace, reporter: Reporter) -> tuple[CuratedSnapshot, str | None]:
+    """The curated snapshot read with credentials vended to the job's principal, and the table's catalog name.
+
+    Only rank 0 calls this: no other rank holds a credential or talks to the catalog.
+    """
+    location, storage_options, version = resolve_training_data(args)
+    snapshot = load_curated_records(location, storage_options, version)
+    records_train, records_val = split_records(snapshot.records)
+    if not records_val:
+        raise TrainingDataError(f"{args.source_table or location} has no '{VALIDATION_SPLIT}' records at Delta "
+                                f"version {snapshot.version}: the adapter could not be compared with the base")
+    reporter.log(f"read {len(snapshot.records)} records from {args.source_table or location} at Delta "
+                 f"version {snapshot.version}: {len(records_train)} train, {len(records_val)} validation")
+    if args.adapter_location:
+        adapter_credentials(args)  # a refusal now costs no training time
+        reporter.log(f"principal '{args.catalog_principal}' may write the adapter to {args.adapter_location}")
+    return snapshot, args.source_table
+
+
+def run(args: argparse.Namespace, rank: Rank | None = None) -> int:
     """Read the curated snapshot, train, write the outputs (and the governed adapter copy) and report."""
+    import torch
+
+    rank = rank or Rank.from_env()
     model_dir, checkpoint_dir = Path(args.model_dir), Path(args.checkpoint_dir)
+    distributed.init_process_group(rank, use_cuda=args.num_gpus != 0 and torch.cuda.is_available())
     with ExitStack() as stack:
-        pipes = _open_pipes(stack)
-        reporters: list[Reporter] = [PipesReporter(pipes)] if pipes else [PrintReporter()]
+        pipes = _open_pipes(stack) if rank.is_main else None
+        lead: Reporter = PipesReporter(pipes) if pipes else PrintReporter() if rank.is_main else NullReporter()
+        reporters: list[Reporter] = [lead]
         if args.ignored_hyperparameters:
-            reporters[0].log(f"ignoring unknown hyperparameters: {', '.join(args.ignored_hyperparameters)}")
-        location, storage_options, version = resolve_training_data(args)
-        snapshot = load_curated_records(location, storage_options, version)
+            lead.log(f"ignoring unknown hyperparameters: {', '.join(args.ignored_hyperparameters)}")
+        if rank.distributed:
+            lead.log(f"{rank.world_size} ranks: rank 0 reads the curated table and shares its records")
+        snapshot, args.source_table = main_first(rank, lambda: read_training_data(args, lead),
+                                                 "reading the curated table")
         records_train, records_val = split_records(snapshot.records)
-        if not records_val:
-            raise TrainingDataError(f"{args.source_table or location} has no '{VALIDATION_SPLIT}' records at Delta "
-                                    f"version {snapshot.version}: the adapter could not be compared with the base")
-        reporters[0].log(f"read {len(snapshot.records)} records from {args.source_table or location} at Delta "
-                         f"version {snapshot.version}: {len(records_train)} train, {len(records_val)} validation")
-        if args.adapter_location:
-            adapter_credentials(args)  # a refusal now costs no training time
-            reporters[0].log(f"principal '{args.catalog_principal}' may write the adapter to {args.adapter_location}")
         config = train_config(args, snapshot)
         config.summary_extras["training_job_name"] = os.environ.get("TRAINING_JOB_NAME")
         config.summary_extras["adapter_location"] = args.adapter_location
         if pipes:
             config.summary_extras["dagster_run_id"] = pipes.run_id
-        base_loss = base_eval_loss(config, records_val, checkpoint_dir)
+        base_loss = main_first(rank, lambda: base_eval_loss(config, records_val, checkpoint_dir, rank.world_size),
+                               "evaluating the base model")
         config.summary_extras["base_eval_loss"] = base_loss
         if base_loss is not None:
-            reporters[0].log(f"base model eval loss on the validation set: {base_loss:.4f}")
+            lead.log(f"base model eval loss on the validation set: {base_loss:.4f}")
         tracking = None
-        if os.environ.get("MLFLOW_TRACKING_URI"):
+        if rank.is_main and os.environ.get("MLFLOW_TRACKING_URI"):
             tracking = MlflowReporter(checkpoint_dir, run_name=os.environ.get("TRAINING_JOB_NAME"))
             tracking.log_config(config)
             config.summary_extras["mlflow_run_id"] = tracking.run_id
@@ -454,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
             reporters.append(tracking)
         reporter = FanoutReporter(reporters)
         try:
-            result = train(config, records_train, records_val, model_dir, checkpoint_dir, reporter)
+            result = train(config, records_train, records_val, model_dir, checkpoint_dir, reporter, rank)
         except BaseException:
             if tracking:
                 tracking.close("FAILED")
@@ -464,10 +510,13 @@ def run(args: argparse.Namespace) -> int:
                 tracking.close("KILLED")
             message = f"interrupted at step {result.global_step}; rerun with the same checkpoint dir to resume"
             reporter.log(message)
-            _write_failure(message)
+            if rank.is_main:
+                _write_failure(message)
             return INTERRUPTED_EXIT_CODE
         if tracking:
             tracking.close("FINISHED")
+        if not rank.is_main:
+            return 0
         output_data = Path(args.output_data_dir)
         output_data.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir / SUMMARY_FILE, output_data / SUMMARY_FILE)
@@ -480,19 +529,40 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; a catalog refusal is one line on stderr and in the failure file, without a traceback."""
+    """Entry point; a catalog refusal is one line on stderr and in the failure file, without a traceback.
+
+    Each rank records how it ended; a rank that only lost its peers says so and leaves the failure file to the
+    rank that caused it.
+    """
     args = parse_args(argv)
+    rank = Rank.from_env()
+    statuses = distributed.status_dir(Path(args.output_data_dir) / RANKS_FOLDER)
+    distributed.write_status(statuses, rank, distributed.RUNNING)
     try:
-        return run(args)
+        code = run(args, rank)
     except CatalogError as exc:
-        line = " ".join(str(exc).split())
-        _write_failure(line)
-        print(line, file=sys.stderr, flush=True)
-        return 1
+        return _failed(rank, statuses, " ".join(str(exc).split()))
     except Exception as exc:
-        _write_failure(exc)
+        if rank.distributed and distributed.is_peer_failure(exc):
+            line = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+            distributed.write_status(statuses, rank, distributed.PEER_LOST, line)
+            print(f"{rank.label()} stopped because another rank failed or went away ({line})", file=sys.stderr,
+                  flush=True)
+            return 1
         traceback.print_exc()
-        return 1
+        return _failed(rank, statuses, f"{type(exc).__name__}: {exc}")
+    distributed.write_status(statuses, rank, distributed.COMPLETED if code == 0 else distributed.INTERRUPTED)
+    distributed.destroy_process_group()
+    return code
+
+
+def _failed(rank: Rank, statuses: Path, line: str) -> int:
+    """This rank's own failure: its status, the failure file SageMaker shows, and a last stderr line naming it."""
+    distributed.write_status(statuses, rank, distributed.FAILED, line)
+    named = f"{rank.label()}: {line}" if rank.distributed else line
+    _write_failure(named)
+    print(named, file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":

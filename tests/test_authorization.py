@@ -21,7 +21,7 @@ from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionErro
 from governed_ft_dagster.catalog.oss import API
 from governed_ft_dagster.governance import (
     CURATED_TABLE,
-    MODEL_NAME,
+    PRODUCTION_MODEL_NAME,
     RAW_TABLE,
     Action,
     Operation,
@@ -160,7 +160,7 @@ def governed_objects(catalog: CatalogResource) -> None:
     catalog.client(Principal.PREPROCESS).register_external_table(
         catalog.table_name(CURATED_TABLE), catalog.location("curated/tables/risk_factor_instructions"), COLUMNS)
     catalog.grant_table_readers(Principal.PREPROCESS, CURATED_TABLE)
-    catalog.client(Principal.REGISTRAR).create_registered_model(catalog.table_name(MODEL_NAME))
+    catalog.client(Principal.REGISTRAR).create_registered_model(catalog.table_name(PRODUCTION_MODEL_NAME))
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +300,7 @@ def test_the_design_matrix_itself() -> None:
         Principal.PREPROCESS: {f"vend READ {RAW_TABLE}", f"vend READ {CURATED_TABLE}",
                                f"vend READ_WRITE {CURATED_TABLE}", "create table curated"},
         Principal.TRAIN: {f"vend READ {CURATED_TABLE}", "write model artifact"},
-        Principal.REGISTRAR: {f"create model version {MODEL_NAME}", "write lineage"},
+        Principal.REGISTRAR: {f"create model version {PRODUCTION_MODEL_NAME}", "write lineage"},
     }
     assert {p: {str(a) for a in pipeline_actions() if allowed(p, a)} for p in Principal} == expected
     written = expected_cells(PROVISIONED)

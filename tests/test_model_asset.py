@@ -21,7 +21,7 @@ from governed_ft_dagster.defs.checks import adapter_beats_base_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.cli import main
 from governed_ft_dagster.cli.lineage import graph_from_databricks
-from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
+from governed_ft_dagster.governance import CURATED_TABLE, PRODUCTION_MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.lineage.derive import derive_lineage, metadata_name, upstream_chain
 from governed_ft_dagster.lineage.facts import lineage_nodes_from_graph
 from governed_ft_dagster.lineage.sinks import OpenLineageFileSink
@@ -39,7 +39,7 @@ from governed_ft_dagster.defs.resources.registry import (
 from test_lineage import standard_nodes
 from fake_lineage import LT
 
-MODEL = f"{CATALOG}.{MODEL_NAME}"
+MODEL = f"{CATALOG}.{PRODUCTION_MODEL_NAME}"
 RAW = f"{CATALOG}.{RAW_TABLE}"
 CURATED = f"{CATALOG}.{CURATED_TABLE}"
 EMR_RUN = "00fmq3a1b2c3d4e5"
@@ -183,7 +183,7 @@ def test_registers_the_adapter_with_its_sources_and_pushes_lineage_once(world, a
     assert first["lineage"] == {"created": 6, "updated": 0, "unchanged": 0}
     assert (first["lineage_external_metadata"], first["lineage_relationships"]) == (2, 4)
     assert first["lineage_command"] == f"`governed-ft lineage {MODEL} --version 1 --json`"
-    assert first["lineage_where"] == f"{fake.url}/explore/data/models/{CATALOG}/ml/{MODEL_NAME.split('.')[1]}/version/1"
+    assert first["lineage_where"] == f"{fake.url}/explore/data/models/{CATALOG}/ml/{PRODUCTION_MODEL_NAME.split('.')[1]}/version/1"
     version = registry.versions[MODEL]["1"]
     tags = version["tags"]
     assert version["status"] == "READY" and tags["governed_ft.mlflow_run_id"] == first["mlflow_run_id"]

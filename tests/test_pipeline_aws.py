@@ -24,7 +24,7 @@ from governed_ft_dagster.defs.assets.training import finetuned_lora_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.defs.checks import all_checks
 from governed_ft_dagster.cli.lineage import graph_from_databricks
-from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
+from governed_ft_dagster.governance import CURATED_TABLE, PRODUCTION_MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.lineage.derive import upstream_chain
 from governed_ft_dagster.cli.provision import aws as aws_group
 from governed_ft_dagster.defs.resources import aws_resources
@@ -212,9 +212,9 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_stor
         assert_no_secret_leaked(aws, instance, [tmp_path, spark_home], registry, lineage_service)
         assert curated["job_run_kind"].value == "EMRServerlessJobRun"
         assert training["job_run_kind"].value == "SageMakerTrainingJob"
-        full_name, version = f"{CATALOG}.{MODEL_NAME}", str(model["model_version"].value)
+        full_name, version = f"{CATALOG}.{PRODUCTION_MODEL_NAME}", str(model["model_version"].value)
         assert model["created"].value is True
-        assert model["catalog_ui"].value == f"{aws.databricks.url}/explore/data/models/{CATALOG}/ml/{MODEL_NAME.split('.')[-1]}/version/{version}"
+        assert model["catalog_ui"].value == f"{aws.databricks.url}/explore/data/models/{CATALOG}/ml/{PRODUCTION_MODEL_NAME.split('.')[-1]}/version/{version}"
         assert curated["catalog_ui"].value.endswith(f"/explore/data/{CATALOG}/curated/risk_factor_instructions")
         chain = upstream_chain(graph_from_databricks(resources["lineage"].workspace_client(), full_name, version),
                                full_name, version)

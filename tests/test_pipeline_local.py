@@ -22,13 +22,15 @@ import requests
 
 from conftest import link_group
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
+from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
 from governed_ft_dagster.settings import load_settings
 from governed_ft_dagster.stack.bootstrap import read_token
 from governed_ft_dagster.stack.local import LocalStack
 from governed_ft_dagster.stack.server import ServerPaths, free_port_pair
 
 CLI = Path(sys.executable).with_name("governed-ft")
+# The local deployment trains the tiny stand-in, so its adapters never become versions of the production model.
+LOCAL_MODEL_NAME = "ml.tiny_ministral3_sec_risk_factors"
 UI_QUERY = """{ runsOrError { ... on Runs { results { status } } }
   assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId metadataEntries { label } }
                assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization {
@@ -119,7 +121,7 @@ class Demo:
 
     @property
     def model(self) -> str:
-        return f"{self.settings.catalog_name}.{MODEL_NAME}"
+        return f"{self.settings.catalog_name}.{LOCAL_MODEL_NAME}"
 
     def instance(self):
         import dagster as dg
@@ -170,7 +172,7 @@ def demo(tmp_path_factory, uc_server_jars, spark_home, installed_wheel) -> Itera
                                        browser)
         ui_log = (empty.parent / "ui.log").read_text(errors="replace")
         catalog = stack.settings.catalog_name
-        shown = governed_ft("lineage", f"{catalog}.{MODEL_NAME}", "--version", "1", "--json", env=env)
+        shown = governed_ft("lineage", f"{catalog}.{LOCAL_MODEL_NAME}", "--version", "1", "--json", env=env)
         events = read_events(openlineage_path(stack.home))
         again = governed_ft("run", env=env, cli=cli, cwd=empty)
         tokens = [read_token(stack.home, p) for p in Principal]

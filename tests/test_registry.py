@@ -17,7 +17,7 @@ from aws_fixtures import BUCKET, CATALOG, application_id, secret_value, start_re
 from conftest import free_port, tiny_lora_adapter
 from fake_mlflow_uc import PREFIX
 from governed_ft_dagster.catalog.base import CatalogError, CatalogPermissionError, Principal
-from governed_ft_dagster.governance import CURATED_TABLE, MODEL_NAME, RAW_TABLE
+from governed_ft_dagster.governance import CURATED_TABLE, PRODUCTION_MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.registry import (
     TAG_ARTIFACT_SHA256,
     TAG_HYPERPARAMETERS_SHA256,
@@ -34,7 +34,7 @@ from governed_ft_dagster.registry import (
     scoped_env,
 )
 
-MODEL = f"{CATALOG}.{MODEL_NAME}"
+MODEL = f"{CATALOG}.{PRODUCTION_MODEL_NAME}"
 EXPERIMENT = "/Shared/governed-ft"
 STORAGE_ROOT = f"s3://{BUCKET}/ml/models"
 PLANTED = "dose-planted-hyperparameter-secret-77aa"
@@ -297,7 +297,7 @@ def test_registers_into_the_open_source_catalog_once(adapter, tmp_path, running_
             registered.append(register_adapter(
                 registry_uri=f"uc:{url}", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                 artifact_location=(tmp_path / "mlartifacts").as_uri(),
-                model_full_name=f"{running_stack.settings.catalog_name}.{MODEL_NAME}", adapter_dir=adapter_dir,
+                model_full_name=f"{running_stack.settings.catalog_name}.{PRODUCTION_MODEL_NAME}", adapter_dir=adapter_dir,
                 base_model_ref=str(base), description="oss", tags={}, experiment="governed-ft", env=None))
     first, again = registered
     assert first.created and first.version == "1"

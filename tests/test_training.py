@@ -189,8 +189,15 @@ def test_an_interrupted_job_resumes_to_the_same_step(tmp_path, tiny_base, curate
 
 
 def complete_checkpoints(checkpoint_dir: Path) -> list[int]:
+    """Checkpoints whose trainer state (written last) reads whole: a kill can land while it is being written."""
+    def whole(state: Path) -> bool:
+        try:
+            return bool(json.loads(state.read_text()))
+        except (OSError, ValueError):
+            return False
+
     return sorted(int(p.name.split("-")[1]) for p in checkpoint_dir.glob("checkpoint-*")
-                  if (p / "trainer_state.json").exists())
+                  if whole(p / "trainer_state.json"))
 
 
 def start_job(args: list[str], root: Path) -> subprocess.Popen:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from governed_ft_dagster.catalog.base import CatalogError
+from governed_ft_dagster.governance import PRODUCTION_MODEL_NAME, ModelNameError, check_model_name
 from governed_ft_dagster.provision import ProvisionError
 from governed_ft_dagster.settings import DEFAULT_STACK
 
@@ -220,6 +221,8 @@ def _catalog_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Catalog holding the raw, curated and ml schemas."),
         click.option("--storage-role-arn", default="",
                      help="IAM role of the storage credential [default: the stack's <stack>-uc-storage role]."),
+        click.option("--model-name", envvar="GOVERNED_FT_MODEL_NAME", default=PRODUCTION_MODEL_NAME,
+                     show_default=True, help="Registered model the adapters become versions of."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -229,11 +232,16 @@ def _catalog_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _catalog_provisioner(params: dict[str, Any]) -> "CatalogProvisioner":
     from governed_ft_dagster.provision.catalog import CatalogProvisioner, workspace_client
 
+    try:
+        model_name = check_model_name(params["model_name"])
+    except ModelNameError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model-name") from None
     provisioner = _provisioner(params)
     cfg = provisioner.connect()
     workspace = workspace_client(params["host"], params["profile"])
     return CatalogProvisioner(cfg, workspace, provisioner, catalog=params["catalog_name"],
-                              storage_role_arn=params["storage_role_arn"] or None)
+                              storage_role_arn=params["storage_role_arn"] or None,
+                              model_name=model_name)
 
 
 def _print_catalog(report: "CatalogReport", as_json: bool, *, done: bool) -> None:

@@ -20,7 +20,7 @@ from governed_ft_dagster.governance import (
     GRANTS,
     LINEAGE_WRITERS,
     LOCATION_GRANTS,
-    MODEL_NAME,
+    PRODUCTION_MODEL_NAME,
     SCHEMAS,
     external_access_grants,
 )
@@ -229,10 +229,12 @@ class CatalogProvisioner:
     """Plans, applies and destroys the stack's Unity Catalog objects as a workspace and metastore admin."""
 
     def __init__(self, cfg: StackConfig, workspace: WorkspaceClient, aws: "AwsProvisioner", *, catalog: str,
-                 storage_role_arn: str | None = None, secrets: AwsSecretStore | None = None):
+                 storage_role_arn: str | None = None, secrets: AwsSecretStore | None = None,
+                 model_name: str = PRODUCTION_MODEL_NAME):
         self.cfg = cfg
         self.ws = workspace
         self.catalog = catalog
+        self.model_name = model_name
         self.secrets = secrets or AwsSecretStore(aws)
         self.storage_role_arn = storage_role_arn or cfg.role_arn(cfg.storage_role_name)
         self.own_storage_role = storage_role_arn in (None, "", cfg.role_arn(cfg.storage_role_name))
@@ -511,7 +513,7 @@ class CatalogProvisioner:
                 desired.setdefault(key, {}).setdefault(role, set()).update(privileges)
         for schema in SCHEMAS:
             desired.setdefault(("schema", f"{self.catalog}.{schema}"), {})
-        desired.setdefault(("function", f"{self.catalog}.{MODEL_NAME}"), {})
+        desired.setdefault(("function", f"{self.catalog}.{self.model_name}"), {})
         return desired
 
     def _grant_diff(self, identities: dict[Principal, _Identity], report: CatalogReport) -> list[GrantChange]:

@@ -137,8 +137,13 @@ def tokenize_records(tokenizer: Any, records: Iterable[Mapping[str, Any]], max_l
     return examples, report
 
 
-def pack_examples(examples: Sequence[TokenizedExample], max_length: int = CONTEXT_LENGTH) -> list[PackedSequence]:
-    """Greedy bin packing into rows of at most max_length tokens: few rows, of nearly equal length."""
+def pack_examples(examples: Sequence[TokenizedExample], max_length: int = CONTEXT_LENGTH,
+                  row_multiple: int = 1) -> list[PackedSequence]:
+    """Greedy bin packing into rows of at most max_length tokens: few rows, of nearly equal length.
+
+    row_multiple: the row count is made a multiple of it (the global batch), so every batch of an epoch is full and
+    a job on several ranks trains exactly the batches one process would (no rank pads its last batch with repeats).
+    """
     sizes = [len(example) for example in examples]
     too_long = [i for i, size in enumerate(sizes) if size > max_length]
     if too_long:
@@ -146,8 +151,13 @@ def pack_examples(examples: Sequence[TokenizedExample], max_length: int = CONTEX
     order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
     bins = _best_fit_decreasing(sizes, order, max_length)
     lower = -(-sum(sizes) // max_length)
-    # Rows of equal length need little padding when batched; try a few row counts from the lower bound up.
-    for count in sorted({*range(lower, min(lower + 3, len(bins))), len(bins)}):
+    if row_multiple > 1 and len(sizes) >= row_multiple:
+        first = max(row_multiple, -(-lower // row_multiple) * row_multiple)
+        counts: Iterable[int] = range(first, len(sizes) + 1, row_multiple)
+    else:
+        # Rows of equal length need little padding when batched; try a few row counts from the lower bound up.
+        counts = sorted({*range(lower, min(lower + 3, len(bins))), len(bins)})
+    for count in counts:
         balanced = _balanced(sizes, order, count, max_length)
         if balanced is not None:
             bins = balanced
@@ -208,12 +218,20 @@ def _padded_length(lengths: Sequence[int], multiple: int | None) -> int:
 
 @dataclass
 class PackedCollator:
-    """Batches packed rows: right padding, restarting position ids, no attention mask (document masking)."""
+    """Batches packed rows: right padding, restarting position ids, no attention mask (document masking).
+
+    flatten: the rows laid end to end in one row with no padding at all, for FlashAttention's variable-length
+    kernel, which finds every example's boundary in the position ids.
+    """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    flatten: bool = False
 
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        if self.flatten:
+            features = [{key: [item for feature in features for item in feature[key]]
+                         for key in ("input_ids", "labels", "position_ids")}]
         ids, labels, lengths = _right_padded(features, self.pad_token_id, self.pad_to_multiple_of)
         width = ids.shape[1]
         # Padding forms a segment of its own (positions from 0), so no real token can attend to it.

@@ -15,7 +15,7 @@ from dagster_shared.check import CheckError
 
 from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
-from governed_ft_dagster.governance import MODEL_NAME
+from governed_ft_dagster.governance import MODEL_SCHEMA
 from governed_ft_dagster.lineage.derive import AssetNode, LineageError, derive_lineage
 from governed_ft_dagster.lineage.facts import MODEL_NAME as FACT_MODEL_NAME
 from governed_ft_dagster.lineage.facts import MODEL_VERSION as FACT_MODEL_VERSION
@@ -90,8 +90,8 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
     context.log.info("registering the adapter of " + adapter.describe() + "; provenance: "
                      + "; ".join(item.describe() for key, item in sorted(chain.items()) if key != trained_key))
 
-    model_full_name = catalog.table_name(MODEL_NAME)
-    ml_schema = catalog.table_name(MODEL_NAME.split(".")[0])
+    model_full_name = catalog.table_name(registry.model_name)
+    ml_schema = catalog.table_name(MODEL_SCHEMA)
     catalog.preflight(Principal.REGISTRAR, [
         ("catalog", catalog.catalog, Privilege.USE_CATALOG),
         ("schema", ml_schema, Privilege.USE_SCHEMA),

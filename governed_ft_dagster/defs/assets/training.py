@@ -4,7 +4,7 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Mapping, Optional
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -39,21 +39,26 @@ class FinetuneConfig(dg.Config):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    max_length: int = Field(default=1024, description="Context length the records are packed into.")
+    max_length: Optional[int] = Field(default=None, description="Context length the records are packed into; "
+                                      "default: 1,024 tokens, or the base model's limit when that is shorter.")
     packing: bool = True
     gradient_checkpointing: bool = Field(default=True,
                                          description="Recompute activations (fits 3B on one 24 GB GPU).")
     quantization: Literal["none", "4bit", "fp8"] = Field(default="none",
                                                          description="How the base is loaded (CUDA only).")
     save_steps: int = Field(default=50, description="Checkpoint interval; a rerun resumes from the last one.")
+    distributed_strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="With several ranks: DDP (a replica per rank), or FSDP (the base model sharded "
+                                   "over the ranks, for a model that does not fit on one GPU).")
     seed: int = 42
     curated_version: Optional[int] = Field(default=None, description="Delta version to train on; default: current.")
 
-    def hyperparameters(self, base_model: str) -> dict[str, Any]:
-        """What shapes the adapter: the knobs above and the base model (not the data version)."""
+    def hyperparameters(self, base: Mapping[str, str]) -> dict[str, Any]:
+        """What shapes the adapter: the knobs above (those left at None stay out) and the base model with its
+        overrides (not the data version)."""
         values = self.model_dump(exclude={"curated_version"})
         values["max_steps"] = -1 if self.max_steps is None else self.max_steps
-        return {**values, "base_model": base_model}
+        return {**{key: value for key, value in values.items() if value is not None}, **base}
 
 
 def hyperparameters_sha256(hyperparameters: dict[str, Any]) -> str:
@@ -94,8 +99,9 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         ("table", table, Privilege.SELECT),
     ])
     version = _source_version(catalog, table, config.curated_version)
-    base_ref = base_model.ensure()
-    hyperparameters = config.hyperparameters(base_ref)
+    base = base_model.job_hyperparameters()
+    base_ref = base["base_model"]
+    hyperparameters = config.hyperparameters(base)
     digest = hyperparameters_sha256(hyperparameters)
     job_name = training_job_name(version, digest)
     adapter_location = catalog.location(f"{ADAPTERS_PREFIX}/{job_name}")

@@ -42,14 +42,21 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "training": LocalTrainingResource(work_dir=str(settings.home), mlflow_tracking_uri=settings.mlflow_tracking_uri,
                                           mlflow_artifact_location=settings.mlflow_artifact_location,
                                           mlflow_ui_url=settings.mlflow_ui_url),
-        "base_model": BaseModelResource(model_ref=str(settings.home / "models" / "tiny-ministral3"),
-                                        build_tiny_if_missing=True,
-                                        tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives"),
-                                        finetune_defaults=TINY_FINETUNE_DEFAULTS),
+        "base_model": _local_base_model(settings),
         "registry": LocalRegistryResource(url=settings.uc_url, home=str(settings.home),
-                                          mlflow_ui_url=settings.mlflow_ui_url),
+                                          mlflow_ui_url=settings.mlflow_ui_url, model_name=settings.model_name),
         "lineage": OpenLineageFileLineageResource(path=str(openlineage_path(settings.home))),
     }
+
+
+def _local_base_model(settings: Settings) -> BaseModelResource:
+    """The tiny stand-in built in the state folder, or the base GOVERNED_FT_BASE_MODEL names (a folder, or a hub id
+    at a pinned revision, trained on a local GPU when there is one)."""
+    if settings.tiny_base:
+        return BaseModelResource(model_ref=settings.base_model_ref, build_tiny_if_missing=True,
+                                 tiny_corpus_dir=str(settings.home / "edgar_sample" / "Archives"),
+                                 finetune_defaults=TINY_FINETUNE_DEFAULTS)
+    return BaseModelResource(model_ref=settings.base_model_ref, revision=settings.base_model_revision or None)
 
 
 def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -79,11 +86,14 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             checkpoint_s3_uri=dg.EnvVar("GOVERNED_FT_CHECKPOINT_URI"),
             output_s3_uri=dg.EnvVar("GOVERNED_FT_TRAINING_OUTPUT_URI"),
             code_s3_prefix=dg.EnvVar("GOVERNED_FT_CODE_PREFIX"),
+            base_model_id=settings.base_model_ref,
             base_model_revision=dg.EnvVar("GOVERNED_FT_MODEL_REVISION"),
         ),
-        "base_model": BaseModelResource(tokenizer_dir=dg.EnvVar("GOVERNED_FT_TOKENIZER_DIR")),
+        "base_model": BaseModelResource(model_ref=settings.base_model_ref,
+                                        tokenizer_dir=dg.EnvVar("GOVERNED_FT_TOKENIZER_DIR")),
         "registry": DatabricksRegistryResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region,
-                                               secret_id=names.secret_name(Principal.REGISTRAR)),
+                                               secret_id=names.secret_name(Principal.REGISTRAR),
+                                               model_name=settings.model_name),
         "lineage": DatabricksLineageResource(host=dg.EnvVar("DATABRICKS_HOST"), region=region,
                                              secret_id=names.secret_name(Principal.REGISTRAR)),
     }

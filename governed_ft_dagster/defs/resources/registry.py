@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from governed_ft_dagster.catalog.base import CatalogError, Principal
+from governed_ft_dagster.governance import PRODUCTION_MODEL_NAME, check_model_name
 from governed_ft_dagster.lineage.derive import LineageGraph
 from governed_ft_dagster.lineage.facts import OPENLINEAGE_FILE, openlineage_path
 from governed_ft_dagster.training.tracking import databricks_run_url, local_mlflow_store, mlflow_run_url
@@ -24,6 +25,14 @@ class RegistryResource(dg.ConfigurableResource, abc.ABC):
     """Registers adapters as Unity Catalog model versions through MLflow, acting as the registrar."""
 
     experiment: str = Field(default="governed-ft", description="MLflow experiment of the registration runs.")
+    model_name: str = Field(default=PRODUCTION_MODEL_NAME,
+                            description="Registered model, in the ml schema, the adapters become versions of; the "
+                                        "settings name it after the deployment's base model (GOVERNED_FT_MODEL_NAME).")
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_in_ml(cls, value: str) -> str:
+        return check_model_name(value)
 
     @property
     @abc.abstractmethod

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 import dagster as dg
 from pydantic import Field
@@ -18,10 +18,19 @@ from pydantic import Field
 from governed_ft_dagster.defs.resources.pipes_subprocess import run_pipes_subprocess
 from governed_ft_dagster.job_code import source_tarball
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID
+from governed_ft_dagster.training.distributed import RANK_STATUS_DIR_ENV, explain_failure, read_statuses
+from governed_ft_dagster.training.launch import torchrun_arguments
 from governed_ft_dagster.training.tracking import MLFLOW_ARTIFACT_LOCATION_ENV, mlflow_run_url
 
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+LAUNCH_MODULE = "governed_ft_dagster.training.launch"
+# What SageMaker's PyTorch estimator puts into HyperParameters for distribution={"torch_distributed": {"enabled":
+# True}} (sagemaker-python-sdk, PyTorch._pytorch_distribution_configuration); the training toolkit then runs the
+# entry point under torchrun on every host, one process per GPU (sagemaker-training-toolkit, TorchDistributedRunner).
+TORCH_DISTRIBUTED_ENABLED = "sagemaker_torch_distributed_enabled"
+INSTANCE_TYPE_HYPERPARAMETER = "sagemaker_instance_type"
+Distribution = Literal["none", "torch_distributed"]
 
 Context = Union[dg.AssetExecutionContext, dg.OpExecutionContext]
 
@@ -129,6 +138,8 @@ class LocalTrainingResource(TrainingJobResource):
     python: Optional[str] = Field(default=None, description="Interpreter for the script; this one by default.")
     num_gpus: Optional[int] = Field(default=None, description="SM_NUM_GPUS; counted with nvidia-smi by default.")
     num_cpus: Optional[int] = Field(default=None, description="SM_NUM_CPUS; the CPUs this process may use by default.")
+    nproc_per_node: Optional[int] = Field(default=None, description="Ranks on this machine, launched with torchrun "
+                                          "as SageMaker's torch_distributed does; default: one per GPU, one without.")
     stderr_tail_lines: int = Field(default=20, description="stderr lines quoted when the script fails.")
     mlflow_tracking_uri: Optional[str] = Field(default=None, description="MLflow store the job logs its params and "
                                                "loss curve to; none: no MLflow run.")
@@ -165,23 +176,30 @@ class LocalTrainingResource(TrainingJobResource):
         resumed = any(dirs["checkpoints"].iterdir())
         num_gpus = self.num_gpus if self.num_gpus is not None else _count_gpus()
         num_cpus = self.num_cpus or len(os.sched_getaffinity(0))
-        env = {**local_sagemaker_environment(spec, dirs, num_gpus=num_gpus, num_cpus=num_cpus), **self._tracking_env()}
+        ranks = self.nproc_per_node or max(1, num_gpus)
+        rank_dir, exits_file = dirs["logs"] / "ranks", dirs["logs"] / "torchrun_exits.json"
+        env = {**local_sagemaker_environment(spec, dirs, num_gpus=num_gpus, num_cpus=num_cpus), **self._tracking_env(),
+               RANK_STATUS_DIR_ENV: str(rank_dir)}
         (dirs["input_config"] / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
         (dirs["input_config"] / "resourceconfig.json").write_text(
             json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}, indent=2))
         stderr_log, exit_code_file = dirs["logs"] / "stderr.log", dirs["logs"] / "exit_code"
         python = self.python or sys.executable
         script = str(Path(spec.script).resolve())
+        launcher = [python, "-m", LAUNCH_MODULE, "--exits", str(exits_file), *torchrun_arguments(1, ranks)] \
+            if ranks > 1 else [python]
         command = [python, "-c", _STDERR_TEE, str(stderr_log), str(exit_code_file),
-                   python, script, *spec.argv(), "--checkpoint_dir", str(dirs["checkpoints"])]
+                   *launcher, script, *spec.argv(), "--checkpoint_dir", str(dirs["checkpoints"])]
         context.log.info(f"Local training job {spec.job_name}: {spec.entry_point()} in {job_dir}"
+                         + (f" on {ranks} ranks (torchrun)" if ranks > 1 else "")
                          + (" (resuming from its checkpoints)" if resumed else ""))
         started = time.monotonic()
         invocation, exit_code = run_pipes_subprocess(
             context, command, env=env, cwd=str(Path(spec.source_dir).resolve()),
             extras={"training_job_name": spec.job_name, "kind": "LocalTrainingJob"})
         if exit_code != 0:
-            raise self._failure(spec.job_name, job_dir, stderr_log, exit_code_file)
+            cause = explain_failure(read_statuses(rank_dir), ranks, _exit_codes(exits_file)) if ranks > 1 else None
+            raise self._failure(spec.job_name, job_dir, stderr_log, exit_code_file, cause)
         elapsed = time.monotonic() - started
         context.log.info(f"Local training job {spec.job_name}: Completed in {elapsed:.1f} s")
         return TrainingJobResult(
@@ -196,27 +214,39 @@ class LocalTrainingResource(TrainingJobResource):
                 "entry_point": spec.entry_point(),
                 "num_gpus": str(num_gpus),
                 "num_cpus": str(num_cpus),
+                "ranks": str(ranks),
                 "elapsed_seconds": f"{elapsed:.1f}",
                 "resumed_from_checkpoint": str(resumed).lower(),
             },
             materialize_result=_reported_materialization(invocation),
         )
 
-    def _failure(self, job_name: str, job_dir: Path, stderr_log: Path, exit_code_file: Path) -> dg.Failure:
+    def _failure(self, job_name: str, job_dir: Path, stderr_log: Path, exit_code_file: Path,
+                 cause: Optional[str] = None) -> dg.Failure:
         code = exit_code_file.read_text().strip() if exit_code_file.exists() else "unknown"
         stderr = stderr_log.read_text(errors="replace").splitlines() if stderr_log.exists() else []
         tail = stderr[-self.stderr_tail_lines:]
         failure_file = job_dir / "output" / "failure"
         reason = failure_file.read_text(errors="replace").strip() if failure_file.exists() else ""
         lines = [f"Local training job {job_name} failed with exit code {code}."]
-        if reason:
+        if cause:
+            lines.append(f"Cause: {cause}")
+        elif reason:
             lines.append(f"Failure reason: {reason}")
         if tail:
             lines += [f"Last {len(tail)} stderr lines:", *tail]
         lines.append(f"Job folder: {job_dir} (full stderr in {stderr_log})")
         return dg.Failure(description="\n".join(lines),
                           metadata={"exit_code": code, "job_dir": dg.MetadataValue.path(str(job_dir)),
+                                    **({"cause": cause} if cause else {}),
                                     "stderr_log": dg.MetadataValue.path(str(stderr_log))})
+
+
+def _exit_codes(exits_file: Path) -> dict[int, int]:
+    """How each failed rank exited, as the launcher recorded it (negative: killed by that signal)."""
+    if not exits_file.exists():
+        return {}
+    return {int(rank): int(item["exitcode"]) for rank, item in json.loads(exits_file.read_text()).items()}
 
 
 def local_sagemaker_environment(spec: TrainingJobSpec, dirs: dict[str, Path], *, num_gpus: int,
@@ -287,6 +317,11 @@ class SageMakerTrainingResource(TrainingJobResource):
         "`environment` channel; an s3:// folder of one; or 'image' for an image that holds every package."))
     instance_type: str = "ml.g5.16xlarge"
     instance_count: int = 1
+    distribution: Distribution = Field(
+        default="none", description="torch_distributed: torchrun on every instance, one rank per GPU, as SageMaker's "
+                                    "PyTorch containers launch it; needed for several instances or GPUs.")
+    gpus_per_instance: Optional[int] = Field(
+        default=None, description="GPUs of one instance; known for SageMaker's GPU and CPU instance types.")
     volume_size_gb: int = 100
     max_runtime_s: int = Field(default=24 * 3600, description="StoppingCondition.MaxRuntimeInSeconds.")
     use_spot: bool = Field(default=False, description="Managed spot training.")
@@ -327,6 +362,11 @@ class SageMakerTrainingResource(TrainingJobResource):
 
         from governed_ft_dagster.provision import ProvisionError
 
+        try:
+            self.check_distribution()
+        except ValueError as exc:
+            raise dg.Failure(description=f"SageMaker training job {spec.job_name} cannot start: {exc}",
+                             allow_retries=False) from None
         sagemaker, s3, logs = self.boto_client("sagemaker"), self.boto_client("s3"), self.boto_client("logs")
         try:
             code_uri = self.staged_source(s3, spec)
@@ -359,6 +399,8 @@ class SageMakerTrainingResource(TrainingJobResource):
             "image": image,
             "instance_type": self.instance_type,
             "instance_count": str(self.instance_count),
+            "distribution": self.distribution,
+            "ranks": str(self.ranks()),
             "billable_seconds": str(response.get("BillableTimeInSeconds", "")),
             "training_seconds": str(response.get("TrainingTimeInSeconds", "")),
             "spot": str(self.use_spot).lower(),
@@ -379,6 +421,34 @@ class SageMakerTrainingResource(TrainingJobResource):
 
     def links(self, result: TrainingJobResult, reported: Mapping[str, Any]) -> dict[str, str]:
         return {"sagemaker_job": result.properties["console_link"], "sagemaker_logs": result.properties["log_link"]}
+
+    def instance_gpus(self) -> int:
+        """GPUs of one instance: gpus_per_instance, else SageMaker's figure for the instance type."""
+        if self.gpus_per_instance is not None:
+            return self.gpus_per_instance
+        gpus = instance_type_gpus(self.instance_type)
+        if gpus is None:
+            raise ValueError(f"the GPUs of instance type {self.instance_type} are not known here; set "
+                             "gpus_per_instance")
+        return gpus
+
+    def ranks(self) -> int:
+        """Training processes of the job: one per GPU of every instance with torch_distributed, else one."""
+        return self.instance_count * max(1, self.instance_gpus()) if self.distribution == "torch_distributed" else 1
+
+    def check_distribution(self) -> None:
+        """Refuse a job that would train copies side by side or leave GPUs idle: several instances or GPUs need
+        torch_distributed."""
+        if self.instance_count < 1:
+            raise ValueError(f"instance_count is {self.instance_count}; a job needs at least one instance")
+        gpus = self.instance_gpus()
+        if self.distribution == "none" and (self.instance_count > 1 or gpus > 1):
+            what = ("a process on each instance, each training its own copy of the adapter"
+                    if self.instance_count > 1 else "one process on one GPU and leave the others idle")
+            raise ValueError(
+                f"{self.instance_count} x {self.instance_type} ({gpus} GPU{'' if gpus == 1 else 's'} each) without "
+                f"distribution would run {what}; set distribution to torch_distributed (torchrun over "
+                f"{self.instance_count * max(1, gpus)} ranks) or ask for one single-GPU instance")
 
     def staged_source(self, s3: Any, spec: TrainingJobSpec) -> str:
         """The staged URI of exactly this source folder's sourcedir.tar.gz; NotStaged when it is not there."""
@@ -450,6 +520,7 @@ class SageMakerTrainingResource(TrainingJobResource):
 
         if bool(self.subnets) != bool(self.security_group_ids):
             raise ValueError("set both subnets and security_group_ids for a VPC job, or neither")
+        self.check_distribution()
         max_wait = self.max_wait_s if self.max_wait_s is not None else 2 * self.max_runtime_s
         if self.use_spot and max_wait < self.max_runtime_s:
             raise ValueError(f"max_wait_s ({max_wait}) must be at least max_runtime_s ({self.max_runtime_s}) with spot")
@@ -465,6 +536,9 @@ class SageMakerTrainingResource(TrainingJobResource):
             "sagemaker_job_name": json.dumps(job_name),
             "sagemaker_region": json.dumps(self.region),
         })
+        if self.distribution == "torch_distributed":
+            hyperparameters[TORCH_DISTRIBUTED_ENABLED] = json.dumps(True)
+            hyperparameters[INSTANCE_TYPE_HYPERPARAMETER] = json.dumps(self.instance_type)
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": self.max_runtime_s}
         if self.use_spot:
             stopping["MaxWaitTimeInSeconds"] = max_wait
@@ -490,3 +564,27 @@ class SageMakerTrainingResource(TrainingJobResource):
         if self.subnets:
             params["VpcConfig"] = {"Subnets": list(self.subnets), "SecurityGroupIds": list(self.security_group_ids)}
         return params
+
+
+# GPUs per instance of SageMaker's training instance types (AWS's instance type pages); CPU types have none.
+_GPUS_BY_SIZE = {
+    "g4dn": {"12xlarge": 4}, "g5": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+    "g6": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}, "g6e": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+    "p3": {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8}, "p3dn": {"24xlarge": 8}, "p4d": {"24xlarge": 8},
+    "p4de": {"24xlarge": 8}, "p5": {"48xlarge": 8}, "p5e": {"48xlarge": 8}, "p5en": {"48xlarge": 8},
+}
+_SINGLE_GPU_FAMILIES = {"g4dn", "g5", "g6", "g6e"}  # every size not listed above: one GPU
+_CPU_FAMILIES = re.compile(r"^(m|c|r|t)\d[a-z]*$")
+
+
+def instance_type_gpus(instance_type: str) -> Optional[int]:
+    """GPUs of one SageMaker instance of this type; None when the type is not known here."""
+    match = re.fullmatch(r"ml\.([a-z0-9]+)\.([a-z0-9]+)", instance_type)
+    if not match:
+        return None
+    family, size = match.groups()
+    if _CPU_FAMILIES.match(family):
+        return 0
+    if size in _GPUS_BY_SIZE.get(family, {}):
+        return _GPUS_BY_SIZE[family][size]
+    return 1 if family in _SINGLE_GPU_FAMILIES else None
