@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
+from governed_ft_dagster.retention import DEFAULT_RETENTION_DAYS
 from governed_ft_dagster.training.tracking import local_mlflow_store
 
 Deployment = Literal["local", "aws"]
@@ -36,6 +37,7 @@ class Settings:
     uc_host: str = "127.0.0.1"
     stack_name: str = DEFAULT_STACK
     mlflow_ui_port: int = 5000
+    table_retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def uc_url(self) -> str:
@@ -95,6 +97,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     mlflow_port_text = env.get("GOVERNED_FT_MLFLOW_UI_PORT", "5000")
     if not mlflow_port_text.isdigit():
         raise SettingsError(f"GOVERNED_FT_MLFLOW_UI_PORT={mlflow_port_text!r} is not a port number")
+    retention_text = env.get("GOVERNED_FT_TABLE_RETENTION_DAYS", str(DEFAULT_RETENTION_DAYS)).strip()
+    if not retention_text.isdigit() or int(retention_text) < 1:
+        raise SettingsError(f"GOVERNED_FT_TABLE_RETENTION_DAYS={retention_text!r} is not a number of days; give the "
+                            f"days every table version stays readable (default {DEFAULT_RETENTION_DAYS})")
     return Settings(
         deployment=deployment,  # type: ignore[arg-type]
         home=home,
@@ -107,6 +113,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retrain_policy=_policy(env.get("GOVERNED_FT_RETRAIN_POLICY", "on_demand")),
         stack_name=_stack_name(env.get("GOVERNED_FT_STACK", DEFAULT_STACK)),
         mlflow_ui_port=int(mlflow_port_text),
+        table_retention_days=int(retention_text),
     )
 
 

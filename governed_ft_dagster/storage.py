@@ -104,14 +104,19 @@ def delta_version(location: str, options: dict[str, str]) -> int | None:
 
 
 def merge_rows(location: str, rows: pa.Table, key: str, options: dict[str, str],
-               changed_when: str | None = None) -> MergeResult:
-    """Insert rows whose key is new and update those whose `changed_when` holds; create the table if absent."""
+               changed_when: str | None = None, properties: dict[str, str] | None = None) -> MergeResult:
+    """Insert rows whose key is new and update those whose `changed_when` holds; create the table if absent, with
+    the given table properties (set on an existing table where they differ)."""
     from deltalake import DeltaTable, write_deltalake
 
     if delta_version(location, options) is None:
-        write_deltalake(location, rows, mode="append", storage_options=options)
+        write_deltalake(location, rows, mode="append", storage_options=options, configuration=properties or None)
         return MergeResult(DeltaTable(location, storage_options=options).version(), rows.num_rows, 0, True)
     table = DeltaTable(location, storage_options=options)
+    configured = table.metadata().configuration or {}
+    if properties and any(configured.get(k) != v for k, v in properties.items()):
+        table.alter.set_table_properties(dict(properties))
+        table = DeltaTable(location, storage_options=options)
     merger = table.merge(rows, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t")
     if changed_when:
         merger = merger.when_matched_update_all(predicate=changed_when)
@@ -119,6 +124,19 @@ def merge_rows(location: str, rows: pa.Table, key: str, options: dict[str, str],
     version = DeltaTable(location, storage_options=options).version()
     return MergeResult(version, int(metrics.get("num_target_rows_inserted", 0)),
                        int(metrics.get("num_target_rows_updated", 0)), False)
+
+
+def add_missing_columns(location: str, options: dict[str, str], schema: pa.Schema) -> list[str]:
+    """Add the schema's nullable columns that the Delta table lacks (a table written by an earlier release)."""
+    from deltalake import DeltaTable
+    from deltalake.schema import Field
+
+    table = DeltaTable(location, storage_options=options)
+    present = {f.name for f in table.schema().fields}
+    missing = [f for f in schema if f.name not in present and f.nullable]
+    if missing:
+        table.alter.add_columns([Field.from_arrow(f) for f in missing])
+    return [f.name for f in missing]
 
 
 def read_delta(location: str, options: dict[str, str], columns: list[str] | None = None,
@@ -143,3 +161,74 @@ def extract_tar(tar: tarfile.TarFile, dest: Path) -> None:
         tar.extractall(root, filter="data")
     else:
         tar.extractall(root)  # noqa: S202 - every member was checked above
+
+
+class TableVersionGone(LookupError):
+    """A Delta version can no longer be read: its log entry or its data files were removed."""
+
+    def __init__(self, location: str, version: int, why: str):
+        self.location, self.version, self.why = location, version, why
+        super().__init__(f"version {version} of the Delta table at {location} is gone: {why}")
+
+
+_MISSING_FILE = ("not found", "no such file", "nosuchkey", "404", "does not exist")
+
+
+def read_version(location: str, options: dict[str, str], version: int,
+                 columns: list[str] | None = None) -> pa.Table:
+    """The rows of exactly one Delta version; TableVersionGone when log cleanup or VACUUM removed it."""
+    from deltalake import DeltaTable
+
+    latest = DeltaTable(location, storage_options=options)
+    if version > latest.version():
+        raise ValueError(f"the Delta table at {location} has no version {version}; its latest is {latest.version()}")
+    try:
+        table = DeltaTable(location, version=version, storage_options=options)
+    except Exception as exc:
+        first = min(commit_times(location, options), default=latest.version())
+        raise TableVersionGone(location, version, f"its log entry was removed by log cleanup (the log now starts "
+                                                  f"at version {first}; {type(exc).__name__})") from None
+    names = {f.name for f in table.schema().fields}
+    try:
+        return table.to_pyarrow_table(columns=[c for c in columns if c in names] if columns else None)
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if isinstance(exc, FileNotFoundError) or any(marker in text for marker in _MISSING_FILE):
+            missing = next((uri.rsplit("/", 1)[-1] for uri in table.file_uris() if uri.rsplit("/", 1)[-1] in str(exc)),
+                           "a data file")
+            raise TableVersionGone(location, version, f"{missing} was deleted by VACUUM") from None
+        raise
+
+
+def commit_times(location: str, options: dict[str, str]) -> dict[int, "dt.datetime"]:
+    """Version → commit time of every version still in the table's log."""
+    import datetime as dt
+
+    from deltalake import DeltaTable
+
+    history = DeltaTable(location, storage_options=options).history()
+    return {int(h["version"]): dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.timezone.utc)
+            for h in history if "version" in h and "timestamp" in h}
+
+
+def table_configuration(location: str, options: dict[str, str]) -> dict[str, str]:
+    """The Delta table's properties (its configuration)."""
+    from deltalake import DeltaTable
+
+    return dict(DeltaTable(location, storage_options=options).metadata().configuration or {})
+
+
+def commit_user_metadata(location: str, options: dict[str, str], version: int) -> dict[str, str]:
+    """The JSON properties a writer put in the commit of one version (Spark's commitInfo.userMetadata), or {}."""
+    import json
+
+    from deltalake import DeltaTable
+
+    for entry in DeltaTable(location, storage_options=options).history():
+        if entry.get("version") == version:
+            try:
+                found = json.loads(entry.get("userMetadata") or "{}")
+            except ValueError:
+                return {}
+            return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+    return {}

@@ -36,7 +36,8 @@ def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The embedded stack: OSS catalog, local Spark and a local training process."""
     return {
         "catalog": LocalCatalogResource(catalog=settings.catalog_name, url=settings.uc_url, home=str(settings.home),
-                                        storage_root=(settings.home / "warehouse").as_uri()),
+                                        storage_root=(settings.home / "warehouse").as_uri(),
+                                        table_retention_days=settings.table_retention_days),
         "edgar": _edgar(settings),
         "spark": LocalSparkResource(home=str(settings.home), jar_groups=["spark", "uc-spark"]),
         "training": LocalTrainingResource(work_dir=str(settings.home), mlflow_tracking_uri=settings.mlflow_tracking_uri,
@@ -64,6 +65,7 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             storage_region=region,
             storage_root=dg.EnvVar("GOVERNED_FT_STORAGE_ROOT"),
             secret_prefix=names.secret_prefix,
+            table_retention_days=settings.table_retention_days,
         ),
         "edgar": _edgar(settings),
         "spark": EmrServerlessResource(

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from governed_ft_dagster.catalog.base import CatalogClient, Principal, Privilege, SecurableType
 from governed_ft_dagster.catalog.connect import CatalogAccess, connect
+from governed_ft_dagster.retention import DEFAULT_RETENTION_DAYS, table_properties
 from governed_ft_dagster.storage import S3Endpoint
 
 
@@ -23,6 +24,9 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     s3_endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint (tests only).")
     retry_timeout_s: float = Field(default=60, description="Seconds a request keeps retrying a catalog that does "
                                                           "not answer before the asset fails.")
+    table_retention_days: int = Field(default=DEFAULT_RETENTION_DAYS,
+                                      description="Days every version of a governed table stays readable (its log "
+                                                  "entry and its data files), so each model's data can be re-read.")
     _clients: dict = PrivateAttr(default_factory=dict)
 
     def client(self, principal: Principal) -> CatalogClient:
@@ -42,6 +46,10 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def ui_url(self, full_name: str, version: Optional[int] = None) -> Optional[str]:
         """Where the deployment's catalog UI shows a table or model version; None without a UI."""
         return None
+
+    def table_properties(self) -> dict[str, str]:
+        """The Delta properties governed tables are created with: the retention of their old versions."""
+        return table_properties(self.table_retention_days)
 
     def table_name(self, relative: str) -> str:
         return f"{self.catalog}.{relative}"

@@ -43,7 +43,8 @@ class RegistryResource(dg.ConfigurableResource, abc.ABC):
         """Where a person opens a registration run (the logged model and its files); None without a UI."""
 
     def register(self, *, model_full_name: str, adapter_dir: Path, base_model_ref: str, description: str,
-                 tags: Mapping[str, str], hyperparameters: Optional[Mapping[str, Any]] = None) -> "RegisteredVersion":
+                 tags: Mapping[str, str], hyperparameters: Optional[Mapping[str, Any]] = None,
+                 attachments: Optional[Mapping[str, Path]] = None) -> "RegisteredVersion":
         """Register the adapter as a new version, or return the version that already holds identical files."""
         from governed_ft_dagster.registry import register_adapter
 
@@ -53,7 +54,22 @@ class RegistryResource(dg.ConfigurableResource, abc.ABC):
                 registry_uri=self.registry_uri, tracking_uri=tracking_uri, artifact_location=artifact_location,
                 model_full_name=model_full_name, adapter_dir=Path(adapter_dir), base_model_ref=base_model_ref,
                 description=description, tags=tags, experiment=self.experiment, hyperparameters=hyperparameters,
+                attachments=attachments,
             )
+
+    def version_facts(self, model_full_name: str, version: Optional[str] = None) -> dict[str, dict[str, str]]:
+        """Version → its governance tags (all versions, or one), read as the registrar."""
+        from governed_ft_dagster.registry import version_facts
+
+        with self.credentials():
+            return version_facts(self.registry_uri, self.tracking()[0], model_full_name, version)
+
+    def read_attachment(self, model_full_name: str, version: str, path: str) -> bytes:
+        """The bytes of one file of a model version, fetched with the registry's credentials for that version."""
+        from governed_ft_dagster.registry import read_version_file
+
+        with self.credentials():
+            return read_version_file(self.registry_uri, self.tracking()[0], model_full_name, version, path)
 
 
 class LocalRegistryResource(RegistryResource):
