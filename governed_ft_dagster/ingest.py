@@ -33,6 +33,11 @@ from governed_ft_dagster.storage import (
 )
 
 Log = Callable[[str], None]
+# A stored row is updated when its text, extraction or amendment pointers changed (each term parenthesised: the
+# merge's SQL parser binds IS DISTINCT FROM looser than OR).
+CHANGED_WHEN = " OR ".join(f"({condition})" for condition in [
+    "t.text_sha256 != s.text_sha256", "t.extractor_version != s.extractor_version", "t.status != s.status",
+    *(f"t.{c} IS DISTINCT FROM s.{c}" for c in AMENDMENT_COLUMNS)])
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,6 @@ def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_
 
 def _merge(client: CatalogClient, target: RawTarget, records: list[dict], report: IngestReport,
            attempts: int = 5) -> None:
-    changed = " OR ".join(["t.text_sha256 != s.text_sha256", "t.extractor_version != s.extractor_version",
-                           "t.status != s.status", *(f"t.{c} IS DISTINCT FROM s.{c}" for c in AMENDMENT_COLUMNS)])
     for attempt in range(1, attempts + 1):
         exists = client.table_exists(target.table)
         creds = (client.temporary_table_credentials(target.table, "READ_WRITE") if exists
@@ -138,7 +141,7 @@ def _merge(client: CatalogClient, target: RawTarget, records: list[dict], report
         try:
             rows = with_supersessions(target.table_location, options, records, exists, report)
             result = merge_rows(target.table_location, pa.Table.from_pylist(rows, schema=RAW_SCHEMA),
-                                "accession_number", options, changed, dict(target.table_properties))
+                                "accession_number", options, CHANGED_WHEN, dict(target.table_properties))
             break
         except Exception as exc:
             if "commit" not in str(exc).lower() or attempt == attempts:
@@ -152,6 +155,10 @@ def _merge(client: CatalogClient, target: RawTarget, records: list[dict], report
     report.table_created = result.created
 
 
+_KEY_COLUMNS = ["accession_number", "cik", "form_type", "report_date", "filing_date", "is_amendment", "status",
+                *AMENDMENT_COLUMNS]
+
+
 def with_supersessions(location: str, options: dict[str, str], records: list[dict], exists: bool,
                        report: IngestReport) -> list[dict]:
     """The batch with each row's amendment pointers, plus the partition's stored rows whose pointers change."""
@@ -159,15 +166,18 @@ def with_supersessions(location: str, options: dict[str, str], records: list[dic
     if exists:
         add_missing_columns(location, options, RAW_SCHEMA)
         partition = {"fiscal_year": records[0]["fiscal_year"], "form_type": records[0]["form_type"]}
-        rows, _ = read_delta(location, options, where=partition)
+        rows, _ = read_delta(location, options, columns=_KEY_COLUMNS, where=partition)
         stored = {row["accession_number"]: row for row in rows.to_pylist()}
     batch = {record["accession_number"]: record for record in records}
     amends, superseded = supersessions({**stored, **batch}.values())
-    out = []
-    for accession, row in {**stored, **batch}.items():
-        pointers = {"amends_accession": amends.get(accession), "superseded_by": superseded.get(accession)}
-        if accession in batch or any(row.get(k) != v for k, v in pointers.items()):
-            out.append({**row, **pointers})
+    pointers = {accession: {"amends_accession": amends.get(accession), "superseded_by": superseded.get(accession)}
+                for accession in {**stored, **batch}}
+    out = [{**record, **pointers[accession]} for accession, record in batch.items()]
+    moved = sorted(a for a, row in stored.items() if a not in batch
+                   and any(row.get(k) != v for k, v in pointers[a].items()))
+    if moved:  # rows of an earlier run (another universe) that an amendment in this batch supersedes
+        rows, _ = read_delta(location, options, where=None, filters=[("accession_number", "in", moved)])
+        out += [{**row, **pointers[row["accession_number"]]} for row in rows.to_pylist()]
     report.superseded = {a: superseded[a] for a in sorted(superseded)}
     return out
 

@@ -140,12 +140,14 @@ def add_missing_columns(location: str, options: dict[str, str], schema: pa.Schem
 
 
 def read_delta(location: str, options: dict[str, str], columns: list[str] | None = None,
-               version: int | None = None, where: dict[str, object] | None = None) -> tuple[pa.Table, int]:
-    """The table's rows (optionally some columns, at a version, where columns equal values) and the version read."""
+               version: int | None = None, where: dict[str, object] | None = None,
+               filters: list[tuple[str, str, object]] | None = None) -> tuple[pa.Table, int]:
+    """The table's rows (optionally some columns, at a version, where columns equal values or pass the
+    (column, op, value) filters) and the version read."""
     from deltalake import DeltaTable
 
     table = DeltaTable(location, version=version, storage_options=options)
-    filters = [(column, "=", value) for column, value in (where or {}).items()] or None
+    filters = [(column, "=", value) for column, value in (where or {}).items()] + list(filters or []) or None
     return table.to_pyarrow_table(columns=columns, filters=filters), table.version()
 
 

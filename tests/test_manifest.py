@@ -159,3 +159,30 @@ def test_read_version_reports_a_vacuumed_version_as_gone(tmp_path):
     assert read_version(location, {}, 1).to_pylist() == [{"a": 3}]
     with pytest.raises(ValueError, match="no version 7"):
         read_version(location, {}, 7)
+
+
+def test_an_amendment_arriving_alone_updates_the_stored_row_it_supersedes(tmp_path):
+    from governed_ft_dagster.edgar.landing import RAW_SCHEMA
+    from governed_ft_dagster.ingest import CHANGED_WHEN as changed
+    from governed_ft_dagster.ingest import IngestReport, with_supersessions
+    from governed_ft_dagster.storage import merge_rows, read_delta
+
+    def row(accession: str, filed: str, amendment: bool = False) -> dict:
+        return {**{f.name: None for f in RAW_SCHEMA}, **filing(accession, filed, amendment=amendment),
+                "fiscal_year": 2024, "risk_factors_text": f"text of {accession}", "text_sha256": accession,
+                "extractor_version": "1", "ticker": "TST"}
+
+    location = str(tmp_path / "raw")
+    first = with_supersessions(location, {}, [row("A-1", "2025-02-10")], False, IngestReport())
+    merge_rows(location, pa.Table.from_pylist(first, schema=RAW_SCHEMA), "accession_number", {}, changed)
+    report = IngestReport()
+    batch = with_supersessions(location, {}, [row("A-3", "2025-06-01", amendment=True)], True, report)
+    assert [(r["accession_number"], r["superseded_by"], r["amends_accession"]) for r in batch] == [
+        ("A-3", None, "A-1"), ("A-1", "A-3", None)]
+    assert batch[1]["risk_factors_text"] == "text of A-1"  # the stored row whole, not only its keys
+    merged = merge_rows(location, pa.Table.from_pylist(batch, schema=RAW_SCHEMA), "accession_number", {}, changed)
+    assert (merged.inserted, merged.updated, report.superseded) == (1, 1, {"A-1": "A-3"})
+    rows, _ = read_delta(location, {}, columns=["accession_number", "status", "superseded_by"])
+    assert sorted(rows.to_pylist(), key=lambda r: r["accession_number"]) == [
+        {"accession_number": "A-1", "status": "extracted", "superseded_by": "A-3"},
+        {"accession_number": "A-3", "status": "extracted", "superseded_by": None}]

@@ -16,7 +16,9 @@ from typing import Iterator
 
 import requests
 
-from conftest import link_group
+import pyarrow as pa
+
+from conftest import SHARED_SAMPLES, link_group
 from test_curated_asset import tiny_base  # noqa: F401  (fixture)
 from test_training_asset import TINY_RUN
 from governed_ft_dagster.catalog.base import Principal
@@ -155,6 +157,24 @@ def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folde
         assert chain["raw_table"]["full_name"] == f"{catalog}.{RAW_TABLE}"
         assert chain["curated_table"]["full_name"] == f"{catalog}.{CURATED_TABLE}"
         assert chain["training_run"] and chain["preprocessing_run"]
+        assert sorted(r["properties"]["partition"] for r in chain["ingest_runs"]) == [
+            "2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"]
+        assert [s["name"] for s in chain["sources"]] == ["sec_edgar_sample"]
+
+        # What trained version 1, down to the filing: verify re-reads it through the catalog; impact by company and
+        # by filing from the manifest, with the demo corpus's restating 10-K/A superseding the 10-K it amends.
+        verified = governed_ft("verify", model, "--version", "1", env=env, cli=cli, cwd=empty)
+        assert (verified.returncode, verified.stdout) == (0, "match\n"), verified.stdout + verified.stderr
+        corpus = json.loads((local_stack.home / "edgar_sample" / "sample_manifest.json").read_text())
+        amendment = next(f for f in corpus["filings"] if f["form"] == "10-K/A" and f["expected_status"] == "extracted")
+        by_cik = governed_ft("lineage", "--cik", amendment["cik"], "--json", env=env, cli=cli, cwd=empty)
+        assert by_cik.returncode == 0, by_cik.stderr
+        assert {"model": model, "version": "1"} in json.loads(by_cik.stdout)["model_versions"]
+        by_filing = governed_ft("lineage", "--filing", amendment["amends"], "--json", env=env, cli=cli, cwd=empty)
+        answer = json.loads(by_filing.stdout)
+        assert answer["superseded"] == {amendment["amends"]: [amendment["accession_number"]]}
+        assert {(u["accession_number"], u["amends"]) for u in answer["uses"]} == {
+            (amendment["accession_number"], amendment["amends"])}
 
         again = governed_ft("run", env=env, cli=cli, cwd=empty)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -267,3 +287,145 @@ def test_the_whole_graph_in_process_on_the_local_stack_from_the_shared_filings(r
         latest = instance.fetch_materializations(uc_model_version.key, limit=1).records[0]
         assert str(latest.asset_materialization.metadata["model_version"].value) == version
         assert read_events(openlineage_path(running_stack.home)) == events_before
+
+        assert_training_data_is_traceable(instance, resources, settings, first, rows, facts, chain, model, version,
+                                          (raw_risk_factors, assets, downstream))
+
+
+def assert_training_data_is_traceable(instance, resources, settings, first, rows, facts, chain, model, version,
+                                      graph):
+    """From the run above and one more after an amendment: the manifest of each version, impact by filing and
+    company, verify (match, a vacuumed version reported gone, a record changed behind the catalog's back named),
+    the chain from the ingest runs, the tables' retention and the check that watches it."""
+    import dagster as dg
+    from click.testing import CliRunner
+    from deltalake import DeltaTable
+
+    from governed_ft_dagster.audit import impact, stored_manifests, verify
+    from governed_ft_dagster.cli import main
+    from governed_ft_dagster.storage import local_path, storage_options, table_configuration
+
+    catalog, registry = resources["catalog"], resources["registry"]
+    curated_meta = first.asset_materializations_for_node("curated_training_table")[0].metadata
+    trained_meta = first.asset_materializations_for_node("finetuned_lora_model")[0].metadata
+    by_split = {s: {r["accession_number"] for r in rows if r["split"] == s} for s in ("train", "validation")}
+
+    # The manifest: computed by the training job from the records it read, on the adapter and on the version.
+    filings = trained_meta["training_data_filings"].value
+    assert {s: {a for found in filings[s].values() for a in found} for s in filings} == by_split
+    assert trained_meta["training_data_counts"].value == {
+        "records": len(rows), "train": sum(r["split"] == "train" for r in rows),
+        "validation": sum(r["split"] == "validation" for r in rows),
+        "filings": len(by_split["train"] | by_split["validation"]), "companies": len({r["cik"] for r in rows})}
+    fingerprint = trained_meta["training_data_fingerprint"].value
+    assert facts["governed_ft.training_data_fingerprint"] == fingerprint
+    assert facts["governed_ft.training_data_records"] == str(len(rows))
+    (v1,), without = stored_manifests(registry, [model], version)
+    assert not without and v1.manifest["fingerprint"] == fingerprint
+    assert v1.manifest["table"]["delta_version"] == curated_meta["delta_version"].value
+    assert v1.manifest["source"] == {"name": f"{settings.catalog_name}.{RAW_TABLE}",
+                                     "delta_version": curated_meta["source_version"].value,
+                                     "fingerprint": curated_meta["source_fingerprint"].value}
+    report = verify(catalog, v1)
+    assert report["match"] and (report["curated"]["status"], report["raw"]["status"]) == ("match", "match"), report
+    validation_cik = sorted({r["cik"] for r in rows if r["split"] == "validation"})[0]
+    answer = impact(registry, [model], cik=validation_cik)
+    assert answer["model_versions"] == [{"model": model, "version": version}]
+    assert {u["split"] for u in answer["uses"]} == {"validation"} and answer["uses"][0]["records"] > 0
+
+    # The chain starts at the ingest run of each raw partition, and the EDGAR-shaped source they fetched from.
+    partitions = ["2023|10-K", "2023|10-Q", "2024|10-K", "2024|10-Q"]
+    assert sorted(r["properties"]["partition"] for r in chain["ingest_runs"]) == partitions
+    assert all(int(r["properties"]["filings_fetched"]) > 0 for r in chain["ingest_runs"])
+    assert [(s["type"], s["name"]) for s in chain["sources"]] == [("source", "sec_edgar_folder")]
+
+    # Both governed tables keep every version for the configured retention.
+    for relative, owner in ((RAW_TABLE, Principal.INGEST), (CURATED_TABLE, Principal.PREPROCESS)):
+        creds = catalog.client(owner).temporary_table_credentials(catalog.table_name(relative), "READ")
+        configured = table_configuration(creds.location, storage_options(creds, catalog.endpoint()))
+        assert catalog.table_properties().items() <= configured.items(), (relative, configured)
+
+    # An amendment of a filing version 1 trained on: it supersedes the original, and the next version trains on it.
+    from datetime import date
+
+    from governed_ft_dagster.edgar.sample_corpus import file_amendment
+
+    original, amendment = "0001045810-24-000029", "0001045810-24-000177"
+    assert original in by_split["train"]
+    document = (SHARED_SAMPLES / "filings" / "NVDA_10-K_2024-01-28_0001045810-24-000029.html").read_bytes()
+    file_amendment(Path(resources["edgar"].local_root), original, amendment, date(2024, 5, 6),
+                   document.replace(b" adversely ", b" materially and adversely "))
+    raw_asset, assets, downstream = graph
+    assert dg.materialize([raw_asset], partition_key="2024|10-K", instance=instance, resources=resources).success
+    second = dg.materialize(assets, selection=downstream, instance=instance, resources=resources,
+                            raise_on_error=False, run_config={"ops": {"finetuned_lora_model": {"config": TINY_RUN}}})
+    assert second.success, [e.event_specific_data.error.message for e in second.get_step_failure_events()]
+    raw_rows, _ = catalog.read_table(Principal.INGEST, RAW_TABLE, where={"fiscal_year": 2024, "form_type": "10-K"})
+    by_accession = {r["accession_number"]: r for r in raw_rows.to_pylist()}
+    assert (by_accession[original]["status"], by_accession[original]["superseded_by"]) == ("extracted", amendment)
+    assert by_accession[amendment]["amends_accession"] == original and by_accession[amendment]["is_amendment"]
+    curated_now, _ = catalog.read_table(Principal.TRAIN, CURATED_TABLE)
+    trained_now = {r["accession_number"] for r in curated_now.to_pylist()}
+    assert amendment in trained_now and original not in trained_now
+    version_2 = str(second.asset_materializations_for_node("uc_model_version")[0].metadata["model_version"].value)
+    assert version_2 == str(int(version) + 1)
+    uses = {(u["version"], u["accession_number"]): u for u in impact(registry, [model], accession=original)["uses"]}
+    assert uses[(version, original)]["trained_on_superseded_text"]
+    assert uses[(version, original)]["superseded_by"] == [amendment]
+    assert uses[(version_2, amendment)]["amends"] == original and (version_2, original) not in uses
+    (v2,), _ = stored_manifests(registry, [model], version_2)
+    assert verify(catalog, v2)["match"]
+
+    # The retention check warns once a window reaches past a replaced version's retention, and only for those.
+    check = dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("uc_model_version"), "training_data_retained"))
+    warned = dg.materialize(assets, selection=check, instance=instance, resources=resources, run_config={
+        "ops": {"uc_model_version_training_data_retained": {"config": {"warn_within_days": 4000}}}})
+    (evaluation,) = warned.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    at_risk = {(v["table"].rsplit(".", 1)[1], v["version"]) for v in evaluation.metadata["versions"].value
+               if v["days_left"] is not None}
+    assert at_risk == {("risk_factor_instructions", v1.manifest["table"]["delta_version"]),
+                       ("risk_factors", v1.manifest["source"]["delta_version"])}
+
+    # VACUUM with a short retention takes version 1's curated table version away: verify says so.
+    creds = catalog.client(Principal.PREPROCESS).temporary_table_credentials(catalog.table_name(CURATED_TABLE), "READ")
+    DeltaTable(str(local_path(creds.location))).vacuum(retention_hours=0, enforce_retention_duration=False,
+                                                       dry_run=False)
+    gone = verify(catalog, v1)
+    assert not gone["match"] and gone["curated"]["status"] == "gone" and gone["raw"]["status"] == "match"
+    assert "deleted by VACUUM" in gone["curated"]["detail"][0] and v1.where in gone["curated"]["detail"][0]
+
+    # One record of version 2's data changed behind the catalog's back: verify names it and exits non-zero.
+    record = sorted(r["record_id"] for r in curated_now.to_pylist() if r["accession_number"] == amendment)[0]
+    change_record_behind_the_catalog(local_path(creds.location), v2.manifest["table"]["delta_version"], record)
+    printed = CliRunner().invoke(main, ["verify", model, "--version", version_2])
+    assert printed.exit_code == 1 and f"{amendment}: 1 record changed: {record}" in printed.stdout, printed.output
+    assert verify(catalog, v2)["curated"]["records_changed"] == {amendment: [record]}
+
+
+def change_record_behind_the_catalog(location: Path, version: int, record_id: str) -> None:
+    """Edit one record's answer in the data file of the version that holds it, as a writer with direct storage
+    access would, and the file's size in the table's log so the version still opens."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    for uri in DeltaTable(str(location), version=version).file_uris():
+        path = Path(uri.removeprefix("file://"))
+        table = pq.read_table(path)
+        ids = table.column("record_id").to_pylist()
+        if record_id not in ids:
+            continue
+        records = table.to_pylist()
+        answer = records[ids.index(record_id)]["messages"][-1]
+        answer["content"] = answer["content"] + " (edited)"
+        pq.write_table(pa.Table.from_pylist(records, schema=table.schema), path)
+        for log in sorted((location / "_delta_log").glob("*.json")):
+            lines = log.read_text().splitlines()
+            actions = [json.loads(line) for line in lines]
+            for action in actions:
+                if "add" in action and action["add"]["path"] == path.name:
+                    action["add"]["size"] = path.stat().st_size
+                    action["add"].pop("stats", None)
+            log.write_text("".join(json.dumps(a) + "\n" for a in actions))
+        return
+    raise AssertionError(f"record {record_id} is in no data file of version {version}")

@@ -1332,3 +1332,27 @@ def mirror_shared_samples(shared_dir: Path, root: Path) -> SampleManifest:
     manifest.fiscal_years = tuple(sorted({f.fiscal_year for f in manifest.filings}))
     manifest.write()
     return manifest
+
+
+def file_amendment(root: Path, original_accession: str, accession: str, filed: date, document: bytes) -> str:
+    """File an amendment of a filing in a local EDGAR-shaped folder: its document under the archive and a row in
+    the company's submissions (form `<original form>/A`, same period), as EDGAR lists one; returns its archive path."""
+    root = Path(root)
+    for path in sorted((root / "submissions").glob("CIK*.json")):
+        data = json.loads(path.read_bytes())
+        recent = data.get("filings", {}).get("recent", data)
+        if original_accession not in recent.get("accessionNumber", []):
+            continue
+        row = {column: values[recent["accessionNumber"].index(original_accession)] for column, values in recent.items()}
+        form = str(row["form"]).removesuffix("/A") + "/A"
+        name = f"{Path(str(row['primaryDocument'])).stem}x{form.lower().replace('-', '').replace('/', '')}.htm"
+        row.update(accessionNumber=accession, filingDate=filed.isoformat(), form=form, primaryDocument=name,
+                   primaryDocDescription=form, size=len(document), acceptanceDateTime=f"{filed.isoformat()}T16:00:00.000Z")
+        for column, values in recent.items():
+            values.insert(0, row[column])
+        cik = normalize_cik(data.get("cik") or path.stem.removeprefix("CIK")[:10])
+        rel = archive_path(cik, accession, name)
+        atomic_write(root / rel, document)
+        atomic_write(path, _json_bytes(data))
+        return rel
+    raise ValueError(f"no company in {root / 'submissions'} lists filing {original_accession}")
