@@ -12,6 +12,7 @@ BENCHMARKS = (
     ("training tokens/s and padding share", ["bench_training.py", "--repeats", "2"]),
     ("whole graph on the aws path against the stand-ins", ["bench_graph_standins.py"]),
     ("end to end: stopped stack to registered model version", ["bench_end_to_end.py"]),
+    ("training-data manifest size, verify and impact times", ["bench_manifest.py"]),
 )
 
 
