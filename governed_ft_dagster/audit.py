@@ -75,9 +75,10 @@ def impact(registry: Registry, models: Iterable[str], *, accession: str | None =
 def impact_lines(answer: Mapping[str, Any]) -> list[str]:
     """The impact answer as a person reads it."""
     (kind, value), = answer["query"].items()
-    versions = answer["model_versions"]
-    lines = [f"{kind.replace('_', ' ')} {value}: {len(versions)} model version{'s' if len(versions) != 1 else ''} "
-             f"trained on it ({answer['manifests_read']} manifests read)"]
+    versions, read = answer["model_versions"], answer["manifests_read"]
+    what = "its filings" if kind == "cik" else "it or a filing amending it or amended by it"
+    lines = [f"{'CIK' if kind == 'cik' else 'filing'} {value}: {len(versions)} model version"
+             f"{'s' if len(versions) != 1 else ''} trained on {what} ({read} manifest{'s' if read != 1 else ''} read)"]
     for use in answer["uses"]:
         note = ""
         if use["superseded_by"]:

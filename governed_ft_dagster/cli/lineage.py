@@ -251,14 +251,18 @@ def describe_entry(entry: Mapping[str, Any], short: bool = False) -> str:
 
 def audit_resources(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Any, Any]:
     """The catalog and registry resources the audit commands read with, for the deployment."""
-    env = os.environ if environ is None else environ
-    if settings.deployment == "local":
-        from governed_ft_dagster.defs.resources import local_resources
+    import logging
 
-        resources = local_resources(settings)
-        return resources["catalog"], resources["registry"]
-    from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource
-    from governed_ft_dagster.defs.resources.registry import DatabricksRegistryResource
+    env = os.environ if environ is None else environ
+    # A command's output is its answer: no download progress bars, and no warning per request from the
+    # sagemaker-mlflow plugin's header provider, which fails on every tracking URI that is not a SageMaker ARN.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
+    from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource, local_catalog_resource
+    from governed_ft_dagster.defs.resources.registry import DatabricksRegistryResource, local_registry_resource
+
+    if settings.deployment == "local":
+        return local_catalog_resource(settings), local_registry_resource(settings)
 
     missing = [key for key in ("DATABRICKS_HOST", "AWS_REGION") if not env.get(key)]
     if missing:

@@ -144,6 +144,7 @@ def training_data_retained(context: dg.AssetCheckExecutionContext, config: Reten
     from governed_ft_dagster.storage import commit_times, storage_options, table_configuration
 
     used = registered_table_versions(context.instance)
+    registered = {model for versions in used.values() for models in versions.values() for model in models}
     now = dt.datetime.now(dt.timezone.utc)
     owners = {catalog.table_name(relative): principal for relative, principal in OWNERS.items()}
     rows, at_risk = [], []
@@ -163,8 +164,8 @@ def training_data_retained(context: dg.AssetCheckExecutionContext, config: Reten
                                    f"{'gone' if days <= 0 else f'{days:.1f} days left'}, {kept.reason}")
     description = (f"{len(at_risk)} table versions that registered model versions were trained on may be removed "
                    f"within {config.warn_within_days:g} days: {'; '.join(at_risk[:5])}" if at_risk else
-                   f"{len(rows)} table versions of {sum(len(v) for v in used.values())} registered trainings stay "
-                   f"readable beyond {config.warn_within_days:g} days")
+                   f"the {len(rows)} table versions that {len(registered)} registered model versions were trained "
+                   f"on stay readable beyond {config.warn_within_days:g} days")
     return dg.AssetCheckResult(passed=not at_risk, severity=dg.AssetCheckSeverity.WARN, description=description,
                                metadata={"versions": dg.MetadataValue.json(rows),
                                          "warn_within_days": config.warn_within_days})

@@ -386,7 +386,7 @@ def _producers(graph: LineageGraph, endpoint: Endpoint) -> list[Endpoint]:
             if group not in latest or _version_sort(r.target.version) > _version_sort(latest[group].target.version):
                 latest[group] = r
         incoming = exact + list(latest.values())
-    return [r.source for r in sorted(incoming, key=lambda r: r.key)]
+    return [r.source for r in sorted(incoming, key=lambda r: (r.properties.get("partition") or "", r.key))]
 
 
 def _chain_entry(graph: LineageGraph, endpoint: Endpoint, depth: int) -> dict[str, Any]:

@@ -195,11 +195,12 @@ class Impact:
 
     def as_dict(self) -> dict[str, Any]:
         versions = sorted({(u.model, u.version) for u in self.uses}, key=lambda mv: (mv[0], _version_key(mv[1])))
+        used = {u.accession_number for u in self.uses}
         return {"query": self.query, "manifests_read": self.manifests_read,
                 "model_versions": [{"model": m, "version": v} for m, v in versions],
                 "uses": [u.as_dict() for u in self.uses],
                 "superseded": {a: b for a, b in sorted(self.amended_by.items())
-                               if a in {u.accession_number for u in self.uses} or a in self.query.values()}}
+                               if a in used or a in self.query.values() or used & set(b)}}
 
 
 def _version_key(version: str) -> tuple[int, str]:

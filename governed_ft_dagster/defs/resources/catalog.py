@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -13,6 +13,9 @@ from governed_ft_dagster.catalog.base import CatalogClient, Principal, Privilege
 from governed_ft_dagster.catalog.connect import CatalogAccess, connect
 from governed_ft_dagster.retention import DEFAULT_RETENTION_DAYS, table_properties
 from governed_ft_dagster.storage import S3Endpoint
+
+if TYPE_CHECKING:
+    from governed_ft_dagster.settings import Settings
 
 
 class CatalogResource(dg.ConfigurableResource, abc.ABC):
@@ -106,6 +109,13 @@ class LocalCatalogResource(CatalogResource):
 
         return CatalogAccess("oss", self.url, principal.value, self.catalog,
                              token_file=str(token_path(Path(self.home), principal)))
+
+
+def local_catalog_resource(settings: "Settings") -> LocalCatalogResource:
+    """The local stack's catalog resource for these settings."""
+    return LocalCatalogResource(catalog=settings.catalog_name, url=settings.uc_url, home=str(settings.home),
+                                storage_root=(settings.home / "warehouse").as_uri(),
+                                table_retention_days=settings.table_retention_days)
 
 
 class DatabricksCatalogResource(CatalogResource):

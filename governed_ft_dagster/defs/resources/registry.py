@@ -16,6 +16,7 @@ from governed_ft_dagster.training.tracking import databricks_run_url, local_mlfl
 
 if TYPE_CHECKING:
     from governed_ft_dagster.registry import RegisteredVersion
+    from governed_ft_dagster.settings import Settings
 
 REGISTRAR_SECRET_ID = "governed-ft/registrar"
 
@@ -97,6 +98,11 @@ class LocalRegistryResource(RegistryResource):
 
     def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
         return mlflow_run_url(self.mlflow_ui_url, experiment_id, run_id) if self.mlflow_ui_url else None
+
+
+def local_registry_resource(settings: "Settings") -> LocalRegistryResource:
+    """The local stack's registry resource for these settings."""
+    return LocalRegistryResource(url=settings.uc_url, home=str(settings.home), mlflow_ui_url=settings.mlflow_ui_url)
 
 
 class DatabricksRegistryResource(RegistryResource):
