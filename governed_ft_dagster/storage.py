@@ -183,7 +183,8 @@ def read_version(location: str, options: dict[str, str], version: int,
 
     latest = DeltaTable(location, storage_options=options)
     if version > latest.version():
-        raise ValueError(f"the Delta table at {location} has no version {version}; its latest is {latest.version()}")
+        raise TableVersionGone(location, version, f"the table there was created anew: its latest version is "
+                                                  f"{latest.version()}")
     try:
         table = DeltaTable(location, version=version, storage_options=options)
     except Exception as exc:
