@@ -157,7 +157,7 @@ def test_read_version_reports_a_vacuumed_version_as_gone(tmp_path):
     with pytest.raises(TableVersionGone, match="deleted by VACUUM"):
         read_version(location, {}, 0)
     assert read_version(location, {}, 1).to_pylist() == [{"a": 3}]
-    with pytest.raises(TableVersionGone, match="created anew: its latest version is 1"):
+    with pytest.raises(TableVersionGone, match="created anew: its latest version is"):
         read_version(location, {}, 7)
 
 
