@@ -151,7 +151,7 @@ def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folde
         assert evaluated["adapter_beats_base_model"]["evaluation"]["success"] is True
         assert evaluated["curated_token_budget"]["evaluation"]["success"] is True
 
-        shown = governed_ft("lineage", model, "--version", "1", "--json", env=env)
+        shown = governed_ft("lineage", model, "--version", "1", "--json", env=env, cli=cli, cwd=empty)
         assert shown.returncode == 0, shown.stderr
         chain = json.loads(shown.stdout)
         assert chain["raw_table"]["full_name"] == f"{catalog}.{RAW_TABLE}"
