@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,14 +205,34 @@ def read_version(location: str, options: dict[str, str], version: int,
 
 
 def commit_times(location: str, options: dict[str, str]) -> dict[int, "dt.datetime"]:
-    """Version → commit time of every version still in the table's log."""
+    """Version → when its commit file was written, for every version still in the table's log: the time log
+    cleanup goes by. Read by listing `_delta_log/` (delta-rs' history() holds the GIL while it waits on the store)."""
     import datetime as dt
 
-    from deltalake import DeltaTable
+    pattern = re.compile(r"(\d{20})\.json")
+    if is_local(location):
+        log = local_path(location) / "_delta_log"
+        return {int(m.group(1)): dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc)
+                for p in log.glob("*.json") if (m := pattern.fullmatch(p.name))}
+    client, bucket, prefix = _log_client(location, options)
+    times = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if m := pattern.fullmatch(item["Key"].rsplit("/", 1)[-1]):
+                times[int(m.group(1))] = item["LastModified"]
+    return times
 
-    history = DeltaTable(location, storage_options=options).history()
-    return {int(h["version"]): dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.timezone.utc)
-            for h in history if "version" in h and "timestamp" in h}
+
+def _log_client(location: str, options: dict[str, str]) -> tuple[Any, str, str]:
+    """An S3 client with exactly the storage options' credentials, and the bucket and prefix of the table's log."""
+    import boto3
+
+    parsed = urlparse(location)
+    client = boto3.session.Session(
+        aws_access_key_id=options.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=options.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=options.get("AWS_SESSION_TOKEN"), region_name=options.get("AWS_REGION"),
+    ).client("s3", endpoint_url=options.get("AWS_ENDPOINT_URL"))
+    return client, parsed.netloc, f"{parsed.path.strip('/')}/_delta_log/"
 
 
 def table_configuration(location: str, options: dict[str, str]) -> dict[str, str]:
@@ -223,14 +244,20 @@ def table_configuration(location: str, options: dict[str, str]) -> dict[str, str
 
 def commit_user_metadata(location: str, options: dict[str, str], version: int) -> dict[str, str]:
     """The JSON properties a writer put in the commit of one version (Spark's commitInfo.userMetadata), or {}."""
-    import json
-
-    from deltalake import DeltaTable
-
-    for entry in DeltaTable(location, storage_options=options).history():
-        if entry.get("version") == version:
+    name = f"{version:020d}.json"
+    try:
+        if is_local(location):
+            text = (local_path(location) / "_delta_log" / name).read_text(encoding="utf-8")
+        else:
+            client, bucket, prefix = _log_client(location, options)
+            text = client.get_object(Bucket=bucket, Key=prefix + name)["Body"].read().decode("utf-8")
+    except Exception:  # the commit file is gone (log cleanup) or unreadable: no properties to carry
+        return {}
+    for line in text.splitlines():
+        info = json.loads(line).get("commitInfo") if line.strip() else None
+        if info and info.get("userMetadata"):
             try:
-                found = json.loads(entry.get("userMetadata") or "{}")
+                found = json.loads(info["userMetadata"])
             except ValueError:
                 return {}
             return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
