@@ -13,6 +13,7 @@ BENCHMARKS = (
     ("whole graph on the aws path against the stand-ins", ["bench_graph_standins.py"]),
     ("registration through tracking URI databricks against the stand-ins", ["bench_registration_tracking.py"]),
     ("end to end: stopped stack to registered model version", ["bench_end_to_end.py"]),
+    ("training-data manifest size, verify and impact times", ["bench_manifest.py"]),
 )
 
 

@@ -13,10 +13,31 @@ import pyarrow as pa
 from governed_ft_dagster.catalog.base import CatalogClient, RenewingCredentials
 from governed_ft_dagster.edgar.client import FilingRef, FilingSource
 from governed_ft_dagster.edgar.extract import DEFAULT_MAX_BYTES, EXTRACTOR_VERSION, extract_risk_factors
-from governed_ft_dagster.edgar.landing import RAW_SCHEMA, build_record, catalog_columns, landing_key
-from governed_ft_dagster.storage import S3Endpoint, delta_version, join, merge_rows, put_json, storage_options
+from governed_ft_dagster.edgar.landing import (
+    AMENDMENT_COLUMNS,
+    RAW_SCHEMA,
+    build_record,
+    catalog_columns,
+    landing_key,
+    supersessions,
+)
+from governed_ft_dagster.storage import (
+    S3Endpoint,
+    add_missing_columns,
+    delta_version,
+    join,
+    merge_rows,
+    put_json,
+    read_delta,
+    storage_options,
+)
 
 Log = Callable[[str], None]
+# A stored row is updated when its text, extraction or amendment pointers changed (each term parenthesised: the
+# merge's SQL parser binds IS DISTINCT FROM looser than OR).
+CHANGED_WHEN = " OR ".join(f"({condition})" for condition in [
+    "t.text_sha256 != s.text_sha256", "t.extractor_version != s.extractor_version", "t.status != s.status",
+    *(f"t.{c} IS DISTINCT FROM s.{c}" for c in AMENDMENT_COLUMNS)])
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,7 @@ class RawTarget:
     table_location: str
     landing_root: str
     endpoint: S3Endpoint = S3Endpoint()
+    table_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -34,6 +56,7 @@ class IngestReport:
     """Counts of one ingestion run; filings in = rows + rejects."""
 
     filings_in: int = 0
+    fetched: int = 0
     rows_by_status: Counter = field(default_factory=Counter)
     rejects: list[dict[str, str]] = field(default_factory=list)
     unknown_tickers: list[str] = field(default_factory=list)
@@ -41,10 +64,16 @@ class IngestReport:
     inserted: int = 0
     updated: int = 0
     table_created: bool = False
+    superseded: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
         return sum(self.rows_by_status.values())
+
+    @property
+    def wrote(self) -> bool:
+        """Whether the run committed a version of the raw table (a re-run of unchanged filings commits none)."""
+        return self.table_created or self.inserted > 0 or self.updated > 0
 
 
 def list_filings(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_year: int,
@@ -83,6 +112,7 @@ def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_
         except Exception as exc:
             report.rejects.append({"key": ref.accession_number, "reason": f"download failed: {_short(exc)}"})
             continue
+        report.fetched += 1
         result = extract_risk_factors(document, ref.original_form, max_bytes=max_bytes)
         record = build_record(ref, result.status.value, result.text, result.reason, EXTRACTOR_VERSION,
                               now().isoformat(timespec="seconds"))
@@ -96,21 +126,23 @@ def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_
         if index % 25 == 0 or index == len(refs):
             log(f"extracted {index}/{len(refs)} filings ({time.monotonic() - started:.1f} s)")
     if records:
-        _merge(client, target, pa.Table.from_pylist(records, schema=RAW_SCHEMA), report)
+        _merge(client, target, records, report)
     else:
         report.delta_version = _current_version(client, target)
     return report
 
 
-def _merge(client: CatalogClient, target: RawTarget, rows: pa.Table, report: IngestReport, attempts: int = 5) -> None:
-    changed = "t.text_sha256 != s.text_sha256 OR t.extractor_version != s.extractor_version OR t.status != s.status"
+def _merge(client: CatalogClient, target: RawTarget, records: list[dict], report: IngestReport,
+           attempts: int = 5) -> None:
     for attempt in range(1, attempts + 1):
         exists = client.table_exists(target.table)
         creds = (client.temporary_table_credentials(target.table, "READ_WRITE") if exists
                  else client.temporary_path_credentials(target.table_location, "PATH_CREATE_TABLE"))
+        options = storage_options(creds, target.endpoint)
         try:
-            result = merge_rows(target.table_location, rows, "accession_number",
-                                storage_options(creds, target.endpoint), changed)
+            rows = with_supersessions(target.table_location, options, records, exists, report)
+            result = merge_rows(target.table_location, pa.Table.from_pylist(rows, schema=RAW_SCHEMA),
+                                "accession_number", options, CHANGED_WHEN, dict(target.table_properties))
             break
         except Exception as exc:
             if "commit" not in str(exc).lower() or attempt == attempts:
@@ -122,6 +154,33 @@ def _merge(client: CatalogClient, target: RawTarget, rows: pa.Table, report: Ing
                                        comment="Risk Factors sections of SEC 10-K and 10-Q filings")
     report.delta_version, report.inserted, report.updated = result.version, result.inserted, result.updated
     report.table_created = result.created
+
+
+_KEY_COLUMNS = ["accession_number", "cik", "form_type", "report_date", "filing_date", "is_amendment", "status",
+                *AMENDMENT_COLUMNS]
+
+
+def with_supersessions(location: str, options: dict[str, str], records: list[dict], exists: bool,
+                       report: IngestReport) -> list[dict]:
+    """The batch with each row's amendment pointers, plus the partition's stored rows whose pointers change."""
+    stored: dict[str, dict] = {}
+    if exists:
+        add_missing_columns(location, options, RAW_SCHEMA)
+        partition = {"fiscal_year": records[0]["fiscal_year"], "form_type": records[0]["form_type"]}
+        rows, _ = read_delta(location, options, columns=_KEY_COLUMNS, where=partition)
+        stored = {row["accession_number"]: row for row in rows.to_pylist()}
+    batch = {record["accession_number"]: record for record in records}
+    amends, superseded = supersessions({**stored, **batch}.values())
+    pointers = {accession: {"amends_accession": amends.get(accession), "superseded_by": superseded.get(accession)}
+                for accession in {**stored, **batch}}
+    out = [{**record, **pointers[accession]} for accession, record in batch.items()]
+    moved = sorted(a for a, row in stored.items() if a not in batch
+                   and any(row.get(k) != v for k, v in pointers[a].items()))
+    if moved:  # rows of an earlier run (another universe) that an amendment in this batch supersedes
+        rows, _ = read_delta(location, options, where=None, filters=[("accession_number", "in", moved)])
+        out += [{**row, **pointers[row["accession_number"]]} for row in rows.to_pylist()]
+    report.superseded = {a: superseded[a] for a in sorted(superseded)}
+    return out
 
 
 def _current_version(client: CatalogClient, target: RawTarget) -> int | None:

@@ -41,6 +41,7 @@ TAG_SOURCE_TABLES = "governed_ft.source_tables"
 TAG_PREPROCESSING_JOB = "governed_ft.preprocessing_job"
 TAG_TRAINING_JOB = "governed_ft.training_job"
 TAG_CODE_VERSION = "governed_ft.code_version"
+ATTACHMENT_TAG_PREFIX = "governed_ft.attachment."
 DEFAULT_MAX_NEW_TOKENS = 128
 MODEL_ARTIFACT_NAME = "model"
 PROBE_TIMEOUT_S = 3.0
@@ -288,8 +289,12 @@ def register_adapter(
     env: Mapping[str, str | None] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     artifact_location: str | None = None,
+    attachments: Mapping[str, Path] | None = None,
 ) -> RegisteredVersion:
-    """Log the adapter as a pyfunc model in an MLflow run and register it, unless this adapter already is."""
+    """Log the adapter as a pyfunc model in an MLflow run and register it, unless this adapter already is.
+
+    Each attachment (name → file) becomes an artifact of the model version; the tag `governed_ft.attachment.<name>`
+    names its path inside the version's files."""
     adapter_dir = Path(adapter_dir)
     sha = artifact_sha256(adapter_dir)
     version_tags = redact(tags)
@@ -314,9 +319,10 @@ def register_adapter(
                 except RestException as exc:  # a concurrent registration created it first
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-        with _logged_model(adapter_dir, base_model_ref, experiment, version_tags,
-                           redact(hyperparameters or {}), artifact_location) as (run_id, source, model_id):
+        with _logged_model(adapter_dir, base_model_ref, experiment, version_tags, redact(hyperparameters or {}),
+                           artifact_location, attachments or {}) as (run_id, source, model_id, attached):
             version_tags[TAG_MLFLOW_RUN] = run_id
+            version_tags.update({f"{ATTACHMENT_TAG_PREFIX}{name}": path for name, path in attached.items()})
             if oss:  # the open-source catalog keeps no version tags: the facts travel in the comment
                 description = f"{description}\n\n" + "\n".join(f"{k}={v}" for k, v in sorted(version_tags.items()))
             with _translated(registry_uri, model_full_name, principal, "create_version"):
@@ -324,6 +330,52 @@ def register_adapter(
                                                       description=description, model_id=model_id)
         return RegisteredVersion(version.name, str(version.version), run_id, version.source or source, True, sha,
                                  _experiment_id(client, run_id))
+
+
+def version_facts(registry_uri: str, tracking_uri: str, model_full_name: str,
+                  version: str | None = None) -> dict[str, dict[str, str]]:
+    """Version → governance tags of the model's READY versions (or of one version); the open-source catalog keeps
+    them as `key=value` lines of the version's comment."""
+    oss = registry_uri.startswith("uc:")
+    with _mlflow_uris(tracking_uri, registry_uri):
+        principal = _principal(registry_uri)
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        with _translated(registry_uri, model_full_name, principal, "read"):
+            if version is not None:
+                found = [client.get_model_version(model_full_name, str(version))]
+            else:
+                found, token = [], None
+                while True:
+                    page = client.search_model_versions(f"name='{model_full_name}'", page_token=token)
+                    found.extend(page)
+                    token = page.token
+                    if not token:
+                        break
+                if not oss:  # search results carry no tags
+                    found = [client.get_model_version(model_full_name, v.version) for v in found]
+    facts = {}
+    for item in found:
+        if item.status not in (None, "READY"):
+            continue
+        if oss:
+            lines = (item.description or "").splitlines()
+            facts[str(item.version)] = dict(line.split("=", 1) for line in lines if "=" in line
+                                            and line.split("=", 1)[0].startswith("governed_ft."))
+        else:
+            facts[str(item.version)] = dict(item.tags or {})
+    return dict(sorted(facts.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1))
+
+
+def read_version_file(registry_uri: str, tracking_uri: str, model_full_name: str, version: str, path: str) -> bytes:
+    """One file of a model version's artifacts, through the registry's own access (temporary credentials)."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    with _mlflow_uris(tracking_uri, registry_uri), tempfile.TemporaryDirectory(prefix="governed-ft-read-") as tmp:
+        principal = _principal(registry_uri)
+        with _translated(registry_uri, model_full_name, principal, "read"):
+            repository = ModelsArtifactRepository(f"models:/{model_full_name}/{version}")
+            local = repository.download_artifacts(path, dst_path=tmp)
+        return Path(local).read_bytes()
 
 
 def _experiment_id(client: mlflow.MlflowClient, run_id: str | None) -> str:
@@ -372,10 +424,11 @@ def _find_version(client: mlflow.MlflowClient, name: str, sha: str, oss: bool) -
 @contextmanager
 def _logged_model(
     adapter_dir: Path, base_model_ref: str, experiment: str, tags: Mapping[str, str], params: Mapping[str, str],
-    artifact_location: str | None = None,
-) -> Iterator[tuple[str, str, str | None]]:
-    """Log the pyfunc model in a run kept open (FAILED if the block fails): run id, artifact location, model id."""
-    artifacts = {"adapter": str(adapter_dir)}
+    artifact_location: str | None = None, attachments: Mapping[str, Path] | None = None,
+) -> Iterator[tuple[str, str, str | None, dict[str, str]]]:
+    """Log the pyfunc model in a run kept open (FAILED if the block fails): run id, artifact location, model id and
+    each attachment's path inside the model."""
+    artifacts = {"adapter": str(adapter_dir), **{name: str(path) for name, path in (attachments or {}).items()}}
     if Path(base_model_ref).is_dir():
         artifacts["base_model"] = str(base_model_ref)
     found = mlflow.get_experiment_by_name(experiment)
@@ -400,7 +453,9 @@ def _logged_model(
                 code_paths=[str(code)],
             )
             source = mlflow.get_logged_model(info.model_id).artifact_location if info.model_id else info.model_uri
-            yield run_id, source, info.model_id
+            saved = (info.flavors.get("python_function") or {}).get("artifacts") or {}
+            attached = {name: str(saved[name]["path"]) for name in attachments or {} if name in saved}
+            yield run_id, source, info.model_id, attached
 
 
 def _requirements() -> list[str]:
@@ -517,9 +572,11 @@ __all__ = [
     "digests_sha256",
     "governance_tags",
     "hyperparameters_sha256",
+    "read_version_file",
     "register_adapter",
     "registry_env_for_databricks",
     "registry_env_for_oss",
     "scoped_env",
     "stored_artifact_sha256",
+    "version_facts",
 ]

@@ -10,6 +10,7 @@ from typing import Literal, Mapping
 
 from governed_ft_dagster.governance import ModelNameError, check_model_name, registered_model_name
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID, TINY_FAMILY, staged_identity, tiny_identity
+from governed_ft_dagster.retention import DEFAULT_RETENTION_DAYS
 from governed_ft_dagster.training.tracking import local_mlflow_store
 
 Deployment = Literal["local", "aws"]
@@ -65,6 +66,7 @@ class Settings:
         tiny = TINY_FAMILY if self.tiny_base else tiny_identity(folder).get("family")
         staged = staged_identity(folder).get("id") if folder.is_dir() else None
         return registered_model_name(staged or self.base_model_ref, production_base=BASE_MODEL_ID, tiny_family=tiny)
+    table_retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def uc_url(self) -> str:
@@ -125,6 +127,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     mlflow_port_text = env.get("GOVERNED_FT_MLFLOW_UI_PORT", "5000")
     if not mlflow_port_text.isdigit():
         raise SettingsError(f"GOVERNED_FT_MLFLOW_UI_PORT={mlflow_port_text!r} is not a port number")
+    retention_text = env.get("GOVERNED_FT_TABLE_RETENTION_DAYS", str(DEFAULT_RETENTION_DAYS)).strip()
+    if not retention_text.isdigit() or int(retention_text) < 1:
+        raise SettingsError(f"GOVERNED_FT_TABLE_RETENTION_DAYS={retention_text!r} is not a number of days; give the "
+                            f"days every table version stays readable (default {DEFAULT_RETENTION_DAYS})")
     return Settings(
         deployment=deployment,  # type: ignore[arg-type]
         home=home,
@@ -140,6 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         base_model=_base_model(env.get("GOVERNED_FT_BASE_MODEL", "").strip(), revision),
         base_model_revision=revision,
         model_name_override=_model_name(env.get("GOVERNED_FT_MODEL_NAME", "").strip()),
+        table_retention_days=int(retention_text),
     )
 
 

@@ -43,6 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--table-access", choices=("connector", "vended"), default=None,
                         help="through the catalog's Spark connector, or with credentials the job vends and renews "
                              "itself; by default the connector for the open-source catalog, vended for Databricks")
+    parser.add_argument("--table-property", action="append", default=[], metavar="KEY=VALUE",
+                        help="Delta property of the curated table, e.g. its retention (repeatable)")
     parser.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint for S3A (tests only)")
     parser.add_argument("--storage-region", default=None, help="region of the governed bucket")
     parser.add_argument("--max-tokens", type=int, default=1024)
@@ -403,6 +405,7 @@ def write_delta(spark, df, location: str, properties: dict[str, str], view: str,
 def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | ConnectorTables | None = None
         ) -> dict[str, Any]:
     """Read the raw table at a pinned version, curate it, write the curated table; return what to report."""
+    from governed_ft_dagster.lineage.manifest import RAW_FIELDS, raw_fingerprint
     from governed_ft_dagster.preprocess.spark import run_curation
     from governed_ft_dagster.preprocess.text import PREPROCESS_VERSION, TASK
 
@@ -412,6 +415,8 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Con
     source_version = (tables.source_version if tables.source_version is not None
                       else tables.latest_source_version(spark))
     raw = tables.read_source(spark, source_version)
+    source_fingerprint = raw_fingerprint(r.asDict() for r in raw.select(
+        *[c for c in RAW_FIELDS if c in raw.columns]).collect())
     result = run_curation(raw, args.tokenizer_dir, source_version, args.run_id, args.max_tokens,
                           source_table=args.source_table, validation_fraction=args.validation_fraction, seed=args.seed)
     curated, rejects = result.curated, result.rejects
@@ -424,10 +429,12 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Con
     properties = {
         f"{PROPERTY_PREFIX}.source_table": args.source_table,
         f"{PROPERTY_PREFIX}.source_version": str(source_version),
+        f"{PROPERTY_PREFIX}.source_fingerprint": source_fingerprint,
         f"{PROPERTY_PREFIX}.run_id": args.run_id,
         f"{PROPERTY_PREFIX}.task": TASK,
         f"{PROPERTY_PREFIX}.preprocess_version": PREPROCESS_VERSION,
         f"{PROPERTY_PREFIX}.context_length": str(args.max_tokens),
+        **dict(item.split("=", 1) for item in getattr(args, "table_property", None) or []),
     }
     # Every commit carries its run's properties, whether or not the write can set table properties.
     spark.conf.set(USER_METADATA_CONF, json.dumps(properties, sort_keys=True))
@@ -445,7 +452,8 @@ def run(spark, args: argparse.Namespace, tables: Locations | CatalogTables | Con
     catalog = tables.after_write(catalog_columns(result.curated.schema), source_version)
     runtime = runtime_versions(spark)
     return {**result.stats, "source_table": args.source_table, "target_table": args.target_table,
-            "source_version": source_version, "target_location": tables.target, "delta_version": version,
+            "source_version": source_version, "source_fingerprint": source_fingerprint,
+            "target_location": tables.target, "delta_version": version,
             "rejects_delta_version": rejects_version, **catalog, "read_seconds": round(read_done - started, 2),
             "write_seconds": round(write_done - read_done, 2), "runtime": runtime,
             "seconds": round(time.monotonic() - started, 2)}

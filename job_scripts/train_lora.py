@@ -32,7 +32,15 @@ activate()  # on SageMaker: the staged packages ahead of the container's, before
 
 from governed_ft_dagster.catalog import connect  # noqa: E402
 from governed_ft_dagster.catalog.base import CatalogClient, CatalogError, VendedCredentials  # noqa: E402
-from governed_ft_dagster.storage import S3Endpoint, is_local, local_path, storage_options  # noqa: E402
+from governed_ft_dagster.lineage.manifest import MANIFEST_FILE, build_manifest, dumps  # noqa: E402
+from governed_ft_dagster.lineage.manifest import summary as manifest_summary  # noqa: E402
+from governed_ft_dagster.storage import (  # noqa: E402
+    S3Endpoint,
+    commit_user_metadata,
+    is_local,
+    local_path,
+    storage_options,
+)
 from governed_ft_dagster.training import distributed  # noqa: E402
 from governed_ft_dagster.training.base_model import BASE_MODEL_ID  # noqa: E402
 from governed_ft_dagster.training.distributed import Rank, main_first  # noqa: E402
@@ -48,7 +56,8 @@ from governed_ft_dagster.training.trainer import (  # noqa: E402
 
 INTERRUPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped at a checkpoint, rerun to resume
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
-CURATED_COLUMNS = ("messages", "split", "cik", "accession_number", "source_version", "run_id")
+CURATED_COLUMNS = ("messages", "split", "cik", "accession_number", "source_table", "source_version", "run_id",
+                   "record_id", "text_sha256", "amends_accession")
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 MLFLOW_RUN_FILE = "mlflow_run_id.txt"
 BASE_EVAL_FILE = "base_eval.json"
@@ -68,6 +77,7 @@ class CuratedSnapshot:
     records: list[dict[str, Any]]
     version: int
     location: str
+    commit_properties: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _bool(value: str | bool) -> bool:
@@ -210,13 +220,30 @@ def load_curated_records(location: str, storage_options: dict[str, str] | None =
     for record in records:
         if isinstance(record["messages"], str):
             record["messages"] = json.loads(record["messages"])
-    return CuratedSnapshot(records, table.version(), location)
+    return CuratedSnapshot(records, table.version(), location,
+                           commit_user_metadata(location, storage_options or {}, table.version()))
 
 
 def split_records(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The train and validation records; other splits stay out of training."""
     return ([r for r in records if r.get("split") == TRAIN_SPLIT],
             [r for r in records if r.get("split") == VALIDATION_SPLIT])
+
+
+def write_training_manifest(args: argparse.Namespace, snapshot: CuratedSnapshot, records_train: list[dict[str, Any]],
+                            records_val: list[dict[str, Any]], model_dir: Path) -> dict[str, Any]:
+    """Write the manifest of exactly the records read into the model dir (it travels with the adapter); its summary."""
+    versions = {r.get("source_version") for r in snapshot.records if r.get("source_version") is not None}
+    tables = {r.get("source_table") for r in snapshot.records if r.get("source_table")}
+    manifest = build_manifest(
+        records_train, records_val, table=args.source_table, delta_version=snapshot.version,
+        location=snapshot.location, source_table=tables.pop() if len(tables) == 1 else None,
+        source_version=int(versions.pop()) if len(versions) == 1 else None,
+        source_fingerprint=snapshot.commit_properties.get("governed_ft.source_fingerprint"))
+    data = dumps(manifest)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / MANIFEST_FILE).write_bytes(data)
+    return manifest_summary(manifest, data)
 
 
 def train_config(args: argparse.Namespace, snapshot: CuratedSnapshot) -> TrainConfig:
@@ -352,6 +379,8 @@ def pipes_metadata(summary: dict[str, Any]) -> dict[str, Any]:
     metadata["loss_by_step"] = {"raw_value": losses[::stride], "type": "json"}
     metadata["eval_loss_by_epoch"] = {"raw_value": summary["metrics"]["eval_loss_by_epoch"], "type": "json"}
     metadata["hyperparameters"] = {"raw_value": summary["hyperparameters"], "type": "json"}
+    if summary.get("training_data"):
+        metadata["training_data"] = {"raw_value": summary["training_data"], "type": "json"}
     return metadata
 
 
@@ -484,6 +513,10 @@ def run(args: argparse.Namespace, rank: Rank | None = None) -> int:
         config = train_config(args, snapshot)
         config.summary_extras["training_job_name"] = os.environ.get("TRAINING_JOB_NAME")
         config.summary_extras["adapter_location"] = args.adapter_location
+        if rank.is_main:
+            manifest = write_training_manifest(args, snapshot, records_train, records_val, model_dir)
+            config.summary_extras["training_data"] = manifest
+            lead.log(f"training data manifest: {manifest['fingerprint']}, {manifest['counts']['filings']} filings")
         if pipes:
             config.summary_extras["dagster_run_id"] = pipes.run_id
         base_loss = main_first(rank, lambda: base_eval_loss(config, records_val, checkpoint_dir, rank.world_size),

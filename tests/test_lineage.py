@@ -261,3 +261,60 @@ def test_the_lineage_module_imports_no_dagster() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+def partitioned_nodes(writers: list[tuple[str, str, int]], raw_read: int, curated: int, emr_run: str,
+                      model_version: int) -> list[AssetNode]:
+    """One registration's nodes: the raw table written by one ingest run per partition (run, partition, version
+    written) from an EDGAR source, curation reading raw_read, training and the model version."""
+    from governed_ft_dagster.lineage.facts import lineage_nodes_from_graph
+
+    edgar = {"name": "sec_edgar", "entity_type": "FilingArchive", "properties": {"url": "https://www.sec.gov"}}
+    description = {"raw_risk_factors": [], "curated_training_table": ["raw_risk_factors"],
+                   "finetuned_lora_model": ["curated_training_table"], "uc_model_version": ["finetuned_lora_model"]}
+    facts = {
+        "raw_risk_factors": [
+            {"catalog_table": RAW, "delta_version": written, "delta_version_written": written,
+             "job_run_kind": "EdgarIngestRun", "job_run_id": f"{run}:{partition}", "partition": partition,
+             "job_properties": {"filings_fetched": 7}, "external_source": edgar} for run, partition, written in writers],
+        "curated_training_table": {"catalog_table": CURATED, "delta_version": curated, "source_table": RAW,
+                                   "source_version": raw_read, "job_run_kind": "EMRServerlessJobRun",
+                                   "job_run_id": emr_run},
+        "finetuned_lora_model": {"source_table": CURATED, "source_version": curated,
+                                 "job_run_kind": "SageMakerTrainingJob", "job_run_id": f"train-{model_version}"},
+        "uc_model_version": {"model_name": MODEL, "model_version": model_version},
+    }
+    return lineage_nodes_from_graph(description, facts)
+
+
+def test_each_partition_run_is_a_job_run_fed_by_its_source() -> None:
+    graph = derive_lineage(partitioned_nodes([("r1", "2023", 1), ("r2", "2024", 2)], 2, 5, EMR_RUN, 1))
+    runs = {m.properties["partition"]: m for m in graph.external_metadata if m.entity_type == "EdgarIngestRun"}
+    assert {p: m.run_id for p, m in runs.items()} == {"2023": "r1:2023", "2024": "r2:2024"}
+    source = graph.metadata("sec_edgar")
+    assert source is not None and source.role == "source" and source.properties["url"] == "https://www.sec.gov"
+    assert {(r.source.ref, r.target.ref, r.properties["partition"]) for r in graph.relationships
+            if r.source.ref == "external_metadata:sec_edgar"} == {
+        ("external_metadata:sec_edgar", f"external_metadata:{m.name}", p) for p, m in runs.items()}
+    assert {r.source.name: r.target.version for r in graph.relationships if r.target.ref == f"table:{RAW}"} == {
+        runs["2023"].name: "1", runs["2024"].name: "2"}
+    chain = upstream_chain(graph, MODEL, 1)
+    assert sorted(r["run_id"] for r in chain["ingest_runs"]) == ["r1:2023", "r2:2024"]
+    assert [(s["type"], s["name"]) for s in chain["sources"]] == [("source", "sec_edgar")]
+
+
+def test_a_raw_version_read_names_the_latest_writer_of_each_partition_up_to_it(tmp_path) -> None:
+    """Two registrations pushed to one OpenLineage file: version 1 read raw@2 (2023 by r1, 2024 by r2); 2023 was
+    ingested again (r3 wrote 3) and version 2 read raw@3, which holds r3's 2023 rows and still r2's 2024 rows."""
+    from governed_ft_dagster.cli.lineage import graph_from_openlineage
+    from governed_ft_dagster.lineage.sinks import OpenLineageFileSink
+
+    sink = OpenLineageFileSink(tmp_path / "openlineage.jsonl")
+    sink.push(derive_lineage(partitioned_nodes([("r1", "2023", 1), ("r2", "2024", 2)], 2, 5, EMR_RUN, 1)))
+    sink.push(derive_lineage(partitioned_nodes([("r3", "2023", 3), ("r2", "2024", 2)], 3, 6, "emr-2", 2)))
+    graph = graph_from_openlineage(sink.read())
+    first, second = upstream_chain(graph, MODEL, 1), upstream_chain(graph, MODEL, 2)
+    assert sorted(r["run_id"] for r in first["ingest_runs"]) == ["r1:2023", "r2:2024"]
+    assert sorted(r["run_id"] for r in second["ingest_runs"]) == ["r2:2024", "r3:2023"]
+    assert (first["raw_table"]["version_read"], second["raw_table"]["version_read"]) == ("2", "3")
+    assert [(s["name"], s["properties"]["url"]) for s in second["sources"]] == [("sec_edgar", "https://www.sec.gov")]

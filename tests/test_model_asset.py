@@ -23,6 +23,7 @@ from governed_ft_dagster.cli import main
 from governed_ft_dagster.cli.lineage import graph_from_databricks
 from governed_ft_dagster.governance import CURATED_TABLE, PRODUCTION_MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.lineage.derive import derive_lineage, metadata_name, upstream_chain
+from governed_ft_dagster.lineage import manifest
 from governed_ft_dagster.lineage.facts import lineage_nodes_from_graph
 from governed_ft_dagster.lineage.sinks import OpenLineageFileSink
 from governed_ft_dagster.registry import (
@@ -48,6 +49,8 @@ EMR = metadata_name("EMRServerlessJobRun", EMR_RUN)
 SAGEMAKER = metadata_name("SageMakerTrainingJob", TRAIN_JOB)
 HYPERPARAMETERS = {"lora_r": 4, "learning_rate": 2e-4, "epochs": 1, "max_tokens": 1024}
 YEARS = dg.StaticPartitionsDefinition(["2023", "2024"])
+EDGAR_SOURCE = {"name": "sec_edgar", "entity_type": "FilingArchive", "properties": {"url": "https://www.sec.gov"}}
+EDGAR = "sec_edgar"
 RAW_VERSIONS = {"2023": 2, "2024": 3}
 CURATED_VERSION = 7
 CORPUS = [
@@ -56,10 +59,24 @@ CORPUS = [
 ] * 30
 
 
+TRAINED_CIK, VALIDATION_CIK = "0000320193", "0001045810"
+TRAINED_ON = "0000320193-24-000123"
+MANIFEST = manifest.build_manifest(
+    [{"record_id": f"r{i}", "accession_number": TRAINED_ON, "cik": TRAINED_CIK, "split": "train",
+      "messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "heading"}]}
+     for i, text in enumerate(CORPUS[:2])],
+    [{"record_id": "v0", "accession_number": "0001045810-24-000029", "cik": VALIDATION_CIK, "split": "validation",
+      "messages": [{"role": "user", "content": CORPUS[0]}, {"role": "assistant", "content": "heading"}]}],
+    table=CURATED, delta_version=CURATED_VERSION, source_table=RAW, source_version=RAW_VERSIONS["2024"])
+
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny Ministral3 base and a LoRA adapter saved by peft, as the training job leaves them."""
-    return tiny_lora_adapter(tmp_path_factory.mktemp("adapter"), CORPUS, seed=2, name="model")
+    """A tiny Ministral3 base and a LoRA adapter saved by peft with its training-data manifest, as the training job
+    leaves them."""
+    base, model_dir = tiny_lora_adapter(tmp_path_factory.mktemp("adapter"), CORPUS, seed=2, name="model")
+    (model_dir / manifest.MANIFEST_FILE).write_bytes(manifest.dumps(MANIFEST))
+    return base, model_dir
 
 
 @pytest.fixture
@@ -82,8 +99,11 @@ def stub_assets(model_dir: str, adapter_location: str, base: str, adapter_sha256
     @dg.asset(name="raw_risk_factors", partitions_def=YEARS, group_name="ingestion")
     def raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         version = RAW_VERSIONS[context.partition_key]
-        return dg.MaterializeResult(metadata={"catalog_table": RAW, "delta_version": version},
-                                    data_version=dg.DataVersion(str(version)))
+        return dg.MaterializeResult(metadata={
+            "catalog_table": RAW, "delta_version": version, "delta_version_written": version,
+            "job_run_kind": "EdgarIngestRun", "job_run_id": f"{context.run.run_id}:{context.partition_key}",
+            "job_properties": dg.MetadataValue.json({"filings_fetched": 3, "source_url": "https://www.sec.gov"}),
+            "external_source": dg.MetadataValue.json(EDGAR_SOURCE)}, data_version=dg.DataVersion(str(version)))
 
     @dg.asset(name="curated_training_table", deps=[dg.AssetKey("raw_risk_factors")], group_name="curation")
     def curated() -> dg.MaterializeResult:
@@ -106,7 +126,8 @@ def stub_assets(model_dir: str, adapter_location: str, base: str, adapter_sha256
             "hyperparameters": dg.MetadataValue.json(HYPERPARAMETERS),
             "hyperparameters_sha256": hyperparameters_sha256(HYPERPARAMETERS), "base_model": base,
             "mlflow_run_id": "0123456789abcdef0123456789abcdef", "eval_loss": state.get("eval_loss", 2.31),
-            "base_eval_loss": 3.05,
+            "base_eval_loss": 3.05, "training_data_fingerprint": MANIFEST["fingerprint"],
+            "training_data_counts": dg.MetadataValue.json(MANIFEST["counts"]),
         }, data_version=dg.DataVersion(adapter_sha256))
 
     return [raw, curated, finetuned]
@@ -180,8 +201,8 @@ def test_registers_the_adapter_with_its_sources_and_pushes_lineage_once(world, a
 
     first = registered(pipeline.all())
     assert (first["model_name"], first["model_version"], first["created"]) == (MODEL, 1, True)
-    assert first["lineage"] == {"created": 6, "updated": 0, "unchanged": 0}
-    assert (first["lineage_external_metadata"], first["lineage_relationships"]) == (2, 4)
+    assert first["lineage"] == {"created": 13, "updated": 0, "unchanged": 0}
+    assert (first["lineage_external_metadata"], first["lineage_relationships"]) == (5, 8)
     assert first["lineage_command"] == f"`governed-ft lineage {MODEL} --version 1 --json`"
     assert first["lineage_where"] == f"{fake.url}/explore/data/models/{CATALOG}/ml/{PRODUCTION_MODEL_NAME.split('.')[1]}/version/1"
     version = registry.versions[MODEL]["1"]
@@ -194,13 +215,23 @@ def test_registers_the_adapter_with_its_sources_and_pushes_lineage_once(world, a
     assert tags[TAG_ARTIFACT_SHA256] == artifact_sha256(model_dir)
     assert tags["governed_ft.training_mlflow_run_id"] == "0123456789abcdef0123456789abcdef"
     assert tags["governed_ft.code_version"].startswith(("git:", "package:"))
+    assert tags["governed_ft.training_data_fingerprint"] == MANIFEST["fingerprint"]
+    assert (tags["governed_ft.training_data_train"], tags["governed_ft.training_data_validation"],
+            tags["governed_ft.training_data_filings"]) == ("2", "1", "2")
+    assert tags["governed_ft.attachment.training_data_manifest"] == "artifacts/training_data_manifest.json"
     assert f"{CURATED} at Delta version {CURATED_VERSION}" in version["description"]
     assert {r.principal for r in fake.calls(PREFIX)} == {application_id(Principal.REGISTRAR)}
 
-    assert writes(fake) == [f"POST {LT}/external-metadata"] * 2 + [f"POST {LT}/external-lineage"] * 4
+    assert writes(fake) == [f"POST {LT}/external-metadata"] * 5 + [f"POST {LT}/external-lineage"] * 8
     assert {r.principal for r in fake.calls(LT)} == {application_id(Principal.REGISTRAR)}
+    ingest = {m["properties"]["partition"]: m["name"] for m in service.metadata.values()
+              if m["entity_type"] == "EdgarIngestRun"}
+    assert set(ingest) == {"2023", "2024"}
     assert {(m["name"], m["system_type"], m["entity_type"]) for m in service.metadata.values()} == {
-        (EMR, "OTHER", "EMRServerlessJobRun"), (SAGEMAKER, "OTHER", "SageMakerTrainingJob")}
+        (EMR, "OTHER", "EMRServerlessJobRun"), (SAGEMAKER, "OTHER", "SageMakerTrainingJob"),
+        (EDGAR, "OTHER", "FilingArchive"), *((name, "OTHER", "EdgarIngestRun") for name in ingest.values())}
+    assert service.metadata[ingest["2024"]]["properties"]["filings_fetched"] == "3"
+    assert service.metadata[EDGAR]["properties"]["url"] == "https://www.sec.gov"
     assert service.metadata[SAGEMAKER]["properties"]["training_job_arn"].endswith(TRAIN_JOB)
     stored = {(canonical(r["source"]), canonical(r["target"])): r["properties"] for r in service.relationships}
     raw, curated = {"table": {"name": RAW}}, {"table": {"name": CURATED}}
@@ -211,6 +242,10 @@ def test_registers_the_adapter_with_its_sources_and_pushes_lineage_once(world, a
         (emr, curated, "delta_version_written", str(CURATED_VERSION)),
         (curated, sagemaker, "delta_version_read", str(CURATED_VERSION)),
         (sagemaker, model_version, "model_version", "1"),
+        *(({"external_metadata": {"name": EDGAR}}, {"external_metadata": {"name": run}}, "partition", partition)
+          for partition, run in ingest.items()),
+        *(({"external_metadata": {"name": run}}, raw, "delta_version_written", str(RAW_VERSIONS[partition]))
+          for partition, run in ingest.items()),
     ]
     assert set(stored) == {(canonical(source), canonical(target)) for source, target, _, _ in expected}
     for source, target, key, value in expected:
@@ -219,10 +254,10 @@ def test_registers_the_adapter_with_its_sources_and_pushes_lineage_once(world, a
     fake.clear_requests()
     again = registered(pipeline.model_only())
     assert (again["model_version"], again["created"], again["mlflow_run_id"]) == (1, False, first["mlflow_run_id"])
-    assert again["lineage"] == {"created": 0, "updated": 0, "unchanged": 6}
+    assert again["lineage"] == {"created": 0, "updated": 0, "unchanged": 13}
     assert [c for c in uc_calls(fake) if not c.startswith("GET ")] == []
     assert writes(fake) == [] and list(registry.versions[MODEL]) == ["1"]
-    assert len(service.metadata) == 2 and len(service.relationships) == 4
+    assert len(service.metadata) == 5 and len(service.relationships) == 8
 
     lineage = pipeline.resources["lineage"]
     chain = upstream_chain(graph_from_databricks(lineage.workspace_client(), MODEL, "1"), MODEL, "1")
@@ -234,9 +269,21 @@ def test_registers_the_adapter_with_its_sources_and_pushes_lineage_once(world, a
     assert printed.exit_code == 0, printed.output
     assert json.loads(printed.output) == chain
 
+    # Impact from the manifest attached to the version, read with the registry's temporary credentials.
+    fake.clear_requests()
+    printed = CliRunner().invoke(main, ["lineage", "--cik", TRAINED_CIK.lstrip("0"), "--json"])
+    assert printed.exit_code == 0, printed.output
+    answer = json.loads(printed.stdout)
+    assert answer["model_versions"] == [{"model": MODEL, "version": "1"}]
+    assert [(u["accession_number"], u["split"], u["records"]) for u in answer["uses"]] == [(TRAINED_ON, "train", 2)]
+    assert any(c.endswith("generate-temporary-credentials") for c in uc_calls(fake))
+    assert not [r for r in fake.requests if "table" in r.path]  # answered without reading any table
+    by_filing = CliRunner().invoke(main, ["lineage", "--filing", "0001045810-24-000029"])
+    assert by_filing.exit_code == 0 and "v1: 0001045810-24-000029 (CIK 0001045810, validation, 1 records)" in \
+        by_filing.stdout, by_filing.output
 
 def assert_standard_chain(chain: dict[str, Any], *, raw_version: str, curated_version: str, model: str = MODEL,
-                          version: str = "1") -> None:
+                          version: str = "1", ingest_partitions: tuple[str, ...] = ("2023", "2024")) -> None:
     assert (chain["model_version"]["full_name"], chain["model_version"]["version"]) == (model, version)
     assert (chain["training_run"]["kind"], chain["training_run"]["run_id"]) == ("SageMakerTrainingJob", TRAIN_JOB)
     assert chain["curated_table"]["full_name"].endswith(CURATED_TABLE)
@@ -244,7 +291,12 @@ def assert_standard_chain(chain: dict[str, Any], *, raw_version: str, curated_ve
     preprocessing = chain["preprocessing_run"]
     assert (preprocessing["kind"], preprocessing["run_id"]) == ("EMRServerlessJobRun", EMR_RUN)
     assert chain["raw_table"]["full_name"].endswith(RAW_TABLE) and chain["raw_table"]["version_read"] == raw_version
-    assert chain["raw_table"]["upstream"] == []
+    # the chain starts at the ingest run of each partition that wrote the raw table up to the version read, and
+    # the source they fetched from
+    runs = chain["ingest_runs"]
+    assert sorted(r["properties"]["partition"] for r in runs) == list(ingest_partitions)
+    assert {r["kind"] for r in runs} <= {"EdgarIngestRun"} and len(chain["raw_table"]["upstream"]) == len(runs)
+    assert [(s["type"], s["name"]) for s in chain["sources"]] == ([("source", EDGAR)] if runs else [])
 
 
 def test_a_registrar_without_create_model_fails_before_any_mlflow_run(world, adapter, tmp_path):
@@ -352,7 +404,7 @@ def test_an_unreachable_registry_fails_in_one_sentence_and_a_rerun_registers_onc
         forwarder.stop()
     assert list(registry.versions[MODEL]) == ["1"]
     assert uc_calls(fake).count("POST /model-versions/create") == 1
-    assert len(service.metadata) == 2 and len(service.relationships) == 4
+    assert len(service.metadata) == 5 and len(service.relationships) == 8
 
 
 def test_an_adapter_only_in_the_bucket_is_read_with_the_registrars_path_credentials(world, adapter, tmp_path):
@@ -445,7 +497,7 @@ def test_lineage_cli_prints_the_chain_from_the_local_openlineage_file(tmp_path) 
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     chain = json.loads(shown.stdout)
-    assert_standard_chain(chain, raw_version="3", curated_version="5", model=model)
+    assert_standard_chain(chain, raw_version="3", curated_version="5", model=model, ingest_partitions=())
     assert chain["model_version"]["asset_key"] is None or chain["model_version"]["asset_key"] == "uc_model_version"
     assert chain["training_run"]["asset_key"] == "finetuned_lora_model"
     assert chain["preprocessing_run"]["properties"]["code_version"] == "git:4f2a9c1"

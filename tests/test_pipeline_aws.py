@@ -23,6 +23,7 @@ from governed_ft_dagster.defs.partitions import raw_partitions
 from governed_ft_dagster.defs.assets.training import finetuned_lora_model
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.defs.checks import all_checks
+from governed_ft_dagster.audit import stored_manifests, verify
 from governed_ft_dagster.cli.lineage import graph_from_databricks
 from governed_ft_dagster.governance import CURATED_TABLE, PRODUCTION_MODEL_NAME, RAW_TABLE
 from governed_ft_dagster.lineage.derive import upstream_chain
@@ -224,6 +225,11 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_stor
         assert int(chain["raw_table"]["version_read"]) == curated["source_version"].value
         assert chain["training_run"] and chain["preprocessing_run"]
         assert_registered_through_databricks_tracking(aws, registry, model, full_name, version)
+        assert chain["ingest_runs"] and {r["kind"] for r in chain["ingest_runs"]} == {"EdgarIngestRun"}
+        # verify reads the recorded table versions as train and preprocess, with credentials vended from STS
+        (stored,), _ = stored_manifests(resources["registry"], [full_name], version)
+        verified = verify(resources["catalog"], stored)
+        assert verified["match"] and verified["raw"]["status"] == "match", verified
         versions_before = {name: sorted(v) for name, v in registry.versions.items()}
         lineage_before = (len(lineage_service.metadata), len(lineage_service.relationships))
         aws.databricks.clear_requests()

@@ -106,7 +106,7 @@ def test_local_source_lists_the_period_with_fiscal_years_and_quarters(corpus):
     per_company = Counter((r.cik, r.fiscal_year, r.fiscal_period) for r in listed.values() if not r.is_amendment)
     assert set(per_company.values()) == {1}
     assert len(per_company) == 12 * len(YEARS) * 4
-    assert sum(r.is_amendment for r in listed.values()) == 1
+    assert sorted(r.original_form for r in listed.values() if r.is_amendment) == ["10-K/A", "10-K/A", "10-Q/A"]
     # The prior year's 10-K (filed inside the calendar period) and 8-Ks are filtered out.
     older = [f for f in corpus.filings if f.fiscal_year == YEARS[0] - 1]
     assert len(older) == 12 and not {f.accession_number for f in older} & set(listed)
@@ -190,8 +190,30 @@ def test_defective_documents_are_flagged(corpus):
     missing = (root / defects["no_risk_factors"].archive_path).read_text(encoding="ascii")
     assert not re.search(r"Item\s*1A|ITEM\s*1A|Risk Factors|RISK FACTORS", missing)
     assert defects["no_risk_factors"].expected_status == "not_found"
-    amendment = next(f for f in corpus.filings if f.form == "10-K/A")
-    assert amendment.expected_status == "not_found" and "Item 1A" not in (root / amendment.archive_path).read_text()
+    amendment = next(f for f in corpus.filings if f.form == "10-K/A" and f.expected_status == "not_found")
+    assert "Item 1A" not in (root / amendment.archive_path).read_text()
+    assert corpus.by_accession()[amendment.amends].form == "10-K"
+
+
+def test_amendments_restate_the_risk_factors_of_the_filing_they_amend(corpus):
+    from governed_ft_dagster.edgar.extract import extract_risk_factors
+
+    restating = [f for f in corpus.filings if f.form.endswith("/A") and f.expected_status == "extracted"]
+    assert sorted(f.form for f in restating) == ["10-K/A", "10-Q/A"]
+    for amendment in restating:
+        original = corpus.by_accession()[amendment.amends]
+        assert (original.cik, original.report_date, original.form) == (amendment.cik, amendment.report_date,
+                                                                       amendment.form.removesuffix("/A"))
+        assert original.filing_date < amendment.filing_date
+        text = (corpus.root / amendment.archive_path).read_text(encoding="ascii")
+        assert f"Amendment No. 1 on Form {amendment.form}" in text and "in its entirety" in text
+        found = extract_risk_factors((corpus.root / amendment.archive_path).read_bytes(), amendment.form)
+        assert found.status.value == "extracted"
+        # one risk factor added, one revised: the amended section is not the original's
+        before = extract_risk_factors((corpus.root / original.archive_path).read_bytes(), original.form).text
+        assert "We have revised this risk factor" in found.text and "We have revised" not in before
+        assert len(amendment.risk_factor_headings) > len(original.risk_factor_headings) or \
+            original.expected_status == "no_material_changes"
 
 
 def test_small_corpus_still_places_defects_on_distinct_filings(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from governed_ft_dagster.catalog.base import CatalogError
-from governed_ft_dagster.cli.lineage import lineage
+from governed_ft_dagster.cli.lineage import lineage, verify
 from governed_ft_dagster.cli.provision import aws, catalog_group
 from governed_ft_dagster.cli.run import run
 from governed_ft_dagster.cli.ui import ui
@@ -149,4 +149,5 @@ main.add_command(aws)
 main.add_command(catalog_group)
 main.add_command(run)
 main.add_command(lineage)
+main.add_command(verify)
 main.add_command(ui)

@@ -201,8 +201,10 @@ def _checks_text(result) -> str:
 def _raw_line(result) -> str:
     m = _metadata(result, "raw_risk_factors")
     statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted((m.get("rows_by_status") or {}).items()))
+    superseded = len(m.get("superseded") or {})
     return (f"{m.get('filings_in', 0)} filings in, {m.get('rows', 0)} rows ({statuses or 'none'}), "
-            f"{m.get('rejects', 0)} rejects, raw table at Delta version {m.get('delta_version')}")
+            f"{m.get('rejects', 0)} rejects, " + (f"{superseded} superseded by amendments, " if superseded else "")
+            + f"raw table at Delta version {m.get('delta_version')}")
 
 
 def _downstream_lines(results: list, instance) -> list[str]:
@@ -221,9 +223,12 @@ def _downstream_lines(results: list, instance) -> list[str]:
                      f"{latest.get('source_version')}, {latest.get('job_run_id')}), no job started")
     model = _metadata(results, "finetuned_lora_model")
     if model:
+        counts = model.get("training_data_counts") or {}
         lines.append(f"  training: {model.get('job_run_id')}: {model.get('global_step')} steps, train loss "
                      f"{_number(model.get('train_loss'))}, eval loss {_number(model.get('eval_loss'))} (base model "
-                     f"{_number(model.get('base_eval_loss'))}){_seconds(durations, 'finetuned_lora_model')}")
+                     f"{_number(model.get('base_eval_loss'))}); trained on {counts.get('records')} records of "
+                     f"{counts.get('filings')} filings, {str(model.get('training_data_fingerprint'))[:19]}"
+                     f"{_seconds(durations, 'finetuned_lora_model')}")
     elif latest := _latest_metadata(instance, "finetuned_lora_model"):
         lines.append(f"  training: up to date ({latest.get('job_run_id')}, eval loss "
                      f"{_number(latest.get('eval_loss'))}), no job started")

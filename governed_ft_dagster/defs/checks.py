@@ -7,7 +7,8 @@ from governed_ft_dagster import quality
 from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.defs.automation import CHECK_WITH_TARGET
 from governed_ft_dagster.catalog.base import Principal
-from governed_ft_dagster.governance import CURATED_TABLE, RAW_TABLE
+from governed_ft_dagster.governance import CURATED_TABLE, OWNERS, RAW_TABLE
+from governed_ft_dagster.retention import DEFAULT_WARN_WITHIN_DAYS
 from governed_ft_dagster.defs.provenance import data_version
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
 
@@ -17,6 +18,7 @@ TOKEN_BUDGET = 1024
 RAW = dg.AssetKey("raw_risk_factors")
 CURATED = dg.AssetKey("curated_training_table")
 MODEL = dg.AssetKey("finetuned_lora_model")
+REGISTERED = dg.AssetKey("uc_model_version")
 
 
 def _result(verdict: quality.Verdict, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
@@ -123,6 +125,74 @@ def adapter_beats_base_model(context: dg.AssetCheckExecutionContext, config: Ada
                                          "adapter_data_version": data_version(record) or ""})
 
 
+class RetentionCheckConfig(dg.Config):
+    """How early the retention check warns."""
+
+    warn_within_days: float = Field(default=DEFAULT_WARN_WITHIN_DAYS,
+                                    description="Warn when a table version a registered model version was trained on "
+                                                "may be removed within this many days.")
+
+
+@dg.asset_check(asset=REGISTERED, automation_condition=CHECK_WITH_TARGET,
+                description="Every table version a registered model version was trained on (curated and raw) stays "
+                            "readable for longer than the warning window under its table's retention properties.")
+def training_data_retained(context: dg.AssetCheckExecutionContext, config: RetentionCheckConfig,
+                           catalog: CatalogResource) -> dg.AssetCheckResult:
+    import datetime as dt
+
+    from governed_ft_dagster.retention import version_retention
+    from governed_ft_dagster.storage import commit_times, storage_options, table_configuration
+
+    used = registered_table_versions(context.instance)
+    registered = {model for versions in used.values() for models in versions.values() for model in models}
+    now = dt.datetime.now(dt.timezone.utc)
+    owners = {catalog.table_name(relative): principal for relative, principal in OWNERS.items()}
+    rows, at_risk = [], []
+    with readable_failures():
+        for table, versions in sorted(used.items()):
+            creds = catalog.client(owners.get(table, Principal.PREPROCESS)).temporary_table_credentials(table, "READ")
+            options = storage_options(creds, catalog.endpoint())
+            times, configuration = commit_times(creds.location, options), table_configuration(creds.location, options)
+            for version, model_versions in sorted(versions.items()):
+                kept = version_retention(table, version, times, configuration)
+                days = kept.days_left(now)
+                rows.append({"table": table, "version": version, "model_versions": sorted(model_versions),
+                             "expires": kept.expires.isoformat() if kept.expires else None,
+                             "days_left": None if days is None else round(days, 1), "why": kept.reason})
+                if days is not None and days <= config.warn_within_days:
+                    at_risk.append(f"{table}@{version} ({', '.join(sorted(model_versions))}): "
+                                   f"{'gone' if days <= 0 else f'{days:.1f} days left'}, {kept.reason}")
+    description = (f"{len(at_risk)} table versions that registered model versions were trained on may be removed "
+                   f"within {config.warn_within_days:g} days: {'; '.join(at_risk[:5])}" if at_risk else
+                   f"the {len(rows)} table versions that {len(registered)} registered model versions were trained "
+                   f"on stay readable beyond {config.warn_within_days:g} days")
+    return dg.AssetCheckResult(passed=not at_risk, severity=dg.AssetCheckSeverity.WARN, description=description,
+                               metadata={"versions": dg.MetadataValue.json(rows),
+                                         "warn_within_days": config.warn_within_days})
+
+
+def registered_table_versions(instance: dg.DagsterInstance) -> dict[str, dict[int, set[str]]]:
+    """Table → Delta version → the registered model versions trained on it, from every registration recorded."""
+    from governed_ft_dagster.registry import TAG_SOURCE_TABLES
+
+    used: dict[str, dict[int, set[str]]] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(REGISTERED, limit=100, cursor=cursor)
+        for record in page.records:
+            metadata = record.asset_materialization.metadata
+            tags = metadata["version_tags"].value if "version_tags" in metadata else {}
+            model = f"{metadata['model_name'].value} v{metadata['model_version'].value}" if "model_name" in metadata \
+                else "?"
+            for item in str(tags.get(TAG_SOURCE_TABLES) or "").split(","):
+                table, _, version = item.rpartition("@")
+                if table and version.isdigit():
+                    used.setdefault(table, {}).setdefault(int(version), set()).add(model)
+        if not page.has_more:
+            return used
+        cursor = page.cursor
+
+
 def all_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
     """Every check of the graph, the raw ones over the raw asset's partitions."""
-    return [*raw_checks(partitions_def), curated_contracts, adapter_beats_base_model]
+    return [*raw_checks(partitions_def), curated_contracts, adapter_beats_base_model, training_data_retained]

@@ -7,7 +7,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from governed_ft_dagster.lineage.facts import CATALOG_TABLE, JOB_RUN_ID, inputs_read
+from governed_ft_dagster.lineage.facts import CATALOG_TABLE, JOB_RUN_ID, PARTITION, catalog_object, inputs_read
 
 # Tag Dagster writes on every asset materialization; 1.13 exports no constant for it.
 DATA_VERSION_TAG = "dagster/data_version"
@@ -28,10 +28,12 @@ class Link:
     data_version: str | None
     facts: Mapping[str, Any] = field(hash=False)
     recorded_input_versions: Mapping[str, str] = field(default_factory=dict, hash=False)
+    partition: str | None = None
 
     def describe(self) -> str:
         version = f", data version {self.data_version}" if self.data_version else ""
-        return f"{self.key} materialization {self.storage_id} (run {self.run_id}{version})"
+        partition = f" of partition {self.partition}" if self.partition else ""
+        return f"{self.key} materialization {self.storage_id}{partition} (run {self.run_id}{version})"
 
     def as_metadata(self) -> dict[str, Any]:
         return {"storage_id": self.storage_id, "run_id": self.run_id, "data_version": self.data_version}
@@ -51,7 +53,10 @@ def plain_metadata(record: dg.EventLogRecord) -> dict[str, Any]:
 def link(key: str, record: dg.EventLogRecord) -> Link:
     provenance = dg.DataProvenance.from_tags(record.asset_materialization.tags or {})
     recorded = {k.to_user_string(): v.value for k, v in provenance.input_data_versions.items()} if provenance else {}
-    return Link(key, record.storage_id, record.run_id, data_version(record), plain_metadata(record), recorded)
+    facts = plain_metadata(record)
+    if record.partition_key:
+        facts[PARTITION] = record.partition_key
+    return Link(key, record.storage_id, record.run_id, data_version(record), facts, recorded, record.partition_key)
 
 
 def latest_materialization(instance: dg.DagsterInstance, key: str) -> dg.EventLogRecord | None:
@@ -116,13 +121,47 @@ def provenance_chain(instance: dg.DagsterInstance, start: Link,
                 producer = producing_materialization(instance, parent, str(read), pointer)
                 if producer is not None:
                     found = link(parent, producer)
-                elif found.facts.get(JOB_RUN_ID):
+                elif found.facts.get(JOB_RUN_ID) and found.partition is None:
                     raise ProvenanceError(
                         f"{child.describe()} read {found.facts[CATALOG_TABLE]} at version {read}, but no "
                         f"materialization of {parent} up to {pointer} produced that version")
             chain[parent] = found
             pending.append(found)
     return chain
+
+
+def partition_writers(instance: dg.DagsterInstance, item: Link, read_version: int | None) -> list[Link]:
+    """For each partition of item's asset, the latest materialization up to item that wrote a version of its table
+    no later than read_version: together, the runs whose rows that table version holds."""
+    found: dict[str, Link] = {}
+    for record in _materializations_back_from(instance, item.key, item.storage_id):
+        if record.partition_key is None or record.partition_key in found:
+            continue
+        candidate = link(item.key, record)
+        written = catalog_object(item.key, candidate.facts)
+        if written is None or not isinstance(written.version, int):
+            continue  # this run wrote nothing: an earlier run of the partition holds its rows
+        if read_version is not None and written.version > read_version:
+            continue
+        found[record.partition_key] = candidate
+    return [found[key] for key in sorted(found)]
+
+
+def lineage_facts(instance: dg.DagsterInstance, chain: Mapping[str, Link],
+                  parents: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """The facts of each link of the chain; a partitioned asset's as the list of its partitions' writers."""
+    facts: dict[str, Any] = {key: dict(item.facts) for key, item in chain.items()}
+    for key, item in chain.items():
+        if item.partition is None:
+            continue
+        table = str(item.facts.get(CATALOG_TABLE) or "")
+        reads = [inputs_read(child, chain[child].facts).get(table) for child, deps in parents.items()
+                 if key in deps and child in chain]
+        read = next((int(r) for r in reads if isinstance(r, int) or str(r).isdigit()), None)
+        writers = partition_writers(instance, item, read)
+        if writers:
+            facts[key] = [dict(w.facts) for w in writers]
+    return facts
 
 
 def _record(instance: dg.DagsterInstance, item: Link) -> dg.EventLogRecord:
@@ -155,4 +194,5 @@ def check_evaluation(instance: dg.DagsterInstance, check: dg.AssetCheckKey,
 
 
 __all__ = ["DATA_VERSION_TAG", "Link", "ProvenanceError", "check_evaluation", "data_version", "latest_materialization",
-           "link", "materialization", "plain_metadata", "producing_materialization", "provenance_chain"]
+           "lineage_facts", "link", "materialization", "partition_writers", "plain_metadata",
+           "producing_materialization", "provenance_chain"]

@@ -27,6 +27,7 @@ from governed_ft_dagster.edgar.client import (
 
 FIRST_SAMPLE_CIK = 9900001
 MANIFEST_NAME = "sample_manifest.json"
+CORPUS_VERSION = 2  # 2: amendments that restate Item 1A (a 10-K/A and a 10-Q/A)
 SUBMISSION_COLUMNS = (
     "accessionNumber", "filingDate", "reportDate", "acceptanceDateTime", "act", "form", "fileNumber",
     "filmNumber", "items", "size", "isXBRL", "isInlineXBRL", "primaryDocument", "primaryDocDescription",
@@ -66,6 +67,7 @@ class SampleFiling:
     risk_factor_headings: tuple[str, ...] = ()
     source: str | None = None
     synthetic_accession: bool = False
+    amends: str | None = None
 
 
 @dataclass
@@ -79,6 +81,7 @@ class SampleManifest:
     companies: list[SampleCompany] = field(default_factory=list)
     filings: list[SampleFiling] = field(default_factory=list)
     other_documents: list[str] = field(default_factory=list)
+    corpus_version: int = CORPUS_VERSION
 
     @property
     def tickers(self) -> list[str]:
@@ -401,6 +404,20 @@ def _risk_pool(sector: _Sector, rng: random.Random) -> list[_Risk]:
         paragraphs = _risk_paragraphs(openers, rng.randint(1, 4), rng, ctx)
         pool.append(_Risk(idx, category, _fill(heading, rng, ctx), paragraphs))
     return pool
+
+
+def _amended_risks(risks: list[_Risk], pool: list[_Risk], sector: _Sector, rng: random.Random) -> list[_Risk]:
+    """The risk factors as an amendment restates them: one revised in its opening paragraph, one added."""
+    out = [_Risk(r.template, r.category, r.heading, list(r.paragraphs)) for r in risks]
+    revised = out[rng.randrange(len(out))]
+    ctx = _sector_ctx(sector, rng)
+    revised.paragraphs[0] = _paragraph(rng.choice(_RISKS[revised.template][2]), rng, ctx) + (
+        " We have revised this risk factor to reflect developments since the original filing.")
+    unused = [i for i in range(len(_RISKS)) if i not in {r.template for r in out}]
+    template = rng.choice(unused)
+    category, heading, openers = _RISKS[template]
+    added = _Risk(template, category, _fill(heading, rng, ctx), _risk_paragraphs(openers, rng.randint(2, 3), rng, ctx))
+    return sorted(out + [added], key=lambda r: r.category)
 
 
 def _year_version(pool: list[_Risk], sector: _Sector, rng: random.Random) -> list[_Risk]:
@@ -742,6 +759,8 @@ class _Plan:
     q_mode: str = "nmc"  # 10-Q Item 1A: nmc | restate | omitted
     k_mode: str = "normal"  # 10-K Item 1A: normal | missing | incorporated
     amendment: bool = False
+    restates: bool = False  # an amendment that restates Item 1A in full (else a Part III-only 10-K/A)
+    original_filed: date | None = None
 
 
 def _financial_table(rng: random.Random, label: str) -> str:
@@ -770,7 +789,7 @@ def _render(plan: _Plan, rng: random.Random, charset: str | None = None) -> tupl
     footer = f"{short} | {plan.fiscal_year} Form {plan.form.removesuffix('/A')}"
     page = _Page(rng, footer, first_page=3)
     items = _10K_ITEMS if annual else _10Q_ITEMS
-    if plan.amendment:
+    if plan.amendment and not plan.restates:
         items = tuple(i for i in items if i[0] in ("PART III", "PART IV") or (i[1] or "") in
                       ("10", "11", "12", "13", "14", "15"))
     headings: list[str] = []
@@ -779,7 +798,18 @@ def _render(plan: _Plan, rng: random.Random, charset: str | None = None) -> tupl
     marker_start, marker_end = "\x00RF-START\x00", "\x00RF-END\x00"
     in_part_two = False
 
-    if plan.amendment:
+    if plan.amendment and plan.restates:
+        base, kind = plan.form.removesuffix("/A"), "Annual" if annual else "Quarterly"
+        period = "fiscal year" if annual else "quarterly period"
+        filed = f", originally filed on {_long_date(plan.original_filed)}" if plan.original_filed else ""
+        page.add(_part_heading("EXPLANATORY NOTE"))
+        page.paragraph(
+            f"This Amendment No. 1 on Form {plan.form} amends the {kind} Report on Form {base} of {company.name} for "
+            f"the {period} ended {_long_date(plan.period_end)}{filed}. It is filed to restate "
+            f"{'Part I' if annual else 'Part II'}, Item 1A, Risk Factors, in its entirety: one risk factor is revised "
+            "and one is added. Except as described above, no other information in the original report is amended."
+        )
+    elif plan.amendment:
         page.add(_part_heading("EXPLANATORY NOTE"))
         page.paragraph(
             f"This Amendment No. 1 on Form 10-K/A amends the Annual Report on Form 10-K of {company.name} for the "
@@ -840,7 +870,7 @@ def _render(plan: _Plan, rng: random.Random, charset: str | None = None) -> tupl
         elif (annual and number == "8") or (not annual and number == "1" and not in_part_two):
             page.add(_financial_table(rng, "CONSOLIDATED STATEMENTS OF OPERATIONS"))
             page.paragraph(_body_paragraph(rng, ctx, "generic"))
-        elif number in ("10", "11", "12", "13", "14") and not plan.amendment:
+        elif number in ("10", "11", "12", "13", "14") and not (plan.amendment and not plan.restates):
             page.add(_para("The information required by this item is incorporated by reference to our definitive "
                            "proxy statement for the next annual meeting of shareholders."))
         else:
@@ -991,6 +1021,7 @@ def build_sample_corpus(
                 defects[key] = defect
                 break
     amendment_company = 5 % companies
+    restating_10k, restating_10q = 7 % companies, 9 % companies
 
     tickers_json: dict[str, dict[str, Any]] = {}
     for index, (company, sector, cal) in enumerate(specs):
@@ -1005,11 +1036,13 @@ def build_sample_corpus(
         rows: list[_Row] = []
         variant = _HEADING_VARIANTS[(index + seed) % len(_HEADING_VARIANTS)]
 
-        def emit(plan: _Plan, filed: date, defect: str | None, expected: str | None, note: str = "") -> None:
+        def emit(plan: _Plan, filed: date, defect: str | None, expected: str | None, note: str = "",
+                 amends: str | None = None) -> str:
             accession = accessions.next(filed)
             doc_rng = random.Random(f"doc:{seed}:{accession}")
             if plan.amendment:
-                document = f"{company.ticker.lower()}-{plan.period_end:%Y%m%d}x10ka.htm"
+                suffix = plan.form.lower().replace("-", "").replace("/", "")
+                document = f"{company.ticker.lower()}-{plan.period_end:%Y%m%d}x{suffix}.htm"
             else:
                 document = f"{company.ticker.lower()}-{plan.period_end:%Y%m%d}.htm"
             charset = "windows-1252" if defect == "cp1252" else None
@@ -1039,8 +1072,9 @@ def build_sample_corpus(
                 accession_number=accession, filing_date=filed.isoformat(), report_date=plan.period_end.isoformat(),
                 fiscal_year=plan.fiscal_year, fiscal_period=plan.period, primary_document=document,
                 archive_path=rel, expected_status=expected, defect=defect, note=note,
-                risk_factor_headings=tuple(headings),
+                risk_factor_headings=tuple(headings), amends=amends,
             ))
+            return accession
 
         for fy in (years[0] - 1, *years):
             year_rng = random.Random(f"year:{seed}:{company.cik}:{fy}")
@@ -1057,8 +1091,15 @@ def build_sample_corpus(
                                  prior_end, restated, variant, q_mode=mode)
                     expected = {"nmc": "no_material_changes", "restate": "extracted", "omitted": "not_found"}[mode]
                     note = "no Part II Item 1A at all" if mode == "omitted" else ""
-                    emit(plan, q_end + timedelta(days=rng.randint(30, 42)), defect,
-                         _EXPECTED[defect] if defect else expected, note)
+                    filed_q = q_end + timedelta(days=rng.randint(30, 42))
+                    original = emit(plan, filed_q, defect, _EXPECTED[defect] if defect else expected, note)
+                    if index == restating_10q and fy == years[0] and q == 2 and not defect:
+                        amended = _amended_risks(restated, pool, sector, random.Random(f"amend:{seed}:{original}"))
+                        amend = _Plan(company, sector, "10-Q/A", fy, f"Q{q}", prior_end + timedelta(days=1), q_end,
+                                      prior_end, amended, variant, q_mode="restate", amendment=True, restates=True,
+                                      original_filed=filed_q)
+                        emit(amend, filed_q + timedelta(days=rng.randint(20, 35)), None, "extracted",
+                             "restates Part II Item 1A of the 10-Q it amends (one risk revised, one added)", original)
             defect = defects.get((index, "10-K", fy, None))
             k_mode = {"no_risk_factors": "missing", "incorporated_by_reference": "incorporated"}.get(defect or "",
                                                                                                   "normal")
@@ -1069,12 +1110,18 @@ def build_sample_corpus(
                     "incorporated": "Item 1A incorporates the risk factors by reference to Exhibit 13"}.get(k_mode, "")
             if fy < years[0]:
                 note = "outside the requested fiscal years (period filtering)"
-            emit(plan, filed_10k, defect, _EXPECTED[defect] if defect else "extracted", note)
+            original = emit(plan, filed_10k, defect, _EXPECTED[defect] if defect else "extracted", note)
+            if index == restating_10k and fy == years[-1] and not defect:
+                amended = _amended_risks(risks, pool, sector, random.Random(f"amend:{seed}:{original}"))
+                amend = _Plan(company, sector, "10-K/A", fy, "FY", prior_end + timedelta(days=1), fy_end, fy_end,
+                              amended, variant, amendment=True, restates=True, original_filed=filed_10k)
+                emit(amend, filed_10k + timedelta(days=rng.randint(30, 45)), None, "extracted",
+                     "restates Item 1A of the 10-K it amends (one risk revised, one added)", original)
             if index == amendment_company and fy == years[0]:
                 amend = _Plan(company, sector, "10-K/A", fy, "FY", prior_end + timedelta(days=1), fy_end, fy_end, [],
                               "workiva", amendment=True)
                 emit(amend, filed_10k + timedelta(days=rng.randint(100, 115)), None, "not_found",
-                     "Part III-only amendment: no Item 1A")
+                     "Part III-only amendment: no Item 1A", original)
 
         # A few current reports, so that form filtering has something to drop.
         for k in range(2):
@@ -1285,3 +1332,27 @@ def mirror_shared_samples(shared_dir: Path, root: Path) -> SampleManifest:
     manifest.fiscal_years = tuple(sorted({f.fiscal_year for f in manifest.filings}))
     manifest.write()
     return manifest
+
+
+def file_amendment(root: Path, original_accession: str, accession: str, filed: date, document: bytes) -> str:
+    """File an amendment of a filing in a local EDGAR-shaped folder: its document under the archive and a row in
+    the company's submissions (form `<original form>/A`, same period), as EDGAR lists one; returns its archive path."""
+    root = Path(root)
+    for path in sorted((root / "submissions").glob("CIK*.json")):
+        data = json.loads(path.read_bytes())
+        recent = data.get("filings", {}).get("recent", data)
+        if original_accession not in recent.get("accessionNumber", []):
+            continue
+        row = {column: values[recent["accessionNumber"].index(original_accession)] for column, values in recent.items()}
+        form = str(row["form"]).removesuffix("/A") + "/A"
+        name = f"{Path(str(row['primaryDocument'])).stem}x{form.lower().replace('-', '').replace('/', '')}.htm"
+        row.update(accessionNumber=accession, filingDate=filed.isoformat(), form=form, primaryDocument=name,
+                   primaryDocDescription=form, size=len(document), acceptanceDateTime=f"{filed.isoformat()}T16:00:00.000Z")
+        for column, values in recent.items():
+            values.insert(0, row[column])
+        cik = normalize_cik(data.get("cik") or path.stem.removeprefix("CIK")[:10])
+        rel = archive_path(cik, accession, name)
+        atomic_write(root / rel, document)
+        atomic_write(path, _json_bytes(data))
+        return rel
+    raise ValueError(f"no company in {root / 'submissions'} lists filing {original_accession}")

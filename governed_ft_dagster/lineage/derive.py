@@ -7,7 +7,11 @@ Rules, applied to any graph:
   through to its own dependencies, unless it ran a job itself (then the edge is job run → job run);
 - its outputs are its own catalog object or, when it has none, the catalog objects of the downstream assets
   that ran no job of their own (e.g. the model version registered in-process from a training job's adapter);
-- an asset with a catalog object and no job run contributes edges only when a downstream job reads it.
+- an asset with a catalog object and no job run contributes edges only when a downstream job reads it;
+- a job run that fetched from a system outside the catalog (an external source, e.g. SEC EDGAR) has that system as
+  an external-metadata record of its own and an edge source → job run;
+- a partitioned asset is one node per partition materialization; a table version read downstream was produced by
+  the latest run of each partition that wrote a version up to it.
 
 Every relationship has an external-metadata object on at least one side, as Unity Catalog requires.
 """
@@ -37,6 +41,7 @@ _SECRET_VALUES = [
     re.compile(r"://[^/\s:@]+:[^/\s@]+@"),  # user:password@ in a URL
 ]
 _STANDARD_ROLES = ("model_version", "training_run", "curated_table", "preprocessing_run", "raw_table")
+_FAN_IN_ROLES = ("ingest_runs", "sources")  # below the raw table: one run per partition, then the systems fetched from
 
 
 class LineageError(ValueError):
@@ -62,14 +67,26 @@ class JobRun:
 
 
 @dataclass(frozen=True)
+class ExternalSource:
+    """A system outside the catalog that a job run fetched its data from."""
+
+    name: str
+    entity_type: str
+    properties: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class AssetNode:
-    """An asset of the graph with the facts of the materialization that produced what its child read."""
+    """An asset (one partition of it, for a partitioned asset) with the facts of the materialization that produced
+    what its child read."""
 
     key: str
     deps: tuple[str, ...] = ()
     catalog_object: CatalogObject | None = None
     job_run: JobRun | None = None
     inputs_read: Mapping[str, str | int] = field(default_factory=dict, hash=False)
+    partition: str | None = None
+    external_source: ExternalSource | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class ExternalMetadata:
     asset_key: str
     description: str
     properties: dict[str, str] = field(hash=False)
+    role: Literal["job_run", "source"] = "job_run"
 
 
 @dataclass(frozen=True)
@@ -174,18 +192,24 @@ def derive_lineage(nodes: Sequence[AssetNode]) -> LineageGraph:
         for dep in by_key[key].deps:
             downstream[dep].append(key)
 
-    metadata: list[ExternalMetadata] = []
+    metadata: dict[str, ExternalMetadata] = {}
     relationships: dict[str, Relationship] = {}
     for key in order:
         node = by_key[key]
         if node.job_run is None:
             continue
         record = _metadata(node)
-        metadata.append(record)
+        metadata[record.name] = record
         job = Endpoint("external_metadata", record.name, asset_key=key)
+        partition = {"partition": node.partition} if node.partition is not None else {}
+        if node.external_source is not None:
+            origin = _source_metadata(node.external_source)
+            metadata.setdefault(origin.name, origin)
+            props = {"job_asset_key": key, "source_system": origin.name, "direction": "input", **partition}
+            _add(relationships, Relationship(Endpoint("external_metadata", origin.name), job, redact(props)))
         for upstream in _input_nodes(node, by_key):
             source = _input_endpoint(node, upstream)
-            props = {"job_asset_key": key, "source_asset_key": upstream.key, "direction": "input"}
+            props = {"job_asset_key": key, "source_asset_key": upstream.key, "direction": "input", **partition}
             if source.kind == "table":
                 props["delta_version_read"] = source.version
             elif source.kind == "model_version":
@@ -195,10 +219,19 @@ def derive_lineage(nodes: Sequence[AssetNode]) -> LineageGraph:
             obj = target_node.catalog_object
             assert obj is not None
             target = Endpoint(obj.kind, obj.full_name, _text(obj.version), asset_key=target_node.key)
-            props = {"job_asset_key": key, "target_asset_key": target_node.key, "direction": "output"}
+            props = {"job_asset_key": key, "target_asset_key": target_node.key, "direction": "output", **partition}
             props["delta_version_written" if obj.kind == "table" else "model_version"] = target.version
             _add(relationships, Relationship(job, target, redact(props)))
-    return LineageGraph(metadata, sorted(relationships.values(), key=lambda r: r.key))
+    return LineageGraph(list(metadata.values()), sorted(relationships.values(), key=lambda r: r.key))
+
+
+def _source_metadata(source: ExternalSource) -> ExternalMetadata:
+    """The external-metadata record of a source system: one per system, named by it."""
+    name = re.sub(r"[^a-z0-9]+", "_", source.name.lower()).strip("_") or "source"
+    props = redact({**source.properties, "source_system": source.name})
+    return ExternalMetadata(name=name, system_type=SYSTEM_TYPE, entity_type=source.entity_type, run_id="",
+                            asset_key="", description=f"{source.entity_type} {source.name}", properties=props,
+                            role="source")
 
 
 def _index(nodes: Sequence[AssetNode]) -> dict[str, AssetNode]:
@@ -232,7 +265,8 @@ def _topological(by_key: Mapping[str, AssetNode]) -> list[str]:
 def _metadata(node: AssetNode) -> ExternalMetadata:
     run = node.job_run
     assert run is not None
-    props = redact({**run.properties, "run_id": run.run_id, "job_kind": run.kind, "asset_key": node.key})
+    props = redact({**run.properties, "run_id": run.run_id, "job_kind": run.kind, "asset_key": node.key,
+                    "partition": node.partition})
     return ExternalMetadata(
         name=metadata_name(run.kind, run.run_id),
         system_type=SYSTEM_TYPE,
@@ -329,23 +363,37 @@ def upstream_chain(graph: LineageGraph, model_full_name: str, version: str | int
         at_depth = [e for e in chain if e["depth"] == depth]
         if len(at_depth) == 1:
             result[role] = at_depth[0]
+    for depth, role in enumerate(_FAN_IN_ROLES, start=len(_STANDARD_ROLES)):
+        result[role] = [e for e in chain if e["depth"] == depth]
     result["chain"] = chain
     return result
 
 
 def _producers(graph: LineageGraph, endpoint: Endpoint) -> list[Endpoint]:
-    """What flowed into endpoint: for a job its inputs (with versions read), for an object the job that wrote it."""
+    """What flowed into endpoint: for a job its inputs (with versions read), for an object the job that wrote it;
+    for a table version written partition by partition, the latest writer of each partition up to that version."""
     incoming = [r for r in graph.relationships if r.target.ref == endpoint.ref]
     if endpoint.kind == "table" and endpoint.version is not None:
+        read = _version_sort(endpoint.version)
         # only the run that wrote the very version read produced it; a later writer did not
-        incoming = [r for r in incoming if r.target.version == endpoint.version]
-    return [r.source for r in sorted(incoming, key=lambda r: r.key)]
+        exact = [r for r in incoming if r.target.version == endpoint.version and "partition" not in r.properties]
+        latest: dict[tuple[str, str], Relationship] = {}
+        for r in incoming:
+            partition = r.properties.get("partition")
+            if partition is None or r.target.version is None or _version_sort(r.target.version) > read:
+                continue
+            group = (re.sub(r"\[.*\]$", "", r.properties.get("job_asset_key", "")), partition)
+            if group not in latest or _version_sort(r.target.version) > _version_sort(latest[group].target.version):
+                latest[group] = r
+        incoming = exact + list(latest.values())
+    return [r.source for r in sorted(incoming, key=lambda r: (r.properties.get("partition") or "", r.key))]
 
 
 def _chain_entry(graph: LineageGraph, endpoint: Endpoint, depth: int) -> dict[str, Any]:
     if endpoint.kind == "external_metadata":
         record = graph.metadata(endpoint.name)
-        entry: dict[str, Any] = {"type": "job_run", "depth": depth, "name": endpoint.name, "ref": endpoint.ref}
+        role = record.role if record is not None else "job_run"
+        entry: dict[str, Any] = {"type": role, "depth": depth, "name": endpoint.name, "ref": endpoint.ref}
         if record is not None:
             entry.update(
                 kind=record.entity_type,
@@ -395,6 +443,7 @@ __all__ = [
     "CatalogObject",
     "Endpoint",
     "ExternalMetadata",
+    "ExternalSource",
     "JobRun",
     "LineageError",
     "LineageGraph",

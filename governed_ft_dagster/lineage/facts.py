@@ -5,8 +5,13 @@ The facts of one asset are its materialization metadata as plain values, read th
 - `catalog_table` + `delta_version`: the table the asset wrote, at the Delta version written;
 - `model_name` + `model_version`: the model version the asset registered;
 - `job_run_kind` + `job_run_id` (+ `job_properties`, a mapping or its JSON): the external job that ran;
-- `source_table` + `source_version`, and/or `sources_read` (table → Delta version): what that job read.
+- `source_table` + `source_version`, and/or `sources_read` (table → Delta version): what that job read;
+- `external_source` (a mapping: `name`, `entity_type`, `properties`): the system outside the catalog the job
+  fetched from;
+- `delta_version_written`: the Delta version the job wrote, -1 when it wrote nothing (else `delta_version`);
+- `partition`: the partition the materialization was of.
 
+A partitioned asset's facts are a list, one mapping per partition materialization: each becomes a node of its own.
 Anything else is ignored, so an asset added to the graph extends lineage as soon as it writes these keys.
 """
 
@@ -14,9 +19,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from governed_ft_dagster.lineage.derive import AssetNode, CatalogObject, JobRun, LineageError
+from governed_ft_dagster.lineage.derive import AssetNode, CatalogObject, ExternalSource, JobRun, LineageError
 
 CATALOG_TABLE = "catalog_table"
 DELTA_VERSION = "delta_version"
@@ -28,7 +33,11 @@ JOB_PROPERTIES = "job_properties"
 SOURCE_TABLE = "source_table"
 SOURCE_VERSION = "source_version"
 SOURCES_READ = "sources_read"
+EXTERNAL_SOURCE = "external_source"
+DELTA_VERSION_WRITTEN = "delta_version_written"
+PARTITION = "partition"
 OPENLINEAGE_FILE = Path("lineage") / "openlineage.jsonl"
+SOURCE_DATASET_TYPE = "EXTERNAL_METADATA"  # OpenLineage dataset type of a source system a job fetched from
 
 
 def openlineage_path(home: Path) -> Path:
@@ -37,25 +46,56 @@ def openlineage_path(home: Path) -> Path:
 
 
 def lineage_nodes_from_graph(
-    asset_graph_description: Mapping[str, Iterable[str]], facts: Mapping[str, Mapping[str, Any]]
+    asset_graph_description: Mapping[str, Iterable[str]],
+    facts: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]],
 ) -> list[AssetNode]:
-    """One AssetNode per asset (dependencies outside the description become nodes without facts), in key order."""
+    """One AssetNode per asset, or per partition materialization where an asset's facts are a list (dependencies
+    outside the description become nodes without facts), in key order."""
     deps = {key: tuple(sorted(set(parents))) for key, parents in asset_graph_description.items()}
     for parents in list(deps.values()):
         for parent in parents:
             deps.setdefault(parent, ())
+    expanded = {key: [(f"{key}[{_partition(key, f)}]", f) for f in value]
+                for key, value in facts.items() if isinstance(value, Sequence) and not isinstance(value, str) and value}
     nodes = []
     for key in sorted(deps):
-        asset_facts = facts.get(key) or {}
-        nodes.append(AssetNode(key, deps[key], catalog_object(key, asset_facts), job_run(key, asset_facts),
-                               inputs_read(key, asset_facts)))
+        parents = tuple(sorted(name for parent in deps[key]
+                               for name in ([n for n, _ in expanded[parent]] if parent in expanded else [parent])))
+        for name, asset_facts in expanded.get(key) or [(key, facts.get(key) or {})]:
+            if not isinstance(asset_facts, Mapping):
+                raise LineageError(f"asset {key!r} reports facts as {type(asset_facts).__name__}, not a mapping")
+            nodes.append(AssetNode(name, parents, catalog_object(key, asset_facts), job_run(key, asset_facts),
+                                   inputs_read(key, asset_facts), _optional(asset_facts.get(PARTITION)),
+                                   external_source(key, asset_facts)))
     return nodes
+
+
+def _partition(key: str, facts: Mapping[str, Any]) -> str:
+    if not isinstance(facts, Mapping) or not facts.get(PARTITION):
+        raise LineageError(f"asset {key!r} reports several materializations, one without its {PARTITION!r}")
+    return str(facts[PARTITION])
+
+
+def _optional(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def external_source(key: str, facts: Mapping[str, Any]) -> ExternalSource | None:
+    """The system outside the catalog the asset's job fetched from, if its facts name one."""
+    value = _mapping(key, EXTERNAL_SOURCE, facts.get(EXTERNAL_SOURCE))
+    if not value:
+        return None
+    if not value.get("name") or not value.get("entity_type"):
+        raise LineageError(f"asset {key!r} reports {EXTERNAL_SOURCE!r} without both 'name' and 'entity_type'")
+    return ExternalSource(str(value["name"]), str(value["entity_type"]),
+                          _mapping(key, EXTERNAL_SOURCE, value.get("properties")))
 
 
 def catalog_object(key: str, facts: Mapping[str, Any]) -> CatalogObject | None:
     """The table or model version the asset wrote, if its facts name one."""
     if facts.get(CATALOG_TABLE):
-        version = _version(key, DELTA_VERSION, facts.get(DELTA_VERSION))
+        written = DELTA_VERSION_WRITTEN if DELTA_VERSION_WRITTEN in facts else DELTA_VERSION
+        version = _version(key, written, facts.get(written))
         if isinstance(version, int) and version < 0:
             version = None  # the raw asset reports -1 when a run wrote nothing
         return CatalogObject("table", str(facts[CATALOG_TABLE]), version)
@@ -111,16 +151,21 @@ def _version(key: str, name: str, value: Any) -> int | str | None:
 __all__ = [
     "CATALOG_TABLE",
     "DELTA_VERSION",
+    "DELTA_VERSION_WRITTEN",
+    "EXTERNAL_SOURCE",
     "JOB_PROPERTIES",
     "JOB_RUN_ID",
     "JOB_RUN_KIND",
     "MODEL_NAME",
     "MODEL_VERSION",
     "OPENLINEAGE_FILE",
+    "PARTITION",
     "SOURCES_READ",
+    "SOURCE_DATASET_TYPE",
     "SOURCE_TABLE",
     "SOURCE_VERSION",
     "catalog_object",
+    "external_source",
     "inputs_read",
     "job_run",
     "lineage_nodes_from_graph",

@@ -32,11 +32,13 @@ from governed_ft_dagster.lineage.derive import (
     Relationship,
     job_relationships,
 )
+from governed_ft_dagster.lineage.facts import SOURCE_DATASET_TYPE
 
 PRODUCER = "urn:governed-ft-dagster:lineage"
 JOB_NAMESPACE = "governed-ft"
 _RUN_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:governed-ft-dagster:job-run")
 _DATASET_TYPE = {"table": "TABLE", "model_version": "MODEL"}
+
 
 
 class LineageSinkError(RuntimeError):
@@ -69,6 +71,8 @@ def build_run_events(
     namespace = f"uc://{catalog_host}"
     events = []
     for record in graph.external_metadata:
+        if record.role != "job_run":
+            continue
         inputs, outputs = job_relationships(graph, record.name)
         tags = sorted({**record.properties, "external_metadata_name": record.name}.items())
         run = Run(
@@ -100,7 +104,8 @@ def build_run_events(
                     InputDataset(namespace, r.source.name, facets=_dataset_facets(r.source, producer))
                     for r in inputs
                     if r.source.kind != "external_metadata"
-                ],
+                ] + [_source_dataset(graph.metadata(r.source.name), producer) for r in inputs
+                     if r.source.kind == "external_metadata" and _is_source(graph, r.source.name)],
                 outputs=[
                     OutputDataset(namespace, r.target.name, facets=_dataset_facets(r.target, producer))
                     for r in outputs
@@ -109,6 +114,19 @@ def build_run_events(
             )
         )
     return events
+
+
+def _is_source(graph: LineageGraph, name: str) -> bool:
+    record = graph.metadata(name)
+    return record is not None and record.role == "source"
+
+
+def _source_dataset(record: ExternalMetadata | None, producer: str) -> InputDataset:
+    """A source system as an input dataset: namespace its address, name its external-metadata name."""
+    assert record is not None
+    return InputDataset(record.properties.get("url") or JOB_NAMESPACE, record.name, facets={
+        "datasetType": dataset_type_dataset.DatasetTypeDatasetFacet(
+            datasetType=SOURCE_DATASET_TYPE, subType=record.entity_type, producer=producer)})
 
 
 def _dataset_facets(endpoint: Endpoint, producer: str) -> dict[str, Any]:

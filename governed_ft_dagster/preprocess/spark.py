@@ -24,6 +24,7 @@ __all__ = [
     "Curation",
     "assign_split",
     "count_tokens",
+    "drop_superseded",
     "curate",
     "drop_duplicates_exact",
     "drop_near_duplicates",
@@ -39,10 +40,12 @@ RAW_SCHEMA = (
     "cik string, ticker string, entity_name string, form_type string, is_amendment boolean, fiscal_year int, "
     "fiscal_period string, quarter int, accession_number string, filing_date string, report_date string, "
     "source_url string, status string, risk_factors_text string, text_sha256 string, extractor_version string, "
-    "extracted_at string"
+    "extracted_at string, amends_accession string, superseded_by string"
 )
 OUTPUT_COLUMNS = ("record_id", "cik", "ticker", "accession_number", "form_type", "fiscal_year", "risk_factor_heading",
-                  "messages", "n_tokens", "split", "source_table", "source_version", "run_id")
+                  "messages", "n_tokens", "split", "source_table", "source_version", "run_id", "text_sha256",
+                  "amends_accession")
+AMENDMENT_COLUMNS = ("amends_accession", "superseded_by")
 REJECT_COLUMNS = ("record_id", "cik", "ticker", "accession_number", "form_type", "fiscal_year", "ordinal",
                   "risk_factor_heading", "reason", "detail")
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.8
@@ -115,6 +118,16 @@ def _rejects(df: DataFrame, reason: Column, detail: Column | None = None) -> Dat
         col_or_null("risk_factor_heading", "string").alias("risk_factor_heading"),
         reason.alias("reason"), (detail if detail is not None else F.lit(None).cast("string")).alias("detail"),
     )
+
+
+def drop_superseded(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Leave out rows whose Risk Factors an amendment superseded (its own row is trained on instead)."""
+    for name in AMENDMENT_COLUMNS:
+        if name not in raw.columns:  # a raw table written before amendments were tracked
+            raw = raw.withColumn(name, F.lit(None).cast("string"))
+    superseded = F.col("superseded_by").isNotNull()
+    return raw.where(~superseded), _rejects(raw.where(superseded), F.lit("superseded"),
+                                            F.concat(F.lit("superseded by "), F.col("superseded_by")))
 
 
 def keep_extracted(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -338,7 +351,8 @@ def run_curation(raw: DataFrame, tokenizer_dir: str, source_version: int | None,
                  near_duplicate_threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD) -> Curation:
     """Raw sections -> curated instruction records, rejects and statistics (curated and rejects are cached)."""
     rows_in = raw.count()
-    extracted, not_extracted = keep_extracted(raw)
+    current, superseded = drop_superseded(raw)
+    extracted, not_extracted = keep_extracted(current)
     factors, empty = split_risk_factors(normalise(extracted))
     factors = factors.cache()
     n_factors = factors.count()
@@ -352,12 +366,12 @@ def run_curation(raw: DataFrame, tokenizer_dir: str, source_version: int | None,
                .withColumn("run_id", F.lit(run_id))
                .withColumn("n_tokens", F.col("n_tokens").cast("int"))
                .cache())
-    rejects = reduce(DataFrame.unionByName, [not_extracted, empty, exact, near, over]).cache()
+    rejects = reduce(DataFrame.unionByName, [superseded, not_extracted, empty, exact, near, over]).cache()
 
     figures = _curated_stats(curated)
     reasons = dict(sorted((r["reason"], r["n"]) for r in rejects.groupBy("reason").agg(F.count("*").alias("n")).collect()))
     filing_rejects = sum(n for reason, n in reasons.items()
-                         if reason.startswith("not_extracted:") or reason == "empty_after_cleaning")
+                         if reason.startswith("not_extracted:") or reason in ("empty_after_cleaning", "superseded"))
     # Ledger: each raw row is rejected whole or split into risk factors; an over-budget one may become chunks.
     records_in = filing_rejects + n_factors - figures["chunked_risk_factors"] + figures["chunks"]
     rejects_total = sum(reasons.values())

@@ -69,6 +69,8 @@ def _materialize(context: dg.AssetExecutionContext, config: CuratedTrainingTable
     ]
     for grantee in table_readers(catalog, CURATED_TABLE):
         args += ["--grant-select-to", grantee]
+    for key, value in sorted(catalog.table_properties().items()):
+        args += ["--table-property", f"{key}={value}"]
     if catalog.s3_endpoint_url:
         args += ["--s3-endpoint-url", catalog.s3_endpoint_url]
     with tempfile.TemporaryDirectory(prefix="governed-ft-py-files-") as tmp:

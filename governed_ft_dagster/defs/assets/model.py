@@ -17,6 +17,7 @@ from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import CatalogError, Principal, Privilege
 from governed_ft_dagster.governance import MODEL_SCHEMA
 from governed_ft_dagster.lineage.derive import AssetNode, LineageError, derive_lineage
+from governed_ft_dagster.lineage.manifest import MANIFEST_FILE
 from governed_ft_dagster.lineage.facts import MODEL_NAME as FACT_MODEL_NAME
 from governed_ft_dagster.lineage.facts import MODEL_VERSION as FACT_MODEL_VERSION
 from governed_ft_dagster.lineage.facts import lineage_nodes_from_graph
@@ -25,6 +26,7 @@ from governed_ft_dagster.defs.provenance import (
     ProvenanceError,
     check_evaluation,
     latest_materialization,
+    lineage_facts,
     link,
     provenance_chain,
 )
@@ -41,6 +43,9 @@ TAG_TRAINING_MLFLOW_RUN = "governed_ft.training_mlflow_run_id"
 TAG_EVAL_LOSS = "governed_ft.eval_loss"
 TAG_BASE_EVAL_LOSS = "governed_ft.base_eval_loss"
 TAG_GATE = "governed_ft.gate"
+TAG_TRAINING_DATA_FINGERPRINT = "governed_ft.training_data_fingerprint"
+TAG_TRAINING_DATA_COUNT_PREFIX = "governed_ft.training_data_"  # + records, train, validation, filings, companies
+TRAINING_DATA_ATTACHMENT = "training_data_manifest"
 TAG_GATE_RELATIVE_IMPROVEMENT = "governed_ft.gate_relative_improvement"
 TAG_GATE_MIN_RELATIVE_IMPROVEMENT = "governed_ft.gate_min_relative_improvement"
 GATE = dg.AssetCheckKey(FINETUNED_LORA_MODEL, "adapter_beats_base_model")
@@ -85,7 +90,7 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
         if not trained.get(required):
             raise _failure(f"{adapter.describe()} has no '{required}' metadata; re-materialize {trained_key}")
     gate = passed_gate(context.instance, adapter)
-    facts = {key: dict(item.facts) for key, item in chain.items()}
+    facts = lineage_facts(context.instance, chain, description)
     upstream = _ancestor_nodes(lineage_nodes_from_graph(description, facts), own_key)
     context.log.info("registering the adapter of " + adapter.describe() + "; provenance: "
                      + "; ".join(item.describe() for key, item in sorted(chain.items()) if key != trained_key))
@@ -109,9 +114,13 @@ def _materialize(context: dg.AssetExecutionContext, catalog: CatalogResource, re
             raise _failure(f"refusing to register the adapter of {adapter.describe()}: the files at {adapter_dir} "
                            f"hash to {found[:12]}, not to the {str(trained['adapter_sha256'])[:12]} it recorded; "
                            f"re-materialize {trained_key}")
+        manifest = adapter_dir / MANIFEST_FILE
+        if not manifest.is_file():
+            raise _failure(f"the adapter of {adapter.describe()} has no {MANIFEST_FILE}; re-materialize {trained_key}")
         registered = registry.register(
             model_full_name=model_full_name, adapter_dir=adapter_dir, base_model_ref=str(trained["base_model"]),
             description=version_description, tags=tags, hyperparameters=hyperparameters or None,
+            attachments={TRAINING_DATA_ATTACHMENT: manifest},
         )
     context.log.info(f"{'registered' if registered.created else 'already registered'}: "
                      f"{registered.name} version {registered.version}")
@@ -222,8 +231,8 @@ def _version_facts(upstream: list[AssetNode], trained_key: str,
     preprocessing: list[str] = []
     training = ""
     for node in upstream:
-        if node.job_run is None:
-            continue
+        if node.job_run is None or node.external_source is not None:
+            continue  # ingest runs fetch from outside the catalog; the version tags name the tables read
         source_tables.update(node.inputs_read)
         job = f"{node.job_run.kind}:{node.job_run.run_id}"
         if node.key == trained_key:
@@ -236,9 +245,11 @@ def _version_facts(upstream: list[AssetNode], trained_key: str,
     if trained.get("hyperparameters_sha256"):
         tags[TAG_HYPERPARAMETERS_SHA256] = str(trained["hyperparameters_sha256"])
     for tag, key in ((TAG_TRAINING_MLFLOW_RUN, "mlflow_run_id"), (TAG_EVAL_LOSS, "eval_loss"),
-                     (TAG_BASE_EVAL_LOSS, "base_eval_loss")):
+                     (TAG_BASE_EVAL_LOSS, "base_eval_loss"), (TAG_TRAINING_DATA_FINGERPRINT, "training_data_fingerprint")):
         if trained.get(key) not in (None, ""):
             tags[tag] = str(trained[key])
+    counts = _json_mapping(trained.get("training_data_counts"))
+    tags.update({f"{TAG_TRAINING_DATA_COUNT_PREFIX}{name}": str(n) for name, n in sorted(counts.items())})
     read = ", ".join(f"{table} at Delta version {version}" for table, version in sorted(source_tables.items()))
     description = (f"LoRA adapter over {trained['base_model']}, trained by {training} on {read}"
                    + (f", preprocessed by {', '.join(preprocessing)}" if preprocessing else "") + ".")

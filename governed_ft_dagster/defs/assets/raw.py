@@ -26,6 +26,7 @@ class RawRiskFactorsConfig(dg.Config):
 
 
 RAW_KEY = dg.AssetKey("raw_risk_factors")
+INGEST_RUN_KIND = "EdgarIngestRun"
 
 
 def raw_risk_factors_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -63,7 +64,8 @@ def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig
     ])
     tickers = load_universe(config.universe) if config.universe else edgar.default_universe()
     target = RawTarget(table=table, table_location=catalog.location("raw/tables/risk_factors"),
-                       landing_root=catalog.location(LANDING_PREFIX), endpoint=catalog.endpoint())
+                       landing_root=catalog.location(LANDING_PREFIX), endpoint=catalog.endpoint(),
+                       table_properties=tuple(sorted(catalog.table_properties().items())))
     report = ingest(edgar.filing_source(), tickers, form_type, fiscal_year, catalog.client(Principal.INGEST), target,
                     context.log.info, include_amendments=config.include_amendments,
                     max_bytes=config.max_document_mb * 1024 * 1024)
@@ -74,9 +76,23 @@ def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig
         context.log.warning(f"rejected {reject['key']}: {reject['reason']}")
     if len(report.rejects) > 50:
         context.log.warning(f"... and {len(report.rejects) - 50} more rejects (see the 'rejects_sample' metadata)")
+    origin = edgar.origin()
+    job_properties = {"partition": context.partition_key, "form_type": form_type, "fiscal_year": fiscal_year,
+                      "companies": len(tickers), "filings_listed": report.filings_in, "filings_fetched": report.fetched,
+                      "rows_landed": report.rows, "rows_inserted": report.inserted, "rows_updated": report.updated,
+                      "superseded": len(report.superseded), "source_system": origin["name"],
+                      "source_url": origin["properties"]["url"], "landing_root": target.landing_root}
+    written = report.delta_version if report.delta_version is not None and report.wrote else -1
     return dg.MaterializeResult(metadata={
         "catalog_table": dg.MetadataValue.text(table),
         "delta_version": dg.MetadataValue.int(report.delta_version if report.delta_version is not None else -1),
+        "delta_version_written": dg.MetadataValue.int(written),
+        "job_run_kind": dg.MetadataValue.text(INGEST_RUN_KIND),
+        "job_run_id": dg.MetadataValue.text(f"{context.run.run_id}:{context.partition_key}"),
+        "job_properties": dg.MetadataValue.json(job_properties),
+        "external_source": dg.MetadataValue.json(origin),
+        "filings_fetched": dg.MetadataValue.int(report.fetched),
+        "superseded": dg.MetadataValue.json(report.superseded),
         "filings_in": dg.MetadataValue.int(report.filings_in),
         "rows": dg.MetadataValue.int(report.rows),
         "rejects": dg.MetadataValue.int(len(report.rejects)),

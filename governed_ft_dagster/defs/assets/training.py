@@ -14,6 +14,8 @@ from governed_ft_dagster.defs.assets.failures import readable_failures
 from governed_ft_dagster.catalog.base import Principal, Privilege, VendedCredentials
 from governed_ft_dagster.governance import CURATED_TABLE
 from governed_ft_dagster.job_code import TRAINING_JOB_PREFIX, training_source_dir
+from governed_ft_dagster.lineage.manifest import MANIFEST_FILE, filings_by_company
+from governed_ft_dagster.lineage.manifest import loads as manifest_loads
 from governed_ft_dagster.defs.resources.base_model import BaseModelResource
 from governed_ft_dagster.defs.resources.catalog import CatalogResource
 from governed_ft_dagster.defs.resources.training_jobs import TrainingJobResource, TrainingJobSpec
@@ -23,7 +25,7 @@ ADAPTERS_PREFIX = "ml/adapters"
 SUMMARY_FILE = "training_summary.json"
 CURATED_KEY = dg.AssetKey("curated_training_table")
 LOSS_TABLE_ROWS = 40
-ADAPTER_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", SUMMARY_FILE})
+ADAPTER_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", SUMMARY_FILE, MANIFEST_FILE})
 
 
 class FinetuneConfig(dg.Config):
@@ -127,6 +129,7 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
     reported = _reported(result.materialize_result, result.run_id)
     _verify(reported, table, version, result.run_id, adapter_location)
     adapter_sha256 = _adapter_sha256(catalog, adapter_location)
+    manifest = _training_manifest(catalog, adapter_location, reported, result.run_id)
     metrics = {"loss_by_step": reported.get("loss_by_step") or [],
                "eval_loss_by_epoch": reported.get("eval_loss_by_epoch") or []}
     metadata: dict[str, Any] = {
@@ -157,11 +160,43 @@ def _materialize(context: dg.AssetExecutionContext, config: FinetuneConfig, cata
         "loss_curve": dg.MetadataValue.md(loss_table(metrics)),
         "job_hyperparameters": dg.MetadataValue.json(reported.get("hyperparameters") or {}),
         "device": dg.MetadataValue.text(str(reported.get("device") or "")),
+        **training_data_metadata(manifest, join(adapter_location, MANIFEST_FILE), reported["training_data"]),
     }
     if reported.get("mlflow_run_id"):
         metadata["mlflow_run_id"] = dg.MetadataValue.text(str(reported["mlflow_run_id"]))
     metadata.update({label: dg.MetadataValue.url(url) for label, url in training.links(result, reported).items()})
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(adapter_sha256))
+
+
+def training_data_metadata(manifest: dict[str, Any], location: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """What the adapter was trained on: fingerprint, counts, the filings by split and company, and the manifest."""
+    return {
+        "training_data_fingerprint": dg.MetadataValue.text(manifest["fingerprint"]),
+        "training_data_counts": dg.MetadataValue.json(manifest["counts"]),
+        "training_data_filings": dg.MetadataValue.json(filings_by_company(manifest)),
+        "training_data_manifest": dg.MetadataValue.json({**{k: stored[k] for k in ("file", "bytes", "sha256")},
+                                                         "location": location, "table": manifest["table"],
+                                                         "source": manifest["source"]}),
+    }
+
+
+def _training_manifest(catalog: CatalogResource, adapter_location: str, reported: dict[str, Any],
+                       run_id: str) -> dict[str, Any]:
+    """The manifest the job wrote beside the adapter, read as train, and checked against the hash it reported."""
+    stored = reported.get("training_data") or {}
+    if not stored.get("sha256"):
+        raise dg.Failure(description=f"training job {run_id} reported no training-data manifest", allow_retries=False)
+    creds = catalog.client(Principal.TRAIN).temporary_path_credentials(adapter_location, "PATH_READ")
+    uri = join(adapter_location, MANIFEST_FILE)
+    try:
+        data = _read_bytes(uri, creds, catalog.endpoint())
+    except FileNotFoundError:
+        raise dg.Failure(description=f"training job {run_id} left no {MANIFEST_FILE} under {adapter_location}",
+                         allow_retries=False) from None
+    if hashlib.sha256(data).hexdigest() != stored["sha256"]:
+        raise dg.Failure(description=f"{uri} does not hash to the {stored['sha256'][:12]} training job {run_id} "
+                                     "reported; re-materialize finetuned_lora_model", allow_retries=False)
+    return manifest_loads(data, uri)
 
 
 def _already_trained(context: dg.AssetExecutionContext, catalog: CatalogResource, job_name: str,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from governed_ft_dagster.defs.resources.base_model import BaseModelResource
-from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource, LocalCatalogResource
+from governed_ft_dagster.defs.resources.catalog import DatabricksCatalogResource, local_catalog_resource
 from governed_ft_dagster.defs.resources.edgar import EdgarResource
 from governed_ft_dagster.defs.resources.registry import (
     DatabricksLineageResource,
     DatabricksRegistryResource,
-    LocalRegistryResource,
     OpenLineageFileLineageResource,
+    local_registry_resource,
     openlineage_path,
 )
 from governed_ft_dagster.defs.resources.spark_jobs import EmrServerlessResource, LocalSparkResource
@@ -35,16 +35,14 @@ def _edgar(settings: Settings) -> EdgarResource:
 def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The embedded stack: OSS catalog, local Spark and a local training process."""
     return {
-        "catalog": LocalCatalogResource(catalog=settings.catalog_name, url=settings.uc_url, home=str(settings.home),
-                                        storage_root=(settings.home / "warehouse").as_uri()),
+        "catalog": local_catalog_resource(settings),
         "edgar": _edgar(settings),
         "spark": LocalSparkResource(home=str(settings.home), jar_groups=["spark", "uc-spark"]),
         "training": LocalTrainingResource(work_dir=str(settings.home), mlflow_tracking_uri=settings.mlflow_tracking_uri,
                                           mlflow_artifact_location=settings.mlflow_artifact_location,
                                           mlflow_ui_url=settings.mlflow_ui_url),
         "base_model": _local_base_model(settings),
-        "registry": LocalRegistryResource(url=settings.uc_url, home=str(settings.home),
-                                          mlflow_ui_url=settings.mlflow_ui_url, model_name=settings.model_name),
+        "registry": local_registry_resource(settings),
         "lineage": OpenLineageFileLineageResource(path=str(openlineage_path(settings.home))),
     }
 
@@ -71,6 +69,7 @@ def aws_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             storage_region=region,
             storage_root=dg.EnvVar("GOVERNED_FT_STORAGE_ROOT"),
             secret_prefix=names.secret_prefix,
+            table_retention_days=settings.table_retention_days,
         ),
         "edgar": _edgar(settings),
         "spark": EmrServerlessResource(

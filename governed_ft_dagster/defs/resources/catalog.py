@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from governed_ft_dagster.catalog.base import CatalogClient, Principal, Privilege, SecurableType
 from governed_ft_dagster.catalog.connect import CatalogAccess, connect
+from governed_ft_dagster.retention import DEFAULT_RETENTION_DAYS, table_properties
 from governed_ft_dagster.storage import S3Endpoint
+
+if TYPE_CHECKING:
+    from governed_ft_dagster.settings import Settings
 
 
 class CatalogResource(dg.ConfigurableResource, abc.ABC):
@@ -23,6 +27,9 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     s3_endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint (tests only).")
     retry_timeout_s: float = Field(default=60, description="Seconds a request keeps retrying a catalog that does "
                                                           "not answer before the asset fails.")
+    table_retention_days: int = Field(default=DEFAULT_RETENTION_DAYS,
+                                      description="Days every version of a governed table stays readable (its log "
+                                                  "entry and its data files), so each model's data can be re-read.")
     _clients: dict = PrivateAttr(default_factory=dict)
 
     def client(self, principal: Principal) -> CatalogClient:
@@ -42,6 +49,10 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def ui_url(self, full_name: str, version: Optional[int] = None) -> Optional[str]:
         """Where the deployment's catalog UI shows a table or model version; None without a UI."""
         return None
+
+    def table_properties(self) -> dict[str, str]:
+        """The Delta properties governed tables are created with: the retention of their old versions."""
+        return table_properties(self.table_retention_days)
 
     def table_name(self, relative: str) -> str:
         return f"{self.catalog}.{relative}"
@@ -98,6 +109,13 @@ class LocalCatalogResource(CatalogResource):
 
         return CatalogAccess("oss", self.url, principal.value, self.catalog,
                              token_file=str(token_path(Path(self.home), principal)))
+
+
+def local_catalog_resource(settings: "Settings") -> LocalCatalogResource:
+    """The local stack's catalog resource for these settings."""
+    return LocalCatalogResource(catalog=settings.catalog_name, url=settings.uc_url, home=str(settings.home),
+                                storage_root=(settings.home / "warehouse").as_uri(),
+                                table_retention_days=settings.table_retention_days)
 
 
 class DatabricksCatalogResource(CatalogResource):

@@ -46,14 +46,26 @@ class EdgarResource(dg.ConfigurableResource):
             self._ensure_sample_corpus(root)
         return LocalEdgarSource(root, only_available=not self.list_missing_documents)
 
+    def origin(self) -> dict:
+        """Where filings come from, for lineage: the system's name, kind and address (never the User-Agent)."""
+        if self.source == "live":
+            return {"name": "sec_edgar", "entity_type": "FilingArchive",
+                    "properties": {"url": self.base_url, "api": self.data_url, "edgar_source": "live"}}
+        return {"name": "sec_edgar_sample" if self.source == "sample" else "sec_edgar_folder",
+                "entity_type": "FilingArchive",
+                "properties": {"url": Path(self.local_root).resolve().as_uri(), "edgar_source": self.source,
+                               "shape": "EDGAR submissions JSON and Archives/edgar/data documents"}}
+
     def _ensure_sample_corpus(self, root: Path) -> None:
         """Generate the sample corpus, anew when the configured fiscal years or company count changed."""
-        from governed_ft_dagster.edgar.sample_corpus import MANIFEST_NAME, build_sample_corpus
+        from governed_ft_dagster.edgar.sample_corpus import CORPUS_VERSION, MANIFEST_NAME, build_sample_corpus
 
-        wanted = {"fiscal_years": sorted(set(self.sample_fiscal_years)), "companies": self.sample_companies}
+        wanted = {"fiscal_years": sorted(set(self.sample_fiscal_years)), "companies": self.sample_companies,
+                  "version": CORPUS_VERSION}
         try:
             built = json.loads((root / MANIFEST_NAME).read_text())
-            current = {"fiscal_years": sorted(built["fiscal_years"]), "companies": len(built["companies"])}
+            current = {"fiscal_years": sorted(built["fiscal_years"]), "companies": len(built["companies"]),
+                       "version": built.get("corpus_version", 1)}
         except (OSError, ValueError, KeyError, TypeError):
             current = None
         if current == wanted and (root / "files" / "company_tickers.json").exists():

@@ -17,6 +17,7 @@ from governed_ft_dagster.training.tracking import databricks_run_url, local_mlfl
 
 if TYPE_CHECKING:
     from governed_ft_dagster.registry import RegisteredVersion
+    from governed_ft_dagster.settings import Settings
 
 REGISTRAR_SECRET_ID = "governed-ft/registrar"
 
@@ -52,7 +53,8 @@ class RegistryResource(dg.ConfigurableResource, abc.ABC):
         """Where a person opens a registration run (the logged model and its files); None without a UI."""
 
     def register(self, *, model_full_name: str, adapter_dir: Path, base_model_ref: str, description: str,
-                 tags: Mapping[str, str], hyperparameters: Optional[Mapping[str, Any]] = None) -> "RegisteredVersion":
+                 tags: Mapping[str, str], hyperparameters: Optional[Mapping[str, Any]] = None,
+                 attachments: Optional[Mapping[str, Path]] = None) -> "RegisteredVersion":
         """Register the adapter as a new version, or return the version that already holds identical files."""
         from governed_ft_dagster.registry import register_adapter
 
@@ -62,7 +64,22 @@ class RegistryResource(dg.ConfigurableResource, abc.ABC):
                 registry_uri=self.registry_uri, tracking_uri=tracking_uri, artifact_location=artifact_location,
                 model_full_name=model_full_name, adapter_dir=Path(adapter_dir), base_model_ref=base_model_ref,
                 description=description, tags=tags, experiment=self.experiment, hyperparameters=hyperparameters,
+                attachments=attachments,
             )
+
+    def version_facts(self, model_full_name: str, version: Optional[str] = None) -> dict[str, dict[str, str]]:
+        """Version → its governance tags (all versions, or one), read as the registrar."""
+        from governed_ft_dagster.registry import version_facts
+
+        with self.credentials():
+            return version_facts(self.registry_uri, self.tracking()[0], model_full_name, version)
+
+    def read_attachment(self, model_full_name: str, version: str, path: str) -> bytes:
+        """The bytes of one file of a model version, fetched with the registry's credentials for that version."""
+        from governed_ft_dagster.registry import read_version_file
+
+        with self.credentials():
+            return read_version_file(self.registry_uri, self.tracking()[0], model_full_name, version, path)
 
 
 class LocalRegistryResource(RegistryResource):
@@ -90,6 +107,12 @@ class LocalRegistryResource(RegistryResource):
 
     def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
         return mlflow_run_url(self.mlflow_ui_url, experiment_id, run_id) if self.mlflow_ui_url else None
+
+
+def local_registry_resource(settings: "Settings") -> LocalRegistryResource:
+    """The local stack's registry resource for these settings."""
+    return LocalRegistryResource(url=settings.uc_url, home=str(settings.home), mlflow_ui_url=settings.mlflow_ui_url,
+                                 model_name=settings.model_name)
 
 
 class DatabricksRegistryResource(RegistryResource):
