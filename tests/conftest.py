@@ -61,11 +61,14 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 _TEST_SECONDS: dict[str, float] = {}
+_WORKER_SECONDS: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report):
     """Each test's whole time: set-up, call and tear-down (xdist sends every worker's reports here too)."""
     _TEST_SECONDS[report.nodeid] = _TEST_SECONDS.get(report.nodeid, 0.0) + report.duration
+    worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "main")
+    _WORKER_SECONDS[worker] = _WORKER_SECONDS.get(worker, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -74,6 +77,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section(f"{count} slowest tests (set-up, call and tear-down)")
         for nodeid, seconds in sorted(_TEST_SECONDS.items(), key=lambda item: -item[1])[:count]:
             terminalreporter.write_line(f"{seconds:8.1f} s  {nodeid}")
+        files: dict[str, float] = {}
+        for nodeid, seconds in _TEST_SECONDS.items():
+            files[nodeid.split("::", 1)[0]] = files.get(nodeid.split("::", 1)[0], 0.0) + seconds
+        terminalreporter.section(f"{count} slowest files, and each worker's total")
+        for path, seconds in sorted(files.items(), key=lambda item: -item[1])[:count]:
+            terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
+        for worker, seconds in sorted(_WORKER_SECONDS.items()):
+            terminalreporter.write_line(f"{seconds:8.1f} s  worker {worker}")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -18,6 +18,7 @@ from governed_ft_dagster.training.base_model import (
 )
 from governed_ft_dagster.training.packing import IGNORE_INDEX, tokenize_chat
 from governed_ft_dagster.training.trainer import lora_target_modules
+from conftest import link_group
 from test_packing import chat_records, corpus_texts, tiny_base  # noqa: F401  (tiny_base: session fixture)
 
 # Qwen's ChatML template as Qwen2 tokenizers ship it: no generation markers, so the assistant's tokens are found by
@@ -131,7 +132,8 @@ def test_the_registered_name_follows_the_base_model_setting(tmp_path, tiny_qwen2
         load_settings({**home, "GOVERNED_FT_MODEL_NAME": "raw.models"})
 
 
-def test_a_qwen2_base_goes_through_the_whole_local_graph_by_settings_alone(running_stack, edgar, tiny_qwen2):
+def test_a_qwen2_base_goes_through_the_whole_local_graph_by_settings_alone(running_stack, spark_home, edgar,
+                                                                           tiny_qwen2):
     import dagster as dg
 
     from governed_ft_dagster.catalog.base import Principal
@@ -142,10 +144,13 @@ def test_a_qwen2_base_goes_through_the_whole_local_graph_by_settings_alone(runni
     from governed_ft_dagster.stack.bootstrap import bootstrap
     from local_graph import run_local_graph
 
+    for group in ("spark", "hadoop"):
+        link_group(running_stack.home, spark_home, group)
     bootstrap(running_stack)
     stack = running_stack.settings
     settings = load_settings({"GOVERNED_FT_HOME": str(stack.home), "GOVERNED_FT_UC_PORT": str(stack.uc_port),
-                              "GOVERNED_FT_DEPLOYMENT": "local", "GOVERNED_FT_BASE_MODEL": str(tiny_qwen2)})
+                              "GOVERNED_FT_CATALOG": stack.catalog_name, "GOVERNED_FT_DEPLOYMENT": "local",
+                              "GOVERNED_FT_BASE_MODEL": str(tiny_qwen2)})
     resources = {**local_resources(settings), "edgar": edgar}
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_local_graph(instance, resources, QWEN_RUN)

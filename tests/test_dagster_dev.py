@@ -1,4 +1,6 @@
-"""`dagster dev` from the repository root serves the code location over GraphQL."""
+"""The code location as Dagster's current tools serve it: `dg dev` from the repository root (the project's
+[tool.dg] configuration), and `dagster-webserver` with `workspace.yaml`, as a deployment runs it; neither warns
+that a command is superseded."""
 
 from __future__ import annotations
 
@@ -22,31 +24,35 @@ QUERY = """
 """
 
 
-def test_dagster_dev_lists_assets_checks_schedules_and_sensors(tmp_path):
-    port = free_port()
+def served(command: list[str], tmp_path: Path, port: int) -> tuple[dict, str]:
+    """What the command serves over GraphQL once it answers, and what it printed; it is stopped again."""
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "GOVERNED_FT_HOME": str(tmp_path / "state")}
-    dagster = Path(sys.executable).with_name("dagster")
-    log = tmp_path / "dagster-dev.log"  # a file, not a pipe: a full pipe nobody reads would block dagster dev
+    log = tmp_path / "serve.log"  # a file, not a pipe: a full pipe nobody reads would block the server
     with log.open("wb") as sink:
-        process = subprocess.Popen(with_default_signals([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)]),
-                                   cwd=REPO, env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(with_default_signals(command), cwd=REPO, env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        data = None
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and data is None:
+        while True:
             assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"{command[0]} did not answer GraphQL within 180 s"
             try:
                 reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": QUERY}, timeout=10)
                 body = reply.json()
                 if reply.ok and body.get("data", {}).get("assetNodes"):
-                    data = body["data"]
+                    return body["data"], log.read_text(errors="replace")
             except (requests.RequestException, ValueError):
                 pass
             time.sleep(1)
-        assert data is not None, "dagster dev did not answer GraphQL within 180 s"
     finally:
-        end_group(process, grace_s=30)  # dagster dev may ignore SIGTERM for minutes on a loaded machine
+        end_group(process, grace_s=30)  # the server may ignore SIGTERM for minutes on a loaded machine
+
+
+def test_dg_dev_lists_assets_checks_schedules_and_sensors(tmp_path):
+    port = free_port()
+    data, printed = served([str(Path(sys.executable).with_name("dg")), "dev", "-h", "127.0.0.1", "-p", str(port)],
+                           tmp_path, port)
+    assert "superseded" not in printed.lower(), printed[-3000:]
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert set(nodes) >= {"raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version"}
     for node in nodes.values():
@@ -59,3 +65,15 @@ def test_dagster_dev_lists_assets_checks_schedules_and_sensors(tmp_path):
     [repository] = data["repositoriesOrError"]["nodes"]
     assert "edgar_refresh_schedule" in {s["name"] for s in repository["schedules"]}
     assert {"new_filings_sensor"} <= {s["name"] for s in repository["sensors"]}
+
+
+def test_workspace_yaml_serves_the_same_code_location_to_dagster_webserver(tmp_path):
+    port = free_port()
+    webserver = str(Path(sys.executable).with_name("dagster-webserver"))
+    data, printed = served([webserver, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], tmp_path, port)
+    assert "superseded" not in printed.lower(), printed[-3000:]
+    assert {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]} >= {
+        "raw_risk_factors", "curated_training_table", "finetuned_lora_model", "uc_model_version"}
+    [repository] = data["repositoriesOrError"]["nodes"]
+    assert {"new_filings_sensor", "curation_automation", "retraining_automation"} <= {
+        s["name"] for s in repository["sensors"]}

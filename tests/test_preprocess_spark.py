@@ -100,8 +100,9 @@ def spark_jar_paths(spark_home) -> list[Path]:
     return jars.classpath(spark_home, "spark")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark(spark_jar_paths, tmp_path_factory) -> SparkSession:
+    """This module's Spark, stopped with it: a later module's getOrCreate() would get it, without its own jars."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
@@ -140,7 +141,7 @@ def tokenizer(tokenizer_dir):
     return load_tokenizer(tokenizer_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def curation(spark, real_rows, tokenizer_dir) -> P.Curation:
     raw = spark.createDataFrame(real_rows, P.RAW_SCHEMA)
     return P.run_curation(raw, tokenizer_dir, 7, "run-test", 1024, source_table="governed_ft.raw.risk_factors")
