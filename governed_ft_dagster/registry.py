@@ -344,13 +344,7 @@ def version_facts(registry_uri: str, tracking_uri: str, model_full_name: str,
             if version is not None:
                 found = [client.get_model_version(model_full_name, str(version))]
             else:
-                found, token = [], None
-                while True:
-                    page = client.search_model_versions(f"name='{model_full_name}'", page_token=token)
-                    found.extend(page)
-                    token = page.token
-                    if not token:
-                        break
+                found = _all_versions(client, model_full_name)
                 if not oss:  # search results carry no tags
                     found = [client.get_model_version(model_full_name, v.version) for v in found]
     facts = {}
@@ -398,15 +392,20 @@ def _model_exists(client: mlflow.MlflowClient, name: str) -> bool:
     return True
 
 
-def _find_version(client: mlflow.MlflowClient, name: str, sha: str, oss: bool) -> Any:
-    """The newest READY version carrying this artifact hash (tag, or comment line in the open-source catalog)."""
+def _all_versions(client: mlflow.MlflowClient, name: str) -> list[Any]:
+    """Every version of the registered model, page by page."""
     versions, token = [], None
     while True:
         page = client.search_model_versions(f"name='{name}'", page_token=token)
         versions.extend(page)
         token = page.token
         if not token:
-            break
+            return versions
+
+
+def _find_version(client: mlflow.MlflowClient, name: str, sha: str, oss: bool) -> Any:
+    """The newest READY version carrying this artifact hash (tag, or comment line in the open-source catalog)."""
+    versions = _all_versions(client, name)
     marker = f"{TAG_ARTIFACT_SHA256}={sha}"
     for found in sorted(versions, key=lambda v: int(v.version), reverse=True):
         if found.status != "READY":
