@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -71,12 +72,16 @@ def container_python(cache_root: Path, log=print) -> Path:
             shutil.rmtree(venv, ignore_errors=True)
             started = time.monotonic()
             subprocess.run([str(python), "-m", "venv", str(venv)], check=True, capture_output=True)
-            proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                                   "--disable-pip-version-check", f"torch=={training_image.FRAMEWORK_VERSION}"],
+            # uv (the test venv's, as the Makefile installs it) downloads torch and its CUDA wheels in parallel.
+            uv = Path(sys.executable).with_name("uv")
+            installer = [str(uv), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")] \
+                if uv.exists() else [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                                     "--disable-pip-version-check"]
+            proc = subprocess.run([*installer, f"torch=={training_image.FRAMEWORK_VERSION}"],
                                   capture_output=True, text=True, timeout=1800)
             if proc.returncode:
-                raise RuntimeError(f"pip could not install torch {training_image.FRAMEWORK_VERSION}: "
-                                   f"{proc.stderr[-2000:]}")
+                raise RuntimeError(f"{Path(installer[0]).name} could not install torch "
+                                   f"{training_image.FRAMEWORK_VERSION}: {proc.stderr[-2000:]}")
             done.write_text(f"{version}\nbuilt in {time.monotonic() - started:.0f} s\n")
             log(f"container interpreter built in {time.monotonic() - started:.0f} s: {venv}")
     return venv / "bin" / "python"
