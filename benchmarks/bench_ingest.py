@@ -202,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, help="state folder (default: a temporary one, removed at the end)")
     parser.add_argument("--curate-only", action="store_true",
                         help="only the curated step, on the raw table a run with this --home left")
+    parser.add_argument("--stage-profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="then bench_preprocess.py's stage table on the same table (takes as long again)")
     parser.add_argument("--run-worker", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.run_worker:
         return run_worker(options.run_worker)
     if options.curate_only:
-        return curate_only(options.home)
+        return curate_only(options.home, options.stage_profile)
 
     from governed_ft_dagster.settings import load_settings
     from governed_ft_dagster.stack.bootstrap import bootstrap
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                              rows, expected)
             curated = run_curated(instance, home) if options.curate else None
         if curated is not None:
-            report_curated(curated, rows, wall, profile_curation(home))
+            report_curated(curated, rows, wall, profile_curation(home) if options.stage_profile else "")
         print(f"\n{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
         print(summary)
         ok = (stats["refused"] == 0 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in results)
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def curate_only(home: Path | None) -> int:
+def curate_only(home: Path | None, stage_profile: bool = True) -> int:
     """The curated step again on a kept state folder's raw table (after a change to the curated job)."""
     from governed_ft_dagster.settings import load_settings
     from governed_ft_dagster.stack.local import LocalStack
@@ -286,7 +288,7 @@ def curate_only(home: Path | None) -> int:
         with dg.DagsterInstance.get() as instance:
             rows = table_rows(settings)
             curated = run_curated(instance, home)
-        report_curated(curated, rows, None, profile_curation(home))
+        report_curated(curated, rows, None, profile_curation(home) if stage_profile else "")
         return 1 if curated["failures"] else 0
     finally:
         stack.down()

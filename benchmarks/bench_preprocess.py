@@ -174,6 +174,52 @@ def profile_table(raw_location: str, work: Path) -> int:
     return 0
 
 
+def python_work(raw_location: str, sections: int, work: Path, max_tokens: int = 1024) -> int:
+    """The curated job's Python work on sampled extracted sections of a raw table, CPU-seconds by kind."""
+    from deltalake import DeltaTable
+
+    from governed_ft_dagster.preprocess import spark as P
+    from governed_ft_dagster.preprocess import text as T
+    from governed_ft_dagster.training.base_model import build_tiny_base
+
+    texts = [extract_risk_factors(p.read_bytes(), "10-K").text for p in sorted((SAMPLES / "filings").glob("*10-K*"))]
+    tokenizer = P._tokenizer(str(build_tiny_base([t for t in texts if t], work / "base")))
+    rows = [r for r in DeltaTable(raw_location).to_pyarrow_table().to_pylist() if r["status"] == "extracted"]
+    extracted = len(rows)
+    rows = random.Random(0).sample(rows, min(sections, extracted))
+    cpu: dict[str, float] = {}
+
+    def timed(kind: str, fn, *args):
+        started = time.process_time()
+        out = fn(*args)
+        cpu[kind] = cpu.get(kind, 0.0) + time.process_time() - started
+        return out
+
+    n_factors = n_chunked = 0
+    for r in rows:
+        factors = timed("cleaning and splitting", lambda: T.split_risk_factors(T.clean_section(r["risk_factors_text"])))
+        for f in factors:
+            n_factors += 1
+            timed("record ids and exact keys", lambda: (T.record_id(r["accession_number"], f.ordinal, 1, 1, f.body),
+                                                        T.exact_key(f.body)))
+            shingles = timed("shingles", T.shingle_hashes, f.body)
+            timed("MinHash signatures and bands", lambda: T.lsh_band_keys(T.minhash_signature(shingles)))
+            messages = timed("chat messages", T.build_messages, f.body, f.heading, r["entity_name"], r["form_type"])
+            if timed("token counts of every record", P._token_counts, tokenizer, [messages])[0] > max_tokens:
+                n_chunked += 1
+                timed("chunking over the token budget", P.chunk_record, tokenizer, max_tokens, r["accession_number"],
+                      f.ordinal, f.body, f.heading, r["entity_name"], r["form_type"])
+    total = sum(cpu.values())
+    megabytes = sum(len(r["risk_factors_text"].encode()) for r in rows) / 1e6
+    print(f"\nPython work of the curated job on {len(rows)} of {extracted} extracted sections ({megabytes:.1f} MB, "
+          f"{n_factors} risk factors, {n_chunked} over {max_tokens} tokens): {total:.1f} CPU-s, "
+          f"{total * extracted / len(rows):.0f} CPU-s scaled to the table\n")
+    print("| work | CPU-s | share |\n|---|---:|---:|")
+    for kind, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"| {kind} | {seconds:.2f} | {seconds / total:.0%} |")
+    return 0
+
+
 def text_bytes(column: str):
     """Sum of the UTF-8 byte lengths of a string column."""
     from pyspark.sql import functions as F
@@ -186,11 +232,15 @@ def main() -> int:
     parser.add_argument("--scales", default="1,4,16")
     parser.add_argument("--work-dir", default=None, help="scratch folder (default: a temporary one, removed after)")
     parser.add_argument("--raw-location", default=None, help="profile the job's stages on this raw Delta table")
+    parser.add_argument("--python-work", type=int, metavar="N",
+                        help="with --raw-location: instead, the job's Python work on N sampled sections, without Spark")
     args = parser.parse_args()
     if args.raw_location:
         work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-preprocess-"))
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         try:
+            if args.python_work:
+                return python_work(args.raw_location, args.python_work, work)
             return profile_table(args.raw_location, work)
         finally:
             if not args.work_dir:

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -253,6 +254,60 @@ def test_enforce_token_budget_chunks_or_rejects(spark, tokenizer_dir, tokenizer)
                                                                tokenize=True)["input_ids"])
     assert [(r.accession_number, r.reason) for r in rejects.collect()] == [("huge", "over_token_budget")]
     assert set(kept.columns) == set(records.columns)
+
+
+def _plain_chunks(body: str, fits) -> list[str] | None:
+    """Reference: greedy paragraphs (sentences of one that does not fit), each candidate tokenized afresh."""
+    chunks, current = [], ""
+    for para in [p for p in body.split("\n\n") if p.strip()]:
+        units = [para] if fits(para) else T.split_sentences(para)
+        for j, unit in enumerate(units):
+            candidate = current + (" " if j else "\n\n") + unit if current else unit
+            if fits(candidate):
+                current = candidate
+            elif not fits(unit):
+                return None
+            else:
+                chunks, current = chunks + [current] if current else chunks, unit
+    return chunks + [current] if current else chunks
+
+
+def test_chunking_tokenizes_the_body_once_with_the_same_chunks(real_rows, tokenizer) -> None:
+    factors = [(f, r) for r in real_rows for f in T.split_risk_factors(T.clean_section(r["risk_factors_text"]))]
+    tokenized = {"reference": 0, "counted": 0}  # characters
+
+    def count(pieces: list[str], heading: str, row: dict) -> list[int]:
+        tokenized["counted"] += sum(map(len, pieces))
+        messages = [T.build_messages(p, heading, row["entity_name"], row["form_type"], 99, 99) for p in pieces]
+        encoded = tokenizer.apply_chat_template(messages, tokenize=True) if pieces else {"input_ids": []}
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def token_ends(body: str) -> list[int]:
+        tokenized["counted"] += len(body)
+        return [e for _, e in tokenizer(body, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+
+    def word_ends(body: str) -> list[int]:  # a poor estimate: the exact checks must catch it and fall back
+        return [m.end() for m in re.finditer(r"\S+", body)]
+
+    outcomes = []
+    for max_tokens, ends in ((1024, token_ends), (300, token_ends), (300, word_ends), (120, token_ends)):
+        over = [(f, r) for f, r in factors if count([f.body], f.heading, r)[0] > max_tokens][:25]
+        tokenized.update(reference=0, counted=0)
+        for f, r in over:
+            counted = lambda pieces: count(pieces, f.heading, r)  # noqa: E731
+
+            def fits(piece: str) -> bool:
+                tokenized["reference"] += len(piece)
+                return counted([piece])[0] <= max_tokens
+
+            before = tokenized["counted"]
+            expected = _plain_chunks(f.body, fits)
+            tokenized["counted"] = before
+            assert T.chunk_paragraphs_counted(f.body, counted, ends, max_tokens) == expected
+            outcomes.append("chunks" if expected else "none")
+        if max_tokens == 1024:
+            assert len(over) >= 10 and tokenized["counted"] < 0.7 * tokenized["reference"], tokenized
+    assert outcomes.count("chunks") >= 40 and outcomes.count("none") >= 10
 
 
 def test_assign_split_is_by_company(spark) -> None:

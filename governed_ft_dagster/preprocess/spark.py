@@ -100,6 +100,11 @@ def _token_counts(tokenizer, conversations: list[list[dict[str, str]]]) -> list[
     return [len(x) for x in ids]
 
 
+def _token_ends(tokenizer, bare: str) -> list[int]:
+    """End offset in bare of each of its tokens."""
+    return [end for _, end in tokenizer(bare, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+
+
 def _filing_order() -> Column:
     """Earliest filing first; accession number and position break ties, so the order is total."""
     return F.struct(F.coalesce(F.col("filing_date"), F.lit("9999-12-31")).alias("d"),
@@ -260,28 +265,34 @@ def count_tokens(df: DataFrame, tokenizer_dir: str) -> DataFrame:
     return df.withColumn("n_tokens", _count_tokens_udf(str(tokenizer_dir))(F.col("messages")))
 
 
+def chunk_record(tokenizer, max_tokens: int, accession_number: str, ordinal: int, body: str, heading: str,
+                 entity_name: str | None, form_type: str | None) -> list[tuple]:
+    """An over-budget record as parts that each fit: (part, parts, body, record_id, messages, n_tokens); [] if none."""
+    def counts(pieces: list[str], parts: list[tuple[int, int]]) -> list[int]:
+        return _token_counts(tokenizer, [text.build_messages(piece, heading, entity_name, form_type, *part)
+                                         for piece, part in zip(pieces, parts)])
+
+    # Sized with the widest part marker; each final record is counted again with its real one.
+    pieces = text.chunk_paragraphs_counted(body, lambda texts: counts(texts, [(99, 99)] * len(texts)),
+                                           lambda bare: _token_ends(tokenizer, bare), max_tokens)
+    if not pieces or len(pieces) < 2:
+        return []
+    out = []
+    final = counts(pieces, [(i, len(pieces)) for i in range(1, len(pieces) + 1)])
+    for i, (piece, count) in enumerate(zip(pieces, final), start=1):
+        if count > max_tokens:
+            return []
+        out.append((i, len(pieces), piece, text.record_id(accession_number, ordinal, i, len(pieces), piece),
+                    text.build_messages(piece, heading, entity_name, form_type, i, len(pieces)), count))
+    return out
+
+
 def _chunk_udf(tokenizer_dir: str, max_tokens: int):
     @F.udf(_CHUNKS_TYPE)
     def chunk(accession_number: str, ordinal: int, body: str, heading: str, entity_name: str | None,
               form_type: str | None) -> list[tuple]:
-        tokenizer = _tokenizer(tokenizer_dir)
-
-        def n_tokens(piece: str, part: int, parts: int) -> int:
-            return _token_counts(tokenizer, [text.build_messages(piece, heading, entity_name, form_type, part, parts)])[0]
-
-        # Sized with the widest part marker; each final record is counted again with its real one.
-        pieces = text.chunk_paragraphs(body, lambda piece: n_tokens(piece, 99, 99) <= max_tokens)
-        if not pieces or len(pieces) < 2:
-            return []
-        out = []
-        for i, piece in enumerate(pieces, start=1):
-            messages = text.build_messages(piece, heading, entity_name, form_type, i, len(pieces))
-            count = _token_counts(tokenizer, [messages])[0]
-            if count > max_tokens:
-                return []
-            out.append((i, len(pieces), piece, text.record_id(accession_number, ordinal, i, len(pieces), piece),
-                        messages, count))
-        return out
+        return chunk_record(_tokenizer(tokenizer_dir), max_tokens, accession_number, ordinal, body, heading,
+                            entity_name, form_type)
 
     return chunk
 

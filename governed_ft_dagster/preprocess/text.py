@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 import re
@@ -20,6 +21,7 @@ __all__ = [
     "RiskFactor",
     "build_messages",
     "chunk_paragraphs",
+    "chunk_paragraphs_counted",
     "clean_section",
     "exact_key",
     "jaccard",
@@ -333,23 +335,95 @@ def split_risk_factors(text: str) -> list[RiskFactor]:
 
 def chunk_paragraphs(body: str, fits: Callable[[str], bool]) -> list[str] | None:
     """Greedy chunks of whole paragraphs (sentences of an oversized paragraph) that each fit; None if one cannot."""
-    chunks: list[str] = []
-    current = ""
+    units: list[str] = []
+    seps: list[str] = []
     for para in paragraphs(body):
-        units = [para] if fits(para) else split_sentences(para)
-        for j, unit in enumerate(units):
-            candidate = f"{current}{' ' if j else chr(10) * 2}{unit}" if current else unit
-            if fits(candidate):
-                current = candidate
-                continue
-            if not fits(unit):
-                return None
-            if current:
-                chunks.append(current)
-            current = unit
-    if current:
-        chunks.append(current)
-    return chunks
+        pieces = [para] if fits(para) else split_sentences(para)
+        units.extend(pieces)
+        seps.extend(" " if j else "\n\n" for j in range(len(pieces)))
+    runs = _greedy_runs(len(units), lambda a, b: fits(_join_run(units, seps, a, b)), lambda i: fits(units[i]))
+    return None if runs is None else [_join_run(units, seps, a, b) for a, b in runs]
+
+
+def chunk_paragraphs_counted(body: str, count: Callable[[list[str]], list[int]],
+                             token_ends: Callable[[str], Sequence[int]], max_tokens: int) -> list[str] | None:
+    """chunk_paragraphs(body, fits) for fits(piece) = count([piece])[0] <= max_tokens, with the body tokenized once.
+
+    count gives the exact counts of pieces; token_ends the end offsets of the bare body's tokens. The chunks are built
+    from estimates (count("") plus the body's tokens that end within the candidate), then each chunk and each candidate
+    that closed one is counted exactly; only if one of them disagrees are the chunks built again from exact counts.
+    This is chunk_paragraphs' result provided a text never counts fewer tokens than a part of it: then a chunk that
+    fits holds units and prefixes that fit, and a unit that does not fit fails every candidate holding it.
+    """
+    ends = token_ends(body)
+    overhead = count([""])[0]
+
+    def estimate(start: int, end: int) -> int:
+        return overhead + bisect.bisect_right(ends, end) - bisect.bisect_right(ends, start)
+
+    units: list[tuple[int, int]] = []  # (start, end) in body
+    seps: list[str] = []
+    split: list[tuple[int, int]] = []
+    cursor = 0
+    for para in paragraphs(body):
+        start = body.index(para, cursor)
+        cursor = start + len(para)
+        if estimate(start, cursor) > max_tokens and count([para])[0] > max_tokens:
+            pieces = _spans(body, split_sentences(para), start)
+            split.extend(pieces)
+        else:
+            pieces = [(start, cursor)]
+        units.extend(pieces)
+        seps.extend(" " if j else "\n\n" for j in range(len(pieces)))
+    if any(n > max_tokens for n in count([body[a:b] for a, b in split])):
+        return None
+    texts = [body[a:b] for a, b in units]
+    closed: list[tuple[int, int]] = []
+
+    def estimate_fits(a: int, b: int) -> bool:
+        if estimate(units[a][0], units[b][1]) <= max_tokens:
+            return True
+        closed.append((a, b))
+        return False
+
+    runs = _greedy_runs(len(units), estimate_fits, lambda i: True) or []
+    exact = count([_join_run(texts, seps, a, b) for a, b in runs + closed])
+    if all(n <= max_tokens for n in exact[:len(runs)]) and all(n > max_tokens for n in exact[len(runs):]):
+        return [_join_run(texts, seps, a, b) for a, b in runs]
+    return chunk_paragraphs(body, lambda piece: count([piece])[0] <= max_tokens)
+
+
+def _spans(text: str, pieces: Sequence[str], offset: int) -> list[tuple[int, int]]:
+    """(start, end) of each piece in text, found in order from offset."""
+    spans = []
+    for piece in pieces:
+        offset = text.index(piece, offset)
+        spans.append((offset, offset + len(piece)))
+        offset += len(piece)
+    return spans
+
+
+def _join_run(units: Sequence[str], seps: Sequence[str], a: int, b: int) -> str:
+    return units[a] + "".join(seps[i] + units[i] for i in range(a + 1, b + 1))
+
+
+def _greedy_runs(n: int, run_fits: Callable[[int, int], bool],
+                 unit_fits: Callable[[int], bool]) -> list[tuple[int, int]] | None:
+    """Greedy runs (first, last) of units 0..n-1: a unit extends the current run while the run fits, else starts the
+    next one; None if a unit alone does not fit."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i in range(n):
+        if start is not None and run_fits(start, i):
+            continue
+        if not unit_fits(i):
+            return None
+        if start is not None:
+            runs.append((start, i - 1))
+        start = i
+    if start is not None:
+        runs.append((start, n - 1))
+    return runs
 
 
 def exact_key(text: str) -> str:
