@@ -51,8 +51,11 @@ def pytest_addoption(parser):
 
 # The files that take longest start first, so that two workers finish together (xdist hands out whole files in
 # collection order); the rest keep pytest's order.
-LONG_FILES = ("test_pipeline_local.py", "test_pipeline_aws.py", "test_staged_emr.py", "test_governance_local.py",
-              "test_curated_asset.py", "test_staged_sagemaker.py", "test_connector.py", "test_spark_jobs_local.py")
+LONG_FILES = ("test_pipeline_local.py", "test_training.py", "test_preprocess_spark.py", "test_pipeline_aws.py",
+              "test_staged_emr.py", "test_enforced_renewal.py", "test_distributed_training.py",
+              "test_base_model_families.py", "test_staged_sagemaker.py", "test_curated_asset.py",
+              "test_catalog_local.py", "test_registry.py", "test_connector.py", "test_training_asset.py",
+              "test_governance_local.py", "test_spark_jobs_local.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -250,6 +253,22 @@ def spark_home(tmp_path_factory) -> Path:
     spark_runtime.credentials_provider_jar(home)
     os.environ["SPARK_HOME"] = str(spark_runtime.spark_home(home, s3a=True))
     return home
+
+
+@pytest.fixture(scope="session")
+def in_process_spark_jars(spark_home, tmp_path_factory) -> list[Path]:
+    """Every jar an in-process Spark of this test process may need. The first SparkSession launches the one JVM with
+    its spark.jars, and a later session in the same process cannot add to the driver's class path, so every module
+    that starts one asks for all of them: Delta and S3A, the catalog's connector where it can be had, the provider."""
+    from governed_ft_dagster.stack import spark_runtime
+
+    home = tmp_path_factory.mktemp("in-process-spark-jars")
+    try:
+        jars.fetch_group(home, "uc-spark", mirror=load_settings().jar_mirror)
+        connector = jars.classpath(home, "uc-spark")
+    except StackError:
+        connector = []  # the connector's own tests fail or skip on it, saying why
+    return [*jars.classpath(spark_home, "spark"), *connector, spark_runtime.credentials_provider_jar(spark_home)]
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from governed_ft_dagster.catalog.endpoint import CredentialEndpoint  # noqa: E40
 from governed_ft_dagster.governance import principal_email  # noqa: E402
 from governed_ft_dagster.preprocess import spark as P  # noqa: E402
 from governed_ft_dagster.settings import load_settings  # noqa: E402
-from governed_ft_dagster.stack import jars, spark_runtime  # noqa: E402
+from governed_ft_dagster.stack import jars  # noqa: E402
 from governed_ft_dagster.stack.errors import StackError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def moto_server():
 
 
 @pytest.fixture(scope="module")
-def spark(spark_home, connector_jars, moto_server, tmp_path_factory):
+def spark(in_process_spark_jars, connector_jars, moto_server, tmp_path_factory):
     """One Spark with Delta, S3A and the connector on its classpath; s3:// through S3A (the connector vends for s3://
     only), with vended credentials only, at moto."""
     from aws_fixtures import REGION
@@ -87,8 +87,7 @@ def spark(spark_home, connector_jars, moto_server, tmp_path_factory):
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    classpath = [*jars.classpath(spark_home, "spark"), *jars.classpath(connector_jars, "uc-spark"),
-                 spark_runtime.credentials_provider_jar(spark_home)]
+    classpath = in_process_spark_jars
     warehouse = tmp_path_factory.mktemp("connector-spark-warehouse")
     conf = {"spark.jars": ",".join(map(str, classpath)), "spark.sql.warehouse.dir": str(warehouse),
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={warehouse}",

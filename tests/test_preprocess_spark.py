@@ -102,13 +102,12 @@ def spark_jar_paths(spark_home) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def spark(spark_jar_paths, tmp_path_factory) -> SparkSession:
-    """This module's Spark, stopped with it: a later module's getOrCreate() would get it, without its own jars."""
+def spark(in_process_spark_jars, tmp_path_factory) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     builder = (SparkSession.builder.master("local[2]").appName("test-preprocess")
-               .config("spark.jars", ",".join(str(p) for p in spark_jar_paths))
+               .config("spark.jars", ",".join(str(p) for p in in_process_spark_jars))
                .config("spark.sql.warehouse.dir", str(warehouse))
                .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse}"))
     for key, value in {**DELTA_CONF, **LOCAL_CONF}.items():
