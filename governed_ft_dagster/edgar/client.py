@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -21,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import requests
 
+from governed_ft_dagster.atomic import atomic_write
 from governed_ft_dagster.edgar.fair_access import FairAccessLimiter, file_lock
 
 log = logging.getLogger(__name__)
@@ -438,20 +438,6 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def atomic_write(path: Path, content: bytes) -> None:
-    """Write a file via a unique temp file and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EdgarClient(_SubmissionsSource):
