@@ -89,7 +89,8 @@ def test_raw_checks_hold_on_the_shared_filings(world, edgar):
                             partition_key="2024|10-K",
                             resources={"catalog": world.catalog_resource(), "edgar": edgar})
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"raw_accessions_unique", "raw_located_share", "raw_text_lengths"}
+    assert set(evaluations) == {"raw_accessions_unique", "raw_located_share", "raw_text_lengths",
+                                "raw_rows_cover_listing"}
     assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items()}
     assert evaluations["raw_located_share"].metadata["share_located"].value >= 0.8
     assert {e.metadata["partition"].value for e in evaluations.values()} == {"2024|10-K"}
