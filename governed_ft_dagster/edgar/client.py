@@ -298,10 +298,7 @@ def filing_refs(
         fy, period, quarter = fiscal_period(report_date, fye, form_type)
         if wanted_years is not None and fy not in wanted_years:
             continue
-        document = str(recent["primaryDocument"][i] or "")
-        if not document:
-            log.warning("skipping %s %s of CIK %s: no primary document", original_form, accession, cik)
-            continue
+        document = str(recent["primaryDocument"][i] or "")  # none listed: kept, so its row says so
         refs[accession] = FilingRef(
             cik=cik,
             ticker=ticker,
@@ -578,6 +575,7 @@ class EdgarClient(_SubmissionsSource):
         return self.cache_dir / ref.archive_path
 
     def _fetch(self, ref: FilingRef) -> Path:
+        _require_document(ref)
         path = self.cached_path(ref)
         if not path.is_file():
             atomic_write(path, self.get(f"{self.base_url}/{ref.archive_path}"))
@@ -660,6 +658,11 @@ class _Prefetch:
             self._stopped = True
 
 
+def _require_document(ref: FilingRef) -> None:
+    if not ref.primary_document:
+        raise EdgarNotFoundError(ref.url, "EDGAR's submissions list no primary document for this filing")
+
+
 def _parse_json(body: bytes, url: str) -> Any:
     try:
         return json.loads(body)
@@ -705,6 +708,7 @@ class LocalEdgarSource(_SubmissionsSource):
 
     def download(self, ref: FilingRef) -> Path:
         """Path of the primary document inside the folder (nothing is copied)."""
+        _require_document(ref)
         path = self.root / ref.archive_path
         if not path.is_file():
             raise EdgarNotFoundError(str(path), "no such file in the local EDGAR source")
