@@ -295,9 +295,14 @@ def curate_only(home: Path | None, stage_profile: bool = True) -> int:
 
 
 def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
-    """The raw materialization's metadata in one run."""
+    """The raw materialization's metadata in one run, or its step failure's (with its sentence as 'failure')."""
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         return {k: v.value for k, v in entry.asset_materialization.metadata.items()}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        failure = entry.dagster_event.step_failure_data
+        user, error = failure.user_failure_data, failure.error.cause or failure.error
+        return {**({k: v.value for k, v in user.metadata.items()} if user else {}),
+                "failure": user.description if user and user.description else error.message.splitlines()[0]}
     return {}
 
 
@@ -341,6 +346,9 @@ def report(companies: int, results: list, launched: float, wall: float, cpu: dic
               f"{meta.get('filings_in', '-')} | {meta.get('rows', '-')} | " + " | ".join(cells) + " |")
     print("(seconds after launch: listing done, last filing extracted, Delta merge committed, raw step done, "
           "its checks done)")
+    for run in results:
+        if "failure" in metadata[run.run_id]:
+            print(f"  {run.tags.get('dagster/partition', '?')} failed: {metadata[run.run_id]['failure']}")
     accessions = [r["accession_number"] for r in rows]
     statuses = Counter(r["status"] for r in rows)
     complete = set(accessions) == expected and len(accessions) == len(set(accessions))

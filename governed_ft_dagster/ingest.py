@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from governed_ft_dagster.catalog.base import CatalogClient, RenewingCredentials
-from governed_ft_dagster.edgar.client import FilingRef, FilingSource
+from governed_ft_dagster.edgar.client import EdgarHTTPError, FilingRef, FilingSource
 from governed_ft_dagster.edgar.extract import DEFAULT_MAX_BYTES, EXTRACTOR_VERSION, extract_risk_factors
 from governed_ft_dagster.edgar.landing import (
     AMENDMENT_COLUMNS,
@@ -33,11 +33,13 @@ from governed_ft_dagster.storage import (
 )
 
 Log = Callable[[str], None]
-# A stored row is updated when its text, extraction or amendment pointers changed (each term parenthesised: the
-# merge's SQL parser binds IS DISTINCT FROM looser than OR).
-CHANGED_WHEN = " OR ".join(f"({condition})" for condition in [
+FETCH_FAILED = "fetch_failed"
+# When a filing's new row replaces its old one: its text, extraction or amendment pointers changed, and a fetch
+# failure fills a gap, never replaces a row from the document (each term parenthesised: the merge's SQL parser binds
+# IS DISTINCT FROM looser than OR).
+CHANGED_WHEN = f"s.status != '{FETCH_FAILED}' AND (" + " OR ".join(f"({condition})" for condition in [
     "t.text_sha256 != s.text_sha256", "t.extractor_version != s.extractor_version", "t.status != s.status",
-    *(f"t.{c} IS DISTINCT FROM s.{c}" for c in AMENDMENT_COLUMNS)])
+    *(f"t.{c} IS DISTINCT FROM s.{c}" for c in AMENDMENT_COLUMNS)]) + ")"
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,14 @@ class RawTarget:
 
 @dataclass
 class IngestReport:
-    """Counts of one ingestion run; filings in = rows + rejects."""
+    """Counts of one ingestion run; filings in = rows + rejects, and any reject fails the run."""
 
     filings_in: int = 0
     fetched: int = 0
     rows_by_status: Counter = field(default_factory=Counter)
     rejects: list[dict[str, str]] = field(default_factory=list)
     unknown_tickers: list[str] = field(default_factory=list)
+    listed: list[str] = field(default_factory=list)
     delta_version: int | None = None
     inserted: int = 0
     updated: int = 0
@@ -74,6 +77,29 @@ class IngestReport:
     def wrote(self) -> bool:
         """Whether the run committed a version of the raw table (a re-run of unchanged filings commits none)."""
         return self.table_created or self.inserted > 0 or self.updated > 0
+
+    def incomplete(self, partition: str, table: str) -> str | None:
+        """One sentence naming what has no row in the table and why, or None when every listed filing has one."""
+        listed = set(self.listed)
+        filings = [r for r in self.rejects if r["key"] in listed]
+        companies = [r for r in self.rejects if r["key"] not in listed]
+        parts = []
+        if filings:
+            parts.append(f"{len(filings)} of the {len(listed)} filings listed for {partition} "
+                         f"{'has' if len(filings) == 1 else 'have'} no row in {table}: {_named(filings)}")
+        if companies:
+            parts.append(f"{len(companies)} compan{'y' if len(companies) == 1 else 'ies'} could not be listed for "
+                         f"{partition}, so their filings are missing: {_named(companies)}")
+        if not parts:
+            return None
+        merged = (f"the {self.rows} other rows are merged (Delta version {self.delta_version})" if self.rows
+                  else "nothing was merged")
+        return "; ".join([*parts, merged, "fix the cause and run the partition again."])
+
+
+def _named(rejects: list[dict[str, str]], shown: int = 5) -> str:
+    named = "; ".join(f"{r['key']} ({r['reason']})" for r in rejects[:shown])
+    return named + (f"; and {len(rejects) - shown} more" if len(rejects) > shown else "")
 
 
 def list_filings(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_year: int,
@@ -97,39 +123,72 @@ def list_filings(source: FilingSource, tickers: Sequence[str], form_type: str, f
 def ingest(source: FilingSource, tickers: Sequence[str], form_type: str, fiscal_year: int, client: CatalogClient,
            target: RawTarget, log: Log, include_amendments: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
            now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> IngestReport:
-    """Run one partition end to end with credentials vended to the ingest principal."""
+    """Run one partition end to end with credentials vended to the ingest principal.
+
+    Every listed filing ends as a row (a document EDGAR would not serve as a `fetch_failed` row) or as a reject
+    naming it and its cause (a failed write of our own: the cache, the landing zone); the caller fails on rejects.
+    """
     report = IngestReport()
     refs = list_filings(source, tickers, form_type, fiscal_year, include_amendments, report, log)
     report.filings_in = len(refs) + len(report.rejects)
+    report.listed = [ref.accession_number for ref in refs]
     log(f"{len(refs)} {form_type} filings for fiscal year {fiscal_year} from {len(tickers)} tickers")
     source.prefetch(refs)
     landing = RenewingCredentials(lambda: client.temporary_path_credentials(target.landing_root, "PATH_READ_WRITE"))
     records: list[dict] = []
     started = time.monotonic()
     for index, ref in enumerate(refs, 1):
-        try:
-            document = source.download(ref).read_bytes()
-        except Exception as exc:
-            report.rejects.append({"key": ref.accession_number, "reason": f"download failed: {_short(exc)}"})
-            continue
-        report.fetched += 1
-        result = extract_risk_factors(document, ref.original_form, max_bytes=max_bytes)
-        record = build_record(ref, result.status.value, result.text, result.reason, EXTRACTOR_VERSION,
-                              now().isoformat(timespec="seconds"))
-        try:
-            put_json(join(target.landing_root, landing_key(ref)), record, landing.current(), target.endpoint)
-        except Exception as exc:
-            report.rejects.append({"key": ref.accession_number, "reason": f"landing failed: {_short(exc)}"})
-            continue
-        records.append(record)
-        report.rows_by_status[record["status"]] += 1
+        record = _record(source, ref, target, landing, now().isoformat(timespec="seconds"), max_bytes, report)
+        if record is not None:
+            records.append(record)
+            report.rows_by_status[record["status"]] += 1
         if index % 25 == 0 or index == len(refs):
             log(f"extracted {index}/{len(refs)} filings ({time.monotonic() - started:.1f} s)")
     if records:
         _merge(client, target, records, report)
+        _verify_rows(client, target, form_type, fiscal_year, records, report)
     else:
         report.delta_version = _current_version(client, target)
     return report
+
+
+def _record(source: FilingSource, ref: FilingRef, target: RawTarget, landing: RenewingCredentials,
+            extracted_at: str, max_bytes: int, report: IngestReport) -> dict | None:
+    """The filing's row, landed; None with a reject naming the filing when a step of our own failed."""
+    try:
+        document = source.download(ref).read_bytes()
+    except EdgarHTTPError as exc:  # EDGAR's answer about this filing: a row, so the table shows it
+        return build_record(ref, FETCH_FAILED, "", f"download failed: {_short(exc)}", EXTRACTOR_VERSION, extracted_at)
+    except Exception as exc:  # e.g. the cache's disk is full
+        report.rejects.append({"key": ref.accession_number, "reason": f"download failed: {_short(exc)}"})
+        return None
+    report.fetched += 1
+    try:
+        result = extract_risk_factors(document, ref.original_form, max_bytes=max_bytes)
+        record = build_record(ref, result.status.value, result.text, result.reason, EXTRACTOR_VERSION, extracted_at)
+    except Exception as exc:
+        report.rejects.append({"key": ref.accession_number, "reason": f"extraction failed: {_short(exc)}"})
+        return None
+    try:
+        put_json(join(target.landing_root, landing_key(ref)), record, landing.current(), target.endpoint)
+    except Exception as exc:
+        report.rejects.append({"key": ref.accession_number, "reason": f"landing failed: {_short(exc)}"})
+        return None
+    return record
+
+
+def _verify_rows(client: CatalogClient, target: RawTarget, form_type: str, fiscal_year: int, merged: list[dict],
+                 report: IngestReport) -> None:
+    """Read the partition back: a merged filing the table does not hold becomes a reject."""
+    creds = client.temporary_table_credentials(target.table, "READ")
+    table, version = read_delta(target.table_location, storage_options(creds, target.endpoint), ["accession_number"],
+                                where={"fiscal_year": fiscal_year, "form_type": form_type})
+    present = set(table.column("accession_number").to_pylist())
+    for record in merged:
+        if record["accession_number"] not in present:
+            report.rows_by_status[record["status"]] -= 1
+            report.rejects.append({"key": record["accession_number"],
+                                   "reason": f"merged but not in the table at Delta version {version}"})
 
 
 def _merge(client: CatalogClient, target: RawTarget, records: list[dict], report: IngestReport,

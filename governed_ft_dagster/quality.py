@@ -26,6 +26,15 @@ def unique_accessions(rows: Sequence[Mapping[str, Any]]) -> Verdict:
                    {"rows": len(rows), "duplicated": duplicated[:20]})
 
 
+def rows_cover_listing(rows: Sequence[Mapping[str, Any]], listed: Sequence[str]) -> Verdict:
+    """Every filing the partition's run listed has a row (a fetch failure is a row with its status)."""
+    present = {r["accession_number"] for r in rows}
+    missing = sorted(set(listed) - present)
+    return Verdict(not missing, f"{len(missing)} of {len(listed)} listed filings have no row"
+                   + (f": {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "") if missing else ""),
+                   {"listed": len(listed), "rows": len(rows), "missing": missing[:20]})
+
+
 LOCATED_STATUSES = ("extracted", "no_material_changes", "incorporated_by_reference")
 
 

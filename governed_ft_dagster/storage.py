@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
+from governed_ft_dagster.atomic import atomic_write
 from governed_ft_dagster.catalog.base import VendedCredentials
 
 
@@ -61,11 +62,7 @@ def put_json(uri: str, document: Any, creds: VendedCredentials, endpoint: S3Endp
     """Write one JSON document atomically (local) or as one object (S3) with vended credentials."""
     body = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
     if is_local(uri):
-        path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(body)
-        tmp.replace(path)
+        atomic_write(local_path(uri), body)
         return
     parsed = urlparse(uri)
     _s3(creds, endpoint).put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body,

@@ -22,6 +22,7 @@ from governed_ft_dagster.edgar.client import (
     FilingSource,
     LocalEdgarSource,
     earliest_filing_date,
+    filing_refs,
     fiscal_period,
     parse_fiscal_year_end,
 )
@@ -212,6 +213,24 @@ def test_form_and_amendment_filtering(server, tmp_path):
     assert quarterly and {r.form_type for r in quarterly} == {"10-Q"}
     everything = client.filings("0001318605", forms=("10-K", "10-Q", "8-K"), fiscal_years=[2022])
     assert "8-K" in {r.form_type for r in everything}
+
+
+def test_a_filing_listed_without_a_primary_document_is_kept_and_its_download_fails_without_a_request(
+        server, tmp_path):
+    base, state = server
+    submissions = {"cik": "9990001", "name": "No Document Inc", "tickers": ["NODOC"], "fiscalYearEnd": "1231",
+                   "filings": {"recent": {"accessionNumber": ["0009990001-25-000001"], "form": ["10-K"],
+                                          "reportDate": ["2024-12-31"], "filingDate": ["2025-02-20"],
+                                          "primaryDocument": [""]}}}
+    (ref,) = filing_refs(submissions, archive_base=base, fiscal_years=[2024])
+    assert (ref.accession_number, ref.fiscal_year, ref.primary_document) == ("0009990001-25-000001", 2024, "")
+    client = _client(base, tmp_path)
+    client.prefetch([ref])  # in a background thread: its failure is handed to download
+    with pytest.raises(EdgarNotFoundError, match="no primary document"):
+        client.download(ref)
+    with pytest.raises(EdgarNotFoundError, match="no primary document"):
+        LocalEdgarSource(tmp_path / "edgar").download(ref)
+    assert state.paths() == []
 
 
 def test_default_archive_url_is_the_sec_site():

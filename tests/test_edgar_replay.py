@@ -259,3 +259,73 @@ def test_submissions_pages_are_shared_between_runs_while_fresh(replay, tmp_path)
     os.utime(page, (time.time() - 120, time.time() - 120))
     client().filings("9700002")  # older than the max age: fetched again
     assert [r.path for r in replay.gate.records] == ["/submissions/CIK0009700002.json"] * 2
+
+
+# --- nothing lost: a filing whose document cannot be kept fails the run by name ------------------------------------
+
+
+def test_a_document_the_cache_cannot_keep_fails_the_run_by_name_and_the_check_sees_a_lost_row(
+        replay, universe, tmp_path, monkeypatch):
+    import dagster as dg
+    from deltalake import DeltaTable
+
+    from aws_fixtures import BUCKET, start_world
+    from conftest import free_port
+    from governed_ft_dagster.defs.assets.raw import raw_risk_factors_asset
+    from governed_ft_dagster.defs.checks import raw_checks
+    from governed_ft_dagster.defs.partitions import raw_partitions
+    from governed_ft_dagster.defs.resources.edgar import EdgarResource
+    from governed_ft_dagster.edgar.client import archive_path
+
+    asset = raw_risk_factors_asset(raw_partitions((2023, 2024)))
+    filings = universe.in_period("10-K", 2024)
+    listed = sorted(f.accession for _, f in filings)
+    company, lost = filings[1]
+    cache = tmp_path / "cache"
+    # A file where the filing's cache folder goes: the OS refuses the write, as a full disk refuses it (ENOSPC).
+    blocked = (cache / archive_path(company.cik, lost.accession, lost.document)).parent
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a folder")
+    edgar = EdgarResource(source="live", user_agent=UA, base_url=replay.url, data_url=replay.url, cache_dir=str(cache),
+                          local_root=str(tmp_path / "unused"))
+    world, moto = start_world(monkeypatch, free_port())
+    instance = dg.DagsterInstance.ephemeral()
+    config = {"ops": {"raw_risk_factors": {"config": {"universe": ",".join(c.ticker for c in universe.companies)}}}}
+    run = lambda selection=None: dg.materialize(  # noqa: E731
+        [asset, *raw_checks(asset.partitions_def)], partition_key="2024|10-K", instance=instance, run_config=config,
+        resources={"catalog": world.catalog_resource(), "edgar": edgar}, raise_on_error=False,
+        selection=selection)
+    options = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL": world.moto_url, "AWS_ALLOW_HTTP": "true"}
+    table = lambda: DeltaTable(f"s3://{BUCKET}/raw/tables/risk_factors", storage_options=options)  # noqa: E731
+    try:
+        failed = run()
+        assert not failed.success
+        (failure,) = failed.get_step_failure_events()
+        message = failure.event_specific_data.error.message
+        assert f"1 of the {len(listed)} filings listed for 2024|10-K has no row in " in message
+        assert f"{lost.accession} (download failed: " in message and "run the partition again" in message
+        assert sorted(r["accession_number"] for r in table().to_pyarrow_table().to_pylist()) == sorted(
+            set(listed) - {lost.accession})  # the others are kept
+
+        blocked.unlink()
+        again = run()
+        assert again.success
+        metadata = again.asset_materializations_for_node("raw_risk_factors")[0].metadata
+        assert metadata["listed_accessions"].value == listed and metadata["rows"].value == len(listed)
+        checks = {e.check_name: e for e in again.get_asset_check_evaluations()}
+        assert checks["raw_rows_cover_listing"].passed
+        documents = [r.path for r in replay.gate.records if r.path.startswith("/Archives/")]
+        assert len(documents) == len(listed) + 1  # only the document that was not kept is fetched again
+
+        table().delete(f"accession_number = '{lost.accession}'")  # a row lost after a run that succeeded
+        cover = next(c for c in raw_checks(asset.partitions_def) if c.check_key.name == "raw_rows_cover_listing")
+        key = dg.MultiPartitionKey({"fiscal_year": "2024", "form_type": "10-K"})
+        with dg.build_op_context(instance=instance, partition_key=key,
+                                 resources={"catalog": world.catalog_resource()}) as context:
+            evaluation = cover(context)
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert evaluation.description == f"2024|10-K: 1 of {len(listed)} listed filings have no row: {lost.accession}"
+    finally:
+        world.databricks.stop()
+        moto.stop()

@@ -52,11 +52,9 @@ def world(monkeypatch) -> Iterator[EnforcedWorld]:
         server.stop()
 
 
-def ingest(world: EnforcedWorld, edgar) -> dict:
-    result = dg.materialize([raw_risk_factors], partition_key=PARTITION, raise_on_error=False,
-                            resources={"catalog": world.catalog_resource(), "edgar": edgar})
-    assert result.success
-    return {k: v.value for k, v in result.asset_materializations_for_node("raw_risk_factors")[0].metadata.items()}
+def ingest(world: EnforcedWorld, edgar) -> dg.ExecuteInProcessResult:
+    return dg.materialize([raw_risk_factors], partition_key=PARTITION, raise_on_error=False,
+                          resources={"catalog": world.catalog_resource(), "edgar": edgar})
 
 
 def admin_options(world: EnforcedWorld) -> dict[str, str]:
@@ -84,10 +82,16 @@ def test_a_landing_credential_past_its_end_is_refused_and_the_renewing_ingest_go
     try:
         world.databricks.credential_ttl_s = 3600
         expired_before = len(expired_refusals())
-        kept = ingest(world, edgar)
+        failed = ingest(world, edgar)
+        assert not failed.success  # a filing that could not be landed has no row: the run fails, naming each one
+        (failure,) = failed.get_step_failure_events()
+        kept = {k: v.value for k, v in failure.step_failure_data.user_failure_data.metadata.items()}
         refused = [r["reason"] for r in kept["rejects_sample"]]
         assert kept["filings_in"] >= 3 and len(landing_vends(world)) == 1
         assert kept["rows"] == 1 and len(refused) == kept["filings_in"] - 1
+        message = failure.event_specific_data.error.message
+        assert f"{len(refused)} of the {kept['filings_in']} filings listed for {PARTITION} have no row" in message
+        assert all(r["key"] in message for r in kept["rejects_sample"][:5]) and "landing failed" in message
         assert all("ExpiredToken" in reason for reason in refused), refused
         assert len(expired_refusals()) - expired_before == len(refused)
         assert len(raw_accessions(world)) == 1
@@ -96,7 +100,10 @@ def test_a_landing_credential_past_its_end_is_refused_and_the_renewing_ingest_go
         world.databricks.credential_ttl_s = 600
         world.databricks.vended.clear()
         expired_before = len(expired_refusals())
-        renewed = ingest(world, edgar)
+        result = ingest(world, edgar)
+        assert result.success
+        materialized = result.asset_materializations_for_node("raw_risk_factors")[0]
+        renewed = {k: v.value for k, v in materialized.metadata.items()}
     finally:
         aws_fixtures.EXPIRE_AFTER_ONE_WRITE.discard(LANDING)
     assert renewed["rejects"] == 0 and renewed["rows"] == kept["filings_in"]

@@ -197,7 +197,7 @@ def demo(tmp_path_factory, uc_server_jars, spark_home, installed_wheel) -> Itera
         governed_ft("stack", "down", env=env, timeout_s=120, cli=cli, cwd=empty)
 
 
-CHECKS_PER_ASSET = {"raw_risk_factors": 3, "curated_training_table": 5, "finetuned_lora_model": 1}
+CHECKS_PER_ASSET = {"raw_risk_factors": 4, "curated_training_table": 5, "finetuned_lora_model": 1}
 
 
 def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folder(demo):
@@ -207,7 +207,7 @@ def test_the_installed_wheel_runs_stack_up_bootstrap_and_run_from_an_empty_folde
     lines = done.stdout.splitlines()
     assert len(lines) <= 15 and "DEBUG" not in done.stdout + done.stderr, done.stdout + done.stderr
     raw_lines = [line for line in lines if line.startswith("raw_risk_factors ")]
-    assert len(raw_lines) == 4 and all("filings in" in line and "checks 3/3 passed" in line for line in raw_lines)
+    assert len(raw_lines) == 4 and all("filings in" in line and "checks 4/4 passed" in line for line in raw_lines)
     assert any(line.strip().startswith("curated:") and "records" in line for line in lines)
     assert any(line.strip().startswith("training:") and "eval loss" in line for line in lines)
     assert any(line.startswith("lineage:") and "@" in line for line in lines)

@@ -47,6 +47,16 @@ def test_quarterly_partition_of_no_material_changes_is_located_but_not_found_is_
     assert not quality.located_share([], 0.8).passed
 
 
+def test_rows_must_cover_every_listed_filing():
+    rows = [{"accession_number": a} for a in ("0000000001-24-000001", "0000000002-24-000002",
+                                              "0000000009-23-000009")]  # one left from an earlier listing
+    assert quality.rows_cover_listing(rows, ["0000000001-24-000001", "0000000002-24-000002"]).passed
+    verdict = quality.rows_cover_listing(rows[:1], ["0000000001-24-000001", "0000000002-24-000002"])
+    assert not verdict.passed
+    assert verdict.description == "1 of 2 listed filings have no row: 0000000002-24-000002"
+    assert verdict.metadata["missing"] == ["0000000002-24-000002"]
+
+
 def record(cik: str, split: str, n_tokens: int = 300, content: str = "text") -> dict:
     messages = [{"role": r, "content": content} for r in ("system", "user", "assistant")]
     return {"record_id": f"{cik}-{split}-{n_tokens}", "cik": cik, "split": split, "n_tokens": n_tokens, "messages": messages}

@@ -89,7 +89,8 @@ def test_raw_checks_hold_on_the_shared_filings(world, edgar):
                             partition_key="2024|10-K",
                             resources={"catalog": world.catalog_resource(), "edgar": edgar})
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"raw_accessions_unique", "raw_located_share", "raw_text_lengths"}
+    assert set(evaluations) == {"raw_accessions_unique", "raw_located_share", "raw_text_lengths",
+                                "raw_rows_cover_listing"}
     assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items()}
     assert evaluations["raw_located_share"].metadata["share_located"].value >= 0.8
     assert {e.metadata["partition"].value for e in evaluations.values()} == {"2024|10-K"}
@@ -159,3 +160,16 @@ def test_landing_credentials_near_expiry_are_vended_again_during_the_ingest(worl
     world.databricks.vended.clear()
     assert materialize(world, edgar, "2024|10-Q").success
     assert len([v for v in world.databricks.vended if v["operation"] == "PATH_READ_WRITE"]) == 1
+
+
+def test_a_company_whose_listing_fails_fails_the_run_by_name_after_the_others_are_merged(world, edgar):
+    from pathlib import Path
+
+    (Path(edgar.local_root) / "submissions" / "CIK0000320193.json").write_text("{")  # Apple's listing: unreadable
+    result = materialize(world, edgar, "2024|10-K")
+    assert not result.success
+    message = failure_message(result)
+    assert "1 company could not be listed for 2024|10-K, so their filings are missing: AAPL (0000320193)" in message
+    assert "invalid JSON" in message and "run the partition again" in message
+    rows = raw_rows(world)
+    assert rows and "0000320193" not in {r["cik"] for r in rows}  # the other companies' filings are kept

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from governed_ft_dagster import quality
 from governed_ft_dagster.defs.assets.failures import readable_failures
+from governed_ft_dagster.defs.assets.raw import LISTED_METADATA
 from governed_ft_dagster.defs.automation import CHECK_WITH_TARGET
 from governed_ft_dagster.catalog.base import Principal
 from governed_ft_dagster.governance import CURATED_TABLE, OWNERS, RAW_TABLE
@@ -66,7 +67,21 @@ def raw_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDe
         partition, rows = _partition_rows(context, catalog)
         return _for_partition(partition, quality.text_lengths_in_range(rows, *TEXT_CHARS))
 
-    return [raw_accessions_unique, raw_located_share, raw_text_lengths]
+    @dg.asset_check(asset=RAW, partitions_def=partitions_def,
+                    description="Every filing the partition's run listed from EDGAR has a row in the raw table.")
+    def raw_rows_cover_listing(context: dg.AssetCheckExecutionContext,
+                               catalog: CatalogResource) -> dg.AssetCheckResult:
+        partition, rows = _partition_rows(context, catalog)
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[partition]), limit=1).records
+        metadata = records[0].asset_materialization.metadata if records else {}
+        if LISTED_METADATA not in metadata:
+            return _for_partition(partition, quality.Verdict(
+                False, f"no materialization of {partition} records its listing ('{LISTED_METADATA}'); "
+                       "materialize the partition again"))
+        return _for_partition(partition, quality.rows_cover_listing(rows, metadata[LISTED_METADATA].value))
+
+    return [raw_accessions_unique, raw_located_share, raw_text_lengths, raw_rows_cover_listing]
 
 
 @dg.multi_asset_check(

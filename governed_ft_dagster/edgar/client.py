@@ -9,7 +9,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -21,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import requests
 
+from governed_ft_dagster.atomic import atomic_write
 from governed_ft_dagster.edgar.fair_access import FairAccessLimiter, file_lock
 
 log = logging.getLogger(__name__)
@@ -298,10 +298,7 @@ def filing_refs(
         fy, period, quarter = fiscal_period(report_date, fye, form_type)
         if wanted_years is not None and fy not in wanted_years:
             continue
-        document = str(recent["primaryDocument"][i] or "")
-        if not document:
-            log.warning("skipping %s %s of CIK %s: no primary document", original_form, accession, cik)
-            continue
+        document = str(recent["primaryDocument"][i] or "")  # none listed: kept, so its row says so
         refs[accession] = FilingRef(
             cik=cik,
             ticker=ticker,
@@ -438,20 +435,6 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def atomic_write(path: Path, content: bytes) -> None:
-    """Write a file via a unique temp file and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EdgarClient(_SubmissionsSource):
@@ -592,6 +575,7 @@ class EdgarClient(_SubmissionsSource):
         return self.cache_dir / ref.archive_path
 
     def _fetch(self, ref: FilingRef) -> Path:
+        _require_document(ref)
         path = self.cached_path(ref)
         if not path.is_file():
             atomic_write(path, self.get(f"{self.base_url}/{ref.archive_path}"))
@@ -674,6 +658,11 @@ class _Prefetch:
             self._stopped = True
 
 
+def _require_document(ref: FilingRef) -> None:
+    if not ref.primary_document:
+        raise EdgarNotFoundError(ref.url, "EDGAR's submissions list no primary document for this filing")
+
+
 def _parse_json(body: bytes, url: str) -> Any:
     try:
         return json.loads(body)
@@ -719,6 +708,7 @@ class LocalEdgarSource(_SubmissionsSource):
 
     def download(self, ref: FilingRef) -> Path:
         """Path of the primary document inside the folder (nothing is copied)."""
+        _require_document(ref)
         path = self.root / ref.archive_path
         if not path.is_file():
             raise EdgarNotFoundError(str(path), "no such file in the local EDGAR source")

@@ -15,9 +15,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from governed_ft_dagster.atomic import atomic_write
 from governed_ft_dagster.edgar.client import (
     archive_path,
-    atomic_write,
     fiscal_period,
     normalize_cik,
     parse_company_tickers,

@@ -27,6 +27,7 @@ class RawRiskFactorsConfig(dg.Config):
 
 RAW_KEY = dg.AssetKey("raw_risk_factors")
 INGEST_RUN_KIND = "EdgarIngestRun"
+LISTED_METADATA = "listed_accessions"
 
 
 def raw_risk_factors_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -76,6 +77,14 @@ def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig
         context.log.warning(f"rejected {reject['key']}: {reject['reason']}")
     if len(report.rejects) > 50:
         context.log.warning(f"... and {len(report.rejects) - 50} more rejects (see the 'rejects_sample' metadata)")
+    if incomplete := report.incomplete(context.partition_key, table):
+        raise dg.Failure(description=incomplete, allow_retries=False, metadata={
+            "filings_in": dg.MetadataValue.int(report.filings_in),
+            "rows": dg.MetadataValue.int(report.rows),
+            "rejects": dg.MetadataValue.int(len(report.rejects)),
+            "rejects_sample": dg.MetadataValue.json(report.rejects[:100]),
+            "delta_version": dg.MetadataValue.int(report.delta_version if report.delta_version is not None else -1),
+        })
     origin = edgar.origin()
     job_properties = {"partition": context.partition_key, "form_type": form_type, "fiscal_year": fiscal_year,
                       "companies": len(tickers), "filings_listed": report.filings_in, "filings_fetched": report.fetched,
@@ -101,6 +110,7 @@ def _materialize(context: dg.AssetExecutionContext, config: RawRiskFactorsConfig
         "rows_inserted": dg.MetadataValue.int(report.inserted),
         "rows_updated": dg.MetadataValue.int(report.updated),
         "unknown_tickers": dg.MetadataValue.json(report.unknown_tickers),
+        LISTED_METADATA: dg.MetadataValue.json(report.listed),
         "landing_root": dg.MetadataValue.path(target.landing_root),
         **_link(catalog.ui_url(table)),
     }, data_version=dg.DataVersion(str(report.delta_version)) if report.delta_version is not None else None)

@@ -33,7 +33,7 @@ class EdgarResource(dg.ConfigurableResource):
     sample_companies: int = 12
     sample_fiscal_years: list[int] = Field(default=[2023, 2024],
                                            description="Fiscal years the generated corpus covers ('sample' only).")
-    list_missing_documents: bool = Field(default=False, description="List filings whose document is absent from a local folder (they become rejects).")
+    list_missing_documents: bool = Field(default=False, description="List filings whose document is absent from a local folder (they become fetch_failed rows).")
     sensor_batch_size: int = Field(default=50, description="Companies the new-filings sensor reads per tick (10 requests/s).")
 
     def filing_source(self) -> FilingSource:
