@@ -21,8 +21,7 @@ fi
 # Two workers, one per core; a file stays on one worker, so its module fixtures run once.
 workers="${GOVERNED_FT_TEST_WORKERS:-2}"
 # One core per worker: torch (and the BLAS under it) and the tokenizers in every process a worker starts use one
-# thread,
-# instead of each taking every core and the two workers' processes contending for them.
+# thread, instead of each taking every core and the two workers' processes contending for them.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 started=$(date +%s)
