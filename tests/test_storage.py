@@ -86,12 +86,13 @@ def test_put_json_that_cannot_publish_raises_and_leaves_no_temp_file(tmp_path: P
 def test_a_fetch_failure_row_fills_a_gap_but_never_replaces_a_row_made_from_the_document(tmp_path: Path) -> None:
     import pyarrow as pa
 
+    from governed_ft_dagster.edgar.landing import AMENDMENT_COLUMNS
     from governed_ft_dagster.ingest import CHANGED_WHEN
     from governed_ft_dagster.storage import merge_rows, read_delta
 
     location = str(tmp_path / "raw")
     schema = pa.schema([("accession_number", pa.string()), ("status", pa.string()), ("text_sha256", pa.string()),
-                        ("extractor_version", pa.string())])
+                        ("extractor_version", pa.string()), *((c, pa.string()) for c in AMENDMENT_COLUMNS)])
     rows = lambda *r: pa.Table.from_pylist([dict(zip(schema.names, x)) for x in r], schema=schema)  # noqa: E731
     merge_rows(location, rows(("a", "extracted", "h1", "v1"), ("b", "fetch_failed", "e0", "v1")), "accession_number",
                {}, CHANGED_WHEN)
