@@ -40,9 +40,14 @@ def test_a_group_that_ignores_sigterm_is_killed_with_its_children():
 
 
 def test_a_group_that_exits_on_sigterm_is_reported_terminated():
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
-    time.sleep(0.5)
+    # At SIGTERM's default whatever this process ignores (an xdist worker's Dagster runs point SIGTERM at an ignored
+    # SIGINT), and signalled only once the command itself runs.
+    sleeper = [sys.executable, "-c", "print('ready', flush=True); import time; time.sleep(600)"]
+    process = subprocess.Popen(with_default_signals(sleeper), start_new_session=True, stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "ready"
     assert end_group(process, grace_s=10) == "terminated"
+    process.stdout.close()
 
 
 # A parent that ignores SIGINT and SIGTERM, as a background job does once Dagster maps SIGTERM to SIGINT's handler.
