@@ -256,7 +256,7 @@ def test_raw_to_model_version_with_lineage_and_an_idempotent_rerun_with_the_stor
         [failure] = narrowed.get_step_failure_events()
         refused = [line for line in failure.event_specific_data.error.message.splitlines()
                    if line.startswith("StorageRefusedError: ")]
-        assert len(refused) == 1, failure.event_specific_data.error.message
+        assert len(refused) == 1, failure.event_specific_data.error.to_string()  # with its causes, if any
         assert re.fullmatch(rf"StorageRefusedError: the storage refused principal 'preprocess' at {re.escape(location)}"
                             rf"(/\S+)?: the credentials the catalog vended for READ_WRITE on "
                             rf"{re.escape(f'{CATALOG}.{CURATED_TABLE}')} do not reach it", refused[0]), refused[0]
