@@ -18,14 +18,15 @@ floor=()
 if [ "$#" -eq 0 ]; then
   floor=(--min-passed "$(cat .ci/test-count)")
 fi
-# Two workers, one per core; a file stays on one worker, so its module fixtures run once.
+# Two workers, one per core; a file stays on one worker, so its module fixtures run once. Files start in the order
+# tests/conftest.py sorts them (longest first): xdist would otherwise reorder them by their number of tests.
 workers="${GOVERNED_FT_TEST_WORKERS:-2}"
 # One core per worker: torch (and the BLAS under it) and the tokenizers in every process a worker starts use one
 # thread, instead of each taking every core and the two workers' processes contending for them.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 started=$(date +%s)
-.venv/bin/python -m pytest -n "$workers" --dist loadfile --slowest 15 "${floor[@]}" "$@"
+.venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder --slowest 15 "${floor[@]}" "$@"
 rc=$?
 echo "pytest wall time: $(( $(date +%s) - started )) s"
 if [ "$rc" -eq 5 ]; then

@@ -50,12 +50,17 @@ def pytest_addoption(parser):
 
 
 # The files that take longest start first, so that two workers finish together (xdist hands out whole files in
-# collection order); the rest keep pytest's order.
-LONG_FILES = ("test_pipeline_local.py", "test_training.py", "test_preprocess_spark.py", "test_pipeline_aws.py",
-              "test_staged_emr.py", "test_enforced_renewal.py", "test_distributed_training.py",
-              "test_base_model_families.py", "test_staged_sagemaker.py", "test_curated_asset.py",
-              "test_catalog_local.py", "test_registry.py", "test_connector.py", "test_training_asset.py",
-              "test_governance_local.py", "test_spark_jobs_local.py")
+# collection order with --no-loadscope-reorder); the order is that of the files' measured times (the summary's
+# "each worker's files" lines); the rest keep pytest's order.
+LONG_FILES = ("test_pipeline_local.py", "test_pipeline_aws.py", "test_preprocess_spark.py", "test_staged_emr.py",
+              "test_training.py", "test_base_model_families.py", "test_staged_sagemaker.py",
+              "test_enforced_renewal.py", "test_distributed_training.py", "test_catalog_local.py",
+              "test_curated_asset.py", "test_governance_local.py", "test_connector.py", "test_registry.py",
+              "test_training_asset.py", "test_dagster_dev.py", "test_raw_asset_aws.py",
+              "test_training_jobs_sagemaker.py", "test_model_asset.py", "test_spark_jobs_local.py", "test_processes.py",
+              "test_edgar_replay.py",
+              "test_provision_aws.py", "test_provision_catalog.py", "test_gates.py", "test_pipes_clients.py",
+              "test_provenance.py", "test_definitions.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -65,6 +70,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 _TEST_SECONDS: dict[str, float] = {}
 _WORKER_SECONDS: dict[str, float] = {}
+_WORKER_FILES: dict[str, dict[str, float]] = {}
 
 
 def pytest_runtest_logreport(report):
@@ -72,6 +78,9 @@ def pytest_runtest_logreport(report):
     _TEST_SECONDS[report.nodeid] = _TEST_SECONDS.get(report.nodeid, 0.0) + report.duration
     worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "main")
     _WORKER_SECONDS[worker] = _WORKER_SECONDS.get(worker, 0.0) + report.duration
+    files = _WORKER_FILES.setdefault(worker, {})
+    path = report.nodeid.split("::", 1)[0]
+    files[path] = files.get(path, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -88,6 +97,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
         for worker, seconds in sorted(_WORKER_SECONDS.items()):
             terminalreporter.write_line(f"{seconds:8.1f} s  worker {worker}")
+        terminalreporter.section("each worker's files, in the order it ran them")
+        for worker, files in sorted(_WORKER_FILES.items()):
+            terminalreporter.write_line(f"{worker}: " + ", ".join(
+                f"{path.rsplit('/', 1)[-1].removesuffix('.py')} {seconds:.0f}" for path, seconds in files.items()))
 
 
 def pytest_sessionfinish(session, exitstatus):
