@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -295,12 +296,21 @@ class Universe:
 
     def archive(self, cik: int, accession_nodash: str, document: str) -> bytes | None:
         """A filing's primary document; a 10-K or 10-Q is its source document's copy for this accession."""
+        found = self.archive_length(cik, accession_nodash, document)
+        return None if found is None else found[1]()
+
+    def archive_length(self, cik: int, accession_nodash: str,
+                       document: str) -> tuple[int, Callable[[], bytes]] | None:
+        """A primary document's length, known before its bytes (a copy swaps words, keeping the source's length),
+        and how to render them."""
         filing = self._archive.get((cik, accession_nodash, document))
         if filing is None:
             return None
         if filing.source is None:
-            return f"<html><body><p>{filing.form} {filing.accession}</p></body></html>".encode()
-        return self.template(filing.source).render(int(accession_nodash))
+            stub = f"<html><body><p>{filing.form} {filing.accession}</p></body></html>".encode()
+            return len(stub), lambda: stub
+        template = self.template(filing.source)
+        return len(template.data), lambda: template.render(int(accession_nodash))
 
     def template(self, source: int) -> Template:
         with self._template_lock:
@@ -417,6 +427,11 @@ class _Handler(BaseHTTPRequestHandler):
             reason = ("Request Rate Threshold Exceeded" if status != 403 or "Retry-After" in headers
                       else "Your Request Originates from an Undeclared Automated Tool")
             return self._send(status, f"<html><body><h1>{reason}</h1></body></html>".encode(), "text/html", headers)
+        if (document := self.server.document(path)) is not None:
+            # As a static file server answers: the headers first, then the bytes (rendered meanwhile here).
+            length, render = document
+            self._send_headers(200, "text/html", {"Content-Length": str(length)})
+            return self.wfile.write(render())
         body, kind = self.server.resolve(path)
         if body is None:
             return self._send(404, b"<html><body>Not Found</body></html>", "text/html")
@@ -435,13 +450,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, "application/json")
 
     def _send(self, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
+        self._send_headers(status, kind, {**(headers or {}), "Content-Length": str(len(body))})
+        self.wfile.write(body)
+
+    def _send_headers(self, status: int, kind: str, headers: dict[str, str]) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
-        for key, value in (headers or {}).items():
+        for key, value in headers.items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.flush()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -480,6 +498,11 @@ class EdgarReplayServer(ThreadingHTTPServer):
         if m := self._ARCHIVE.match(path):
             return self.universe.archive(int(m[1]), m[2], m[3]), "text/html"
         return None, ""
+
+    def document(self, path: str) -> tuple[int, Callable[[], bytes]] | None:
+        """A primary document's length and renderer, or None when the path is not one the universe serves."""
+        m = self._ARCHIVE.match(path)
+        return self.universe.archive_length(int(m[1]), m[2], m[3]) if m else None
 
     def start(self) -> "EdgarReplayServer":
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

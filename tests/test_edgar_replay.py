@@ -119,8 +119,14 @@ def test_serves_edgar_paths_and_shapes(replay, universe):
     tenk = [i for i, form in enumerate(recent["form"]) if form == "10-K"]
     paths = [f"/Archives/edgar/data/9700001/{recent['accessionNumber'][i].replace('-', '')}/"
              f"{recent['primaryDocument'][i]}" for i in tenk]
-    documents = [session.get(replay.url + path) for path in paths[:2]]
+    eightk = next(i for i, form in enumerate(recent["form"]) if form == "8-K")
+    paths.append(f"/Archives/edgar/data/9700001/{recent['accessionNumber'][eightk].replace('-', '')}/"
+                 f"{recent['primaryDocument'][eightk]}")
+    documents = [session.get(replay.url + path) for path in (*paths[:2], paths[-1])]
     assert all(d.status_code == 200 and b"<html" in d.content[:3000].lower() for d in documents)
+    # The length goes out with the headers, before the copy is rendered: it must be the copy's.
+    assert all(int(d.headers["Content-Length"]) == len(d.content) > 0 for d in documents)
+    assert documents[0].content != documents[1].content and b"8-K" in documents[2].content
     assert session.get(f"{replay.url}/submissions/CIK0000320193.json").status_code == 404
     assert session.get(f"{replay.url}/Archives/edgar/data/9700001/000970000124000001/nope.htm").status_code == 404
     assert replay.gate.stats()["refused"] == 0
