@@ -20,12 +20,14 @@ browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  echo "installing Chromium for the UI test"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-# uv installs the pinned packages (torch's CUDA wheels among them) in parallel, a minute faster than pip.
+# uv installs the pinned packages (torch's CUDA wheels among them) in parallel, a minute faster than pip. Unlike pip
+# it writes no bytecode unless asked: where PYTHONDONTWRITEBYTECODE is set, every process would compile torch,
+# transformers, Dagster and MLflow from source again at each start.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q uv==$(UV_VERSION)
 	$(BIN)/uv pip install -q --python $(BIN)/python --upgrade pip setuptools wheel
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 demo: setup
