@@ -58,9 +58,8 @@ LONG_FILES = ("test_pipeline_local.py", "test_pipeline_aws.py", "test_preprocess
               "test_curated_asset.py", "test_governance_local.py", "test_connector.py", "test_registry.py",
               "test_training_asset.py", "test_dagster_dev.py", "test_raw_asset_aws.py",
               "test_training_jobs_sagemaker.py", "test_model_asset.py", "test_spark_jobs_local.py", "test_processes.py",
-              "test_edgar_replay.py",
-              "test_provision_aws.py", "test_provision_catalog.py", "test_gates.py", "test_pipes_clients.py",
-              "test_provenance.py", "test_definitions.py")
+              "test_edgar_replay.py", "test_provision_aws.py", "test_provision_catalog.py", "test_gates.py",
+              "test_pipes_clients.py", "test_provenance.py", "test_definitions.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

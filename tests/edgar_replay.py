@@ -294,15 +294,9 @@ class Universe:
         }
         return head, pages
 
-    def archive(self, cik: int, accession_nodash: str, document: str) -> bytes | None:
-        """A filing's primary document; a 10-K or 10-Q is its source document's copy for this accession."""
-        found = self.archive_length(cik, accession_nodash, document)
-        return None if found is None else found[1]()
-
-    def archive_length(self, cik: int, accession_nodash: str,
-                       document: str) -> tuple[int, Callable[[], bytes]] | None:
-        """A primary document's length, known before its bytes (a copy swaps words, keeping the source's length),
-        and how to render them."""
+    def archive(self, cik: int, accession_nodash: str, document: str) -> tuple[int, Callable[[], bytes]] | None:
+        """A filing's primary document as its length and how to render its bytes: a 10-K or 10-Q is its source
+        document's copy for this accession, which swaps words and so keeps the source's length."""
         filing = self._archive.get((cik, accession_nodash, document))
         if filing is None:
             return None
@@ -495,14 +489,12 @@ class EdgarReplayServer(ThreadingHTTPServer):
             head, pages = self.universe.submissions(cik)
             data = head if m[1] == f"CIK{m[2]}.json" else pages.get(m[1])
             return (json.dumps(data).encode() if data is not None else None), "application/json"
-        if m := self._ARCHIVE.match(path):
-            return self.universe.archive(int(m[1]), m[2], m[3]), "text/html"
         return None, ""
 
     def document(self, path: str) -> tuple[int, Callable[[], bytes]] | None:
         """A primary document's length and renderer, or None when the path is not one the universe serves."""
         m = self._ARCHIVE.match(path)
-        return self.universe.archive_length(int(m[1]), m[2], m[3]) if m else None
+        return self.universe.archive(int(m[1]), m[2], m[3]) if m else None
 
     def start(self) -> "EdgarReplayServer":
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
